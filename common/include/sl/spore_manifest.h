@@ -1,0 +1,75 @@
+/* The spore manifest (spore/manifest.json), format v1: model, parser, writer. */
+#ifndef SL_SPORE_MANIFEST_H
+#define SL_SPORE_MANIFEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "sl/digest.h"
+#include "sl/error.h"
+
+#define SPORE_MEDIA_TYPE "application/vnd.sporelet.spore.manifest.v1+json"
+#define SPORE_FORMAT_VERSION 1
+#define SPORE_MANIFEST_PATH "spore/manifest.json"
+#define SPORE_MANIFEST_MAX (4u << 20)
+#define SPORE_CHUNK_SIZE (2u << 20)
+#define SPORE_MAX_VCPUS 16
+#define SPORE_MAX_MEM_MIB 3072u
+#define SPORE_STATE_MAX (4u << 20)
+
+struct spore_file_ref {
+	char path[64]; /* relative to the spore directory */
+	sl_digest digest;
+	uint64_t size;
+};
+
+struct spore_chunk {
+	uint64_t index; /* guest-physical offset / chunk size */
+	sl_digest digest;
+};
+
+struct spore_manifest {
+	unsigned version;
+	char created[32]; /* RFC 3339 UTC */
+	/* platform contract */
+	char arch[16];
+	char hypervisor[16];
+	char cpu_vendor[16];
+	uint32_t tsc_khz;
+	char **features; /* CPU feature names, informational; state holds CPUID */
+	size_t nfeatures;
+	char **kvm_caps; /* KVM capabilities the restore needs */
+	size_t ncaps;
+	/* machine */
+	unsigned vcpus;
+	uint64_t mem_mib;
+	/* state */
+	struct spore_file_ref vm_state;
+	struct spore_file_ref vcpu_state[SPORE_MAX_VCPUS];
+	/* memory: non-zero chunks only, strictly increasing index */
+	struct spore_chunk *chunks;
+	size_t nchunks;
+	/* lineage */
+	bool has_parent;
+	sl_digest parent; /* digest of the parent spore's manifest.json */
+	char gen_id[33];  /* this spore's generation id (32 hex) */
+	char gen_parent[33]; /* "" when none */
+	uint64_t gen_counter; /* guest-visible counter at capture */
+	uint64_t depth;       /* captures and forks since the first boot */
+};
+
+/* Parses and validates (fail closed): unknown version -> SL_E_UNSUPPORTED,
+ * anything malformed -> SL_E_INVALID naming the field. */
+int spore_manifest_parse(const char *buf, size_t len, struct spore_manifest *m, sl_error_t *err);
+/* Serialises to stable JSON bytes (sorted keys). free() *buf. */
+int spore_manifest_write(const struct spore_manifest *m, char **buf, size_t *len, sl_error_t *err);
+/* Reads spore/manifest.json beneath dirfd, parses it and returns its digest. */
+int spore_manifest_load(int dirfd, struct spore_manifest *m, sl_digest *digest, sl_error_t *err);
+void spore_manifest_free(struct spore_manifest *m);
+/* Deep copy (for forks). */
+int spore_manifest_copy(const struct spore_manifest *src, struct spore_manifest *dst, sl_error_t *err);
+
+/* chunks/sha256/<hex> for a digest. */
+void spore_chunk_path(const sl_digest *d, char out[96]);
+
+#endif

@@ -1,0 +1,46 @@
+/* Shared declarations of the spore CLI's subcommands. */
+#ifndef SPORE_CLI_H
+#define SPORE_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "sl/error.h"
+#include "vmm.h"
+
+/* Exit status for every failure of spore itself (usage, I/O, a spore that
+ * fails its checks); any other status is the guest's own. */
+#define EXIT_SPORE_FAILED 125
+
+int cmd_run(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_fork(int argc, char **argv);
+int cmd_fanout(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_pool(int argc, char **argv);
+
+/* "250ms", "2s", "1.5s", "3m"; a bare number is seconds. */
+int cli_parse_duration_ms(const char *s, uint64_t *ms, sl_error_t *err);
+int cli_parse_u64(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out, sl_error_t *err);
+/* Prints "spore: <msg>" to stderr and returns EXIT_SPORE_FAILED. */
+int cli_fail(sl_error_t *err);
+int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* When and how a running VM ends. */
+enum capture_on { CAP_NONE = 0, CAP_EXIT, CAP_READY, CAP_AFTER, CAP_SIGNAL };
+struct drive_opts {
+	const char *capture_dir;
+	int capture_on;
+	uint64_t capture_after_ms;
+	int capture_signal;
+	uint64_t for_ms;         /* 0: until the guest exits */
+	int report_fd;           /* -1, or where to write one JSON line of timings */
+	uint64_t launch_ns;      /* process start, for the report */
+	uint64_t restore_ns;     /* restore duration, for the report */
+};
+int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
+/* Runs the VM until it ends per opts; returns the process exit status. */
+int cli_drive(struct vmm_vm *vm, const struct drive_opts *o);
+
+uint64_t cli_now_ns(void);
+
+#endif

@@ -1,0 +1,102 @@
+/* CLI helpers: argument parsing (durations, numbers, capture triggers) and errors. */
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+uint64_t cli_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int cli_parse_duration_ms(const char *s, uint64_t *ms, sl_error_t *err)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno || v < 0)
+		return sl_error_set(err, SL_E_INVALID, "bad duration \"%s\" (try 500ms, 2s, 1m)", s);
+	double mul;
+	if (!strcmp(end, "ms"))
+		mul = 1;
+	else if (!strcmp(end, "s") || !*end)
+		mul = 1000;
+	else if (!strcmp(end, "m"))
+		mul = 60000;
+	else if (!strcmp(end, "h"))
+		mul = 3600000;
+	else
+		return sl_error_set(err, SL_E_INVALID, "bad duration unit in \"%s\" (ms, s, m or h)", s);
+	double r = v * mul;
+	if (r > 1e12)
+		return sl_error_set(err, SL_E_INVALID, "duration \"%s\" too long", s);
+	*ms = (uint64_t)r;
+	return 0;
+}
+
+int cli_parse_u64(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out, sl_error_t *err)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (end == s || *end || errno || s[0] == '-' || v < min || v > max)
+		return sl_error_set(err, SL_E_INVALID, "%s must be an integer in %llu..%llu, got \"%s\"", what,
+				    (unsigned long long)min, (unsigned long long)max, s);
+	*out = v;
+	return 0;
+}
+
+int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err)
+{
+	if (!strcmp(s, "exit")) {
+		o->capture_on = CAP_EXIT;
+		return 0;
+	}
+	if (!strcmp(s, "ready")) {
+		o->capture_on = CAP_READY;
+		return 0;
+	}
+	if (!strncmp(s, "after:", 6)) {
+		o->capture_on = CAP_AFTER;
+		return cli_parse_duration_ms(s + 6, &o->capture_after_ms, err);
+	}
+	static const struct {
+		const char *name;
+		int sig;
+	} sigs[] = {{"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGHUP", SIGHUP},
+		    {"USR1", SIGUSR1},    {"USR2", SIGUSR2},    {"HUP", SIGHUP}};
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		if (!strcmp(s, sigs[i].name)) {
+			o->capture_on = CAP_SIGNAL;
+			o->capture_signal = sigs[i].sig;
+			return 0;
+		}
+	}
+	return sl_error_set(err, SL_E_INVALID,
+			    "--capture-on must be exit, ready, after:DURATION or SIGUSR1/SIGUSR2/SIGHUP, got \"%s\"", s);
+}
+
+int cli_fail(sl_error_t *err)
+{
+	fprintf(stderr, "spore: %s\n", sl_error_msg(*err));
+	sl_error_free(err);
+	return EXIT_SPORE_FAILED;
+}
+
+int cli_usage(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("spore: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_SPORE_FAILED;
+}

@@ -1,0 +1,174 @@
+/* spore run and spore resume: boot a kernel or resume a spore, then drive it. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "sl/log.h"
+
+static const char run_usage[] =
+	"usage: spore run --kernel FILE [--cmdline S] [--mem MIB] [--vcpus N]\n"
+	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
+	"                 [--for DURATION] [-- ARGS...]\n"
+	"Boots an x86_64 ELF kernel (the test guest). ARGS are appended to the\n"
+	"kernel command line. Exit status: the guest's, 0 after --for or a\n"
+	"capture, 125 when spore itself fails.\n";
+
+static const char resume_usage[] =
+	"usage: spore resume DIR [--for DURATION] [--prefix S]\n"
+	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
+	"Resumes the spore in DIR with a new generation id.\n";
+
+enum { OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD };
+
+static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
+{
+	switch (c) {
+	case OPT_CAPTURE:
+		o->capture_dir = optarg;
+		return 0;
+	case OPT_CAPTURE_ON:
+		return cli_parse_capture_on(optarg, o, err);
+	case OPT_FOR:
+		if (cli_parse_duration_ms(optarg, &o->for_ms, err) < 0)
+			return -1;
+		if (!o->for_ms)
+			return sl_error_set(err, SL_E_INVALID, "--for must be longer than 0");
+		return 0;
+	case OPT_REPORT_FD: {
+		uint64_t fd;
+		if (cli_parse_u64(optarg, "--report-fd", 3, 1024, &fd, err) < 0)
+			return -1;
+		o->report_fd = (int)fd;
+		return 0;
+	}
+	}
+	return sl_error_set(err, SL_E_INVALID, "unknown option");
+}
+
+static int check_capture(const struct drive_opts *o)
+{
+	if (o->capture_dir && !o->capture_on)
+		return cli_usage("--capture needs --capture-on");
+	if (!o->capture_dir && o->capture_on)
+		return cli_usage("--capture-on needs --capture DIR");
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"kernel", required_argument, NULL, 'k'},   {"initrd", required_argument, NULL, OPT_INITRD},
+		{"cmdline", required_argument, NULL, OPT_CMDLINE}, {"mem", required_argument, NULL, 'm'},
+		{"vcpus", required_argument, NULL, 'c'},    {"capture", required_argument, NULL, OPT_CAPTURE},
+		{"capture-on", required_argument, NULL, OPT_CAPTURE_ON}, {"for", required_argument, NULL, OPT_FOR},
+		{"report-fd", required_argument, NULL, OPT_REPORT_FD},  {"help", no_argument, NULL, 'h'},
+		{0}};
+	struct drive_opts o = {.report_fd = -1, .launch_ns = cli_now_ns()};
+	const char *kernel = NULL, *cmdline = "", *initrd = NULL;
+	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
+	sl_error_t err = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		uint64_t v;
+		switch (c) {
+		case 'k': kernel = optarg; break;
+		case OPT_INITRD: initrd = optarg; break;
+		case OPT_CMDLINE: cmdline = optarg; break;
+		case 'm':
+			if (cli_parse_u64(optarg, "--mem", 2, VMM_MAX_MEM_MIB, &v, &err) < 0)
+				return cli_fail(&err);
+			m.mem_mib = v;
+			break;
+		case 'c':
+			if (cli_parse_u64(optarg, "--vcpus", 1, VMM_MAX_VCPUS, &v, &err) < 0)
+				return cli_fail(&err);
+			m.vcpus = (unsigned)v;
+			break;
+		case 'h': fputs(run_usage, stdout); return 0;
+		case '?': fputs(run_usage, stderr); return EXIT_SPORE_FAILED;
+		default:
+			if (common_opt(c, &o, &err) < 0)
+				return cli_fail(&err);
+		}
+	}
+	if (!kernel)
+		return cli_usage("run: --kernel is required\n%s", run_usage);
+	if (initrd)
+		return cli_usage("run: --initrd needs a Linux bzImage kernel; ELF kernels take none");
+	if (check_capture(&o))
+		return EXIT_SPORE_FAILED;
+	/* ARGS after "--" extend the kernel command line. */
+	size_t len = strlen(cmdline) + 1;
+	for (int i = optind; i < argc; i++)
+		len += strlen(argv[i]) + 1;
+	_cleanup_free_ char *cl = malloc(len);
+	if (!cl)
+		return cli_usage("out of memory");
+	strcpy(cl, cmdline);
+	for (int i = optind; i < argc; i++) {
+		if (cl[0])
+			strcat(cl, " ");
+		strcat(cl, argv[i]);
+	}
+	struct vmm_console con = {.fd = 1};
+	struct vmm_vm *vm = NULL;
+	if (vmm_create(&m, &con, &vm, &err) < 0 || vmm_boot_elf(vm, kernel, cl, &err) < 0) {
+		vmm_destroy(vm);
+		return cli_fail(&err);
+	}
+	int rc = cli_drive(vm, &o);
+	vmm_destroy(vm);
+	return rc;
+}
+
+int cmd_resume(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"capture", required_argument, NULL, OPT_CAPTURE}, {"capture-on", required_argument, NULL, OPT_CAPTURE_ON},
+		{"for", required_argument, NULL, OPT_FOR},         {"prefix", required_argument, NULL, OPT_PREFIX},
+		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"help", no_argument, NULL, 'h'},
+		{0}};
+	struct drive_opts o = {.report_fd = -1, .launch_ns = cli_now_ns()};
+	const char *prefix = NULL;
+	sl_error_t err = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_PREFIX: prefix = optarg; break;
+		case 'h': fputs(resume_usage, stdout); return 0;
+		case '?': fputs(resume_usage, stderr); return EXIT_SPORE_FAILED;
+		default:
+			if (common_opt(c, &o, &err) < 0)
+				return cli_fail(&err);
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage("resume: exactly one spore directory expected\n%s", resume_usage);
+	if (check_capture(&o))
+		return EXIT_SPORE_FAILED;
+	const char *dir = argv[optind];
+	struct vmm_machine m;
+	if (vmm_spore_machine(dir, &m, &err) < 0)
+		return cli_fail(&err);
+	struct vmm_console con = {.fd = 1, .prefix = prefix};
+	struct vmm_vm *vm = NULL;
+	struct vmm_restore_stats rs;
+	if (vmm_create(&m, &con, &vm, &err) < 0 || vmm_restore(vm, dir, &rs, &err) < 0) {
+		vmm_destroy(vm);
+		return cli_fail(&err);
+	}
+	o.restore_ns = cli_now_ns() - o.launch_ns;
+	uint64_t counter;
+	char id[33];
+	vmm_generation(vm, &counter, id);
+	sl_debug("restored", "dir=%s ms=%.3f verify_ms=%.3f chunks=%llu generation=%llu id=%s", dir,
+		 o.restore_ns / 1e6, rs.verify_ns / 1e6, (unsigned long long)rs.chunks,
+		 (unsigned long long)counter, id);
+	int rc = cli_drive(vm, &o);
+	vmm_destroy(vm);
+	return rc;
+}

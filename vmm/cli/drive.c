@@ -1,0 +1,132 @@
+/* The run loop shared by run and resume: events, timers, signals, capture. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "sl/log.h"
+
+static int arm(int tfd, uint64_t ms)
+{
+	struct itimerspec its = {.it_value = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000}};
+	if (!ms)
+		its.it_value.tv_nsec = 1;
+	return timerfd_settime(tfd, 0, &its, NULL);
+}
+
+static int capture(struct vmm_vm *vm, const char *dir)
+{
+	sl_error_t err = NULL;
+	struct vmm_capture_stats st;
+	if (vmm_pause(vm, &err) < 0 || vmm_capture(vm, dir, &st, &err) < 0)
+		return cli_fail(&err);
+	sl_info("captured", "dir=%s ms=%.2f chunks_written=%llu chunks_reused=%llu zero_chunks=%llu mib_hashed=%llu",
+		dir, st.total_ns / 1e6, (unsigned long long)st.chunks_written,
+		(unsigned long long)st.chunks_reused, (unsigned long long)st.zero_chunks,
+		(unsigned long long)(st.bytes_hashed >> 20));
+	return 0;
+}
+
+static void report(const struct drive_opts *o, uint64_t first_output_ns, int status)
+{
+	if (o->report_fd < 0)
+		return;
+	char line[256];
+	int n = snprintf(line, sizeof(line),
+			 "{\"pid\":%d,\"restore_ms\":%.3f,\"first_output_ms\":%.3f,\"status\":%d}\n", getpid(),
+			 o->restore_ns / 1e6, first_output_ns ? (first_output_ns - o->launch_ns) / 1e6 : -1.0,
+			 status);
+	ssize_t w = write(o->report_fd, line, (size_t)n);
+	(void)w;
+}
+
+int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
+{
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	if (o->capture_on == CAP_SIGNAL)
+		sigaddset(&mask, o->capture_signal);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+	int for_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	int cap_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (sfd < 0 || for_fd < 0 || cap_fd < 0) {
+		perror("spore: signalfd/timerfd");
+		return EXIT_SPORE_FAILED;
+	}
+	if (o->for_ms)
+		arm(for_fd, o->for_ms);
+	if (o->capture_on == CAP_AFTER)
+		arm(cap_fd, o->capture_after_ms);
+
+	sl_error_t err = NULL;
+	if (vmm_start(vm, &err) < 0)
+		return cli_fail(&err);
+	uint64_t first_output_ns = 0;
+	int status = -1;
+	while (status < 0) {
+		struct pollfd p[4] = {{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0}, {for_fd, POLLIN, 0}, {cap_fd, POLLIN, 0}};
+		if (poll(p, 4, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("spore: poll");
+			status = EXIT_SPORE_FAILED;
+			break;
+		}
+		if (p[0].revents) {
+			struct vmm_event ev;
+			for (vmm_next_event(vm, &ev); ev.kind != VMM_EV_NONE && status < 0; vmm_next_event(vm, &ev)) {
+				switch (ev.kind) {
+				case VMM_EV_OUTPUT:
+					if (!first_output_ns)
+						first_output_ns = cli_now_ns();
+					break;
+				case VMM_EV_EXIT:
+					if (o->capture_on == CAP_EXIT && capture(vm, o->capture_dir) != 0)
+						status = EXIT_SPORE_FAILED;
+					else
+						status = ev.code;
+					break;
+				case VMM_EV_READY:
+					if (o->capture_on == CAP_READY)
+						status = capture(vm, o->capture_dir);
+					break;
+				case VMM_EV_SHUTDOWN:
+				case VMM_EV_ERROR:
+					fprintf(stderr, "spore: guest failed: %s\n", ev.msg);
+					status = EXIT_SPORE_FAILED;
+					break;
+				}
+			}
+		}
+		if (status >= 0)
+			break;
+		if (p[1].revents) {
+			struct signalfd_siginfo si;
+			if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (o->capture_on == CAP_SIGNAL && (int)si.ssi_signo == o->capture_signal)
+					status = capture(vm, o->capture_dir);
+				else
+					status = 128 + (int)si.ssi_signo;
+			}
+		}
+		if (p[2].revents)
+			status = 0; /* --for elapsed: a normal end */
+		if (p[3].revents && status < 0)
+			status = capture(vm, o->capture_dir);
+	}
+	vmm_pause(vm, &err);
+	sl_error_free(&err);
+	report(o, first_output_ns, status);
+	close(sfd);
+	close(for_fd);
+	close(cap_fd);
+	return status;
+}

@@ -1,0 +1,105 @@
+/* Public interface of the spore VMM library: create, boot or restore, run,
+ * pause, capture and stop one KVM virtual machine. */
+#ifndef VMM_H
+#define VMM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "sl/error.h"
+
+#define VMM_MAX_VCPUS 16
+#define VMM_CHUNK_SIZE (2u << 20) /* memory chunk size: 2 MiB */
+/* RAM stays below the 32-bit MMIO hole (LAPIC, IOAPIC, KVM TSS). */
+#define VMM_MAX_MEM_MIB 3072u
+
+struct vmm_vm;
+
+/* What the machine looks like; fixed for its lifetime. */
+struct vmm_machine {
+	uint64_t mem_mib; /* guest RAM, a multiple of 2 */
+	unsigned vcpus;   /* 1..VMM_MAX_VCPUS */
+};
+
+/* Where guest output goes. */
+struct vmm_console {
+	int fd;             /* serial output; -1 discards it */
+	const char *prefix; /* printed before every line, or NULL */
+};
+
+enum vmm_event_kind {
+	VMM_EV_NONE = 0,
+	VMM_EV_EXIT,     /* the guest asked to stop; code = its exit status */
+	VMM_EV_READY,    /* the guest signalled readiness (spore device READY) */
+	VMM_EV_SHUTDOWN, /* triple fault or reset: the guest died */
+	VMM_EV_ERROR,    /* a vCPU failed; msg says why */
+	VMM_EV_OUTPUT,   /* first serial byte since start/restore (timing aid) */
+};
+
+struct vmm_event {
+	int kind;
+	int code;
+	char msg[256];
+};
+
+/* Timing of the last restore, in nanoseconds, for benchmarks and logs. */
+struct vmm_restore_stats {
+	uint64_t verify_ns;  /* manifest + chunk verification */
+	uint64_t map_ns;     /* chunk mapping */
+	uint64_t state_ns;   /* vCPU and VM state load */
+	uint64_t chunks;     /* chunk files mapped */
+	uint64_t zero_chunks;
+};
+
+/* Creates the KVM VM with in-kernel irqchip and PIT, guest RAM, devices and
+ * vCPUs (not yet running). */
+int vmm_create(const struct vmm_machine *m, const struct vmm_console *con,
+	       struct vmm_vm **out, sl_error_t *err);
+void vmm_destroy(struct vmm_vm *vm);
+
+/* Loads an ELF kernel and sets up every vCPU at its entry (long mode). */
+int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline,
+		 sl_error_t *err);
+
+/* Restores the VM from a spore directory (maps chunks MAP_PRIVATE, loads
+ * state, gives the guest a new generation). The machine shape must match the
+ * spore's (see vmm_spore_machine). */
+int vmm_restore(struct vmm_vm *vm, const char *spore_dir,
+		struct vmm_restore_stats *stats, sl_error_t *err);
+
+/* Reads the machine shape a spore needs, verifying its manifest. */
+int vmm_spore_machine(const char *spore_dir, struct vmm_machine *m, sl_error_t *err);
+
+/* Starts (or, after vmm_pause, continues) the vCPU threads. */
+int vmm_start(struct vmm_vm *vm, sl_error_t *err);
+/* Stops every vCPU at an instruction boundary with I/O completed. */
+int vmm_pause(struct vmm_vm *vm, sl_error_t *err);
+int vmm_resume(struct vmm_vm *vm, sl_error_t *err);
+
+/* Writes the paused VM to out_dir as a spore (format v1). out_dir must not
+ * exist; it is written to a temp directory and renamed into place. */
+struct vmm_capture_stats {
+	uint64_t total_ns;
+	uint64_t chunks_written;   /* new chunk files */
+	uint64_t chunks_reused;    /* unchanged since the restored parent */
+	uint64_t zero_chunks;
+	uint64_t bytes_hashed;
+};
+int vmm_capture(struct vmm_vm *vm, const char *out_dir,
+		struct vmm_capture_stats *stats, sl_error_t *err);
+
+/* An fd that becomes readable when an event is queued. */
+int vmm_event_fd(struct vmm_vm *vm);
+/* Pops the next event; returns 0 with kind VMM_EV_NONE when none is queued. */
+int vmm_next_event(struct vmm_vm *vm, struct vmm_event *ev);
+
+/* The guest-visible generation (counter, 128-bit id as 32 hex digits). */
+void vmm_generation(struct vmm_vm *vm, uint64_t *counter, char id_hex[33]);
+
+/* Private memory (Private_Clean + Private_Dirty of smaps_rollup) of a
+ * process: what it does not share with any other process. */
+int vmm_private_kib(int pid, uint64_t *kib, sl_error_t *err);
+
+const char *vmm_version(void);
+
+#endif
