@@ -42,5 +42,6 @@ int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 int cli_drive(struct vmm_vm *vm, const struct drive_opts *o);
 
 uint64_t cli_now_ns(void);
+int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_error_t *err);
 
 #endif

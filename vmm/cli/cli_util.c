@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+
+#include "sl/file.h"
 
 #include "cli.h"
 
@@ -99,4 +102,29 @@ int cli_usage(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	return EXIT_SPORE_FAILED;
+}
+
+int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_error_t *err)
+{
+	/* sl_write_atomic takes a path beneath a directory; split a user path. */
+	char dir[4096];
+	if (snprintf(dir, sizeof(dir), "%s", path) >= (int)sizeof(dir))
+		return sl_error_set(err, SL_E_INVALID, "path too long: %s", path);
+	char *slash = strrchr(dir, '/');
+	const char *base = path;
+	if (slash) {
+		base = path + (slash - dir) + 1;
+		if (slash == dir)
+			slash[1] = 0;
+		else
+			*slash = 0;
+	} else {
+		strcpy(dir, ".");
+	}
+	if (!*base)
+		return sl_error_set(err, SL_E_INVALID, "not a file path: %s", path);
+	_cleanup_close_ int dfd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (dfd < 0)
+		return sl_error_sys(err, "open %s", dir);
+	return sl_write_atomic(dfd, base, buf, len, 0644, err);
 }

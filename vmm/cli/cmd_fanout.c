@@ -104,12 +104,13 @@ int cmd_fanout(int argc, char **argv)
 {
 	static const struct option opts[] = {{"parallel", no_argument, NULL, 'p'},
 					     {"for", required_argument, NULL, 'f'},
+					     {"summary-json", required_argument, NULL, 'j'},
 					     {"help", no_argument, NULL, 'h'},
 					     {0}};
-	static const char usage[] = "usage: spore fanout DIR [--parallel] [--for DURATION]\n"
+	static const char usage[] = "usage: spore fanout DIR [--parallel] [--for DURATION] [--summary-json FILE]\n"
 				    "Resumes every child spore in DIR (as made by spore fork).\n";
 	bool parallel = false;
-	const char *for_arg = NULL;
+	const char *for_arg = NULL, *summary = NULL;
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
@@ -117,6 +118,7 @@ int cmd_fanout(int argc, char **argv)
 		uint64_t ms;
 		switch (c) {
 		case 'p': parallel = true; break;
+		case 'j': summary = optarg; break;
 		case 'f':
 			if (cli_parse_duration_ms(optarg, &ms, &err) < 0)
 				return cli_fail(&err);
@@ -239,5 +241,26 @@ int cmd_fanout(int argc, char **argv)
 		n, parallel ? "parallel" : "one at a time", wall, failed, pct(rs, nr, 0.5), pct(rs, nr, 0.99),
 		pct(fo, nf, 0.5), pct(fo, nf, 0.99), (unsigned long long)mem_mib, (unsigned long long)stored_mib,
 		priv_sum / (double)n, priv_max, priv_sum, (unsigned long long)(mem_mib * n));
+	if (summary) {
+		json_t *per = json_array();
+		for (size_t i = 0; per && i < n; i++)
+			json_array_append_new(per, json_pack("{s:s, s:i, s:f, s:f, s:f}", "name", cs[i].name, "status",
+							     cs[i].status, "restore_ms", cs[i].restore_ms,
+							     "first_output_ms", cs[i].first_output_ms, "private_mib", pm[i]));
+		_cleanup_json_ json_t *o = json_pack(
+			"{s:i, s:b, s:f, s:i, s:f, s:f, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:o}", "children", (int)n,
+			"parallel", parallel, "wall_ms", wall, "failed", (int)failed, "restore_p50_ms", pct(rs, nr, 0.5),
+			"restore_p99_ms", pct(rs, nr, 0.99), "first_output_p50_ms", pct(fo, nf, 0.5),
+			"first_output_p99_ms", pct(fo, nf, 0.99), "spore_mib", (json_int_t)mem_mib, "stored_mib",
+			(json_int_t)stored_mib, "private_mib_avg", priv_sum / (double)n, "private_mib_max", priv_max,
+			"private_mib_sum", priv_sum, "per_child", per);
+		size_t len;
+		_cleanup_free_ char *buf = o ? sl_json_dump(o, &len) : NULL;
+		if (!buf || cli_write_file_atomic(summary, buf, len, &err) < 0) {
+			if (!err)
+				sl_error_set(&err, SL_E_NOMEM, "summary JSON");
+			return cli_fail(&err);
+		}
+	}
 	return failed ? 1 : 0;
 }

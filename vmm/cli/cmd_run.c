@@ -4,7 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "pool_proto.h"
 #include "sl/log.h"
 
 static const char run_usage[] =
@@ -16,11 +21,12 @@ static const char run_usage[] =
 	"capture, 125 when spore itself fails.\n";
 
 static const char resume_usage[] =
-	"usage: spore resume DIR [--for DURATION] [--prefix S]\n"
+	"usage: spore resume DIR [--for DURATION] [--prefix S] [--pool SOCKET]\n"
 	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
-	"Resumes the spore in DIR with a new generation id.\n";
+	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
+	"pre-started VMM of a `spore pool` does the restore.\n";
 
-enum { OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD };
+enum { OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL };
 
 static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 {
@@ -124,21 +130,56 @@ int cmd_run(int argc, char **argv)
 	return rc;
 }
 
+/* Hands the restore to a pool worker; our stdout becomes the guest console. */
+static int resume_pooled(const char *path, const char *dir, const struct drive_opts *o, const char *prefix)
+{
+	sl_error_t err = NULL;
+	char abs[4096];
+	if (!realpath(dir, abs)) {
+		sl_error_sys(&err, "resume: %s", dir);
+		return cli_fail(&err);
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return cli_usage("resume: pool socket path too long");
+	strcpy(sa.sun_path, path);
+	_cleanup_close_ int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		sl_error_sys(&err, "resume: connect to pool %s", path);
+		return cli_fail(&err);
+	}
+	if (pool_send_request(s, abs, o->for_ms, prefix, 1, &err) < 0)
+		return cli_fail(&err);
+	for (;;) {
+		char buf[600];
+		ssize_t n = recv(s, buf, sizeof(buf) - 1, 0);
+		if (n <= 0)
+			return cli_usage("resume: pool worker went away without an exit status");
+		buf[n] = 0;
+		int status;
+		if (!strncmp(buf, "error ", 6))
+			return cli_usage("%.*s", (int)strcspn(buf + 6, "\n"), buf + 6);
+		if (sscanf(buf, "exit %d", &status) == 1)
+			return status;
+	}
+}
+
 int cmd_resume(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"capture", required_argument, NULL, OPT_CAPTURE}, {"capture-on", required_argument, NULL, OPT_CAPTURE_ON},
 		{"for", required_argument, NULL, OPT_FOR},         {"prefix", required_argument, NULL, OPT_PREFIX},
-		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"help", no_argument, NULL, 'h'},
-		{0}};
+		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"pool", required_argument, NULL, OPT_POOL},
+		{"help", no_argument, NULL, 'h'}, {0}};
 	struct drive_opts o = {.report_fd = -1, .launch_ns = cli_now_ns()};
-	const char *prefix = NULL;
+	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case OPT_PREFIX: prefix = optarg; break;
+		case OPT_POOL: pool = optarg; break;
 		case 'h': fputs(resume_usage, stdout); return 0;
 		case '?': fputs(resume_usage, stderr); return EXIT_SPORE_FAILED;
 		default:
@@ -151,6 +192,11 @@ int cmd_resume(int argc, char **argv)
 	if (check_capture(&o))
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
+	if (pool) {
+		if (o.capture_dir || o.report_fd >= 0)
+			return cli_usage("resume: --pool does not take --capture or --report-fd");
+		return resume_pooled(pool, dir, &o, prefix);
+	}
 	struct vmm_machine m;
 	if (vmm_spore_machine(dir, &m, &err) < 0)
 		return cli_fail(&err);

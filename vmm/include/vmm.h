@@ -57,6 +57,10 @@ int vmm_create(const struct vmm_machine *m, const struct vmm_console *con,
 	       struct vmm_vm **out, sl_error_t *err);
 void vmm_destroy(struct vmm_vm *vm);
 
+/* Redirects guest output (before the VM starts): a pooled VMM learns where
+ * its guest's console goes only when a restore request arrives. */
+int vmm_set_console(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t *err);
+
 /* Loads an ELF kernel and sets up every vCPU at its entry (long mode). */
 int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline,
 		 sl_error_t *err);

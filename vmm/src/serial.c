@@ -91,22 +91,28 @@ static void serial_in(struct vmm_vm *vm, void *dev, uint16_t port, uint8_t *data
 
 static const struct vmm_pio_ops serial_ops = {.in = serial_in, .out = serial_out};
 
+int vmm_set_console(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t *err)
+{
+	struct vmm_serial *s = &vm->serial;
+	size_t n = con && con->prefix ? strlen(con->prefix) : 0;
+	if (n >= sizeof(s->prefix))
+		return sl_error_set(err, SL_E_INVALID, "console prefix longer than %zu bytes", sizeof(s->prefix) - 1);
+	pthread_mutex_lock(&s->lock);
+	s->out_fd = con ? con->fd : -1;
+	memcpy(s->prefix, n ? con->prefix : "", n);
+	s->prefix_len = n;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
 int vmm_serial_init(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t *err)
 {
 	struct vmm_serial *s = &vm->serial;
 	pthread_mutex_init(&s->lock, NULL);
-	s->out_fd = con ? con->fd : -1;
-	if (con && con->prefix) {
-		size_t n = strlen(con->prefix);
-		if (n >= sizeof(s->prefix))
-			return sl_error_set(err, SL_E_INVALID, "console prefix longer than %zu bytes",
-					    sizeof(s->prefix) - 1);
-		memcpy(s->prefix, con->prefix, n);
-		s->prefix_len = n;
-	}
+	if (vmm_set_console(vm, con, err) < 0)
+		return -1;
 	return vmm_pio_register(vm, COM1, 8, &serial_ops, s, err);
 }
-
 void vmm_serial_flush(struct vmm_vm *vm)
 {
 	pthread_mutex_lock(&vm->serial.lock);
