@@ -7,6 +7,24 @@
 #include <openssl/evp.h>
 
 #include "sl/digest.h"
+#include <openssl/crypto.h>
+#include <pthread.h>
+
+/* One explicit fetch for the process, without reading openssl.cnf: the
+ * implicit per-call lookup and the config load cost a cold restore about a
+ * millisecond, and spore has no OpenSSL configuration to honour. */
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static EVP_MD *md_sha256;
+static void md_init(void)
+{
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+	md_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+static const EVP_MD *sha256_md(void)
+{
+	pthread_once(&md_once, md_init);
+	return md_sha256 ? md_sha256 : EVP_sha256();
+}
 
 #define PREFIX "sha256:"
 #define PREFIX_LEN (sizeof(PREFIX) - 1)
@@ -129,7 +147,7 @@ void sl_sha256(const void *buf, size_t len, sl_digest *out)
 	/* EVP_Digest only fails on allocation failure inside OpenSSL; a zero
 	 * digest then never matches real content, so integrity checks fail
 	 * closed rather than comparing stack garbage. */
-	if (!EVP_Digest(len ? buf : "", len, out->b, &olen, EVP_sha256(), NULL) ||
+	if (!EVP_Digest(len ? buf : "", len, out->b, &olen, sha256_md(), NULL) ||
 	    olen != SL_DIGEST_LEN)
 		memset(out->b, 0, SL_DIGEST_LEN);
 }
@@ -141,7 +159,7 @@ sl_sha256_ctx *sl_sha256_new(void)
 	if (!c)
 		return NULL;
 	c->md = EVP_MD_CTX_new();
-	if (!c->md || !EVP_DigestInit_ex(c->md, EVP_sha256(), NULL)) {
+	if (!c->md || !EVP_DigestInit_ex(c->md, sha256_md(), NULL)) {
 		EVP_MD_CTX_free(c->md);
 		free(c);
 		return NULL;

@@ -137,6 +137,8 @@ static int restore(struct vmm_vm *vm, int dirfd, struct vmm_restore_stats *st, s
 		if (map_chunk(vm, dirfd, &m.chunks[i], err) < 0)
 			goto out;
 	uint64_t t1 = vmm_now_ns();
+	if (vmm_slot_join(vm, err) < 0)
+		goto out;
 	if (vmm_vm_load(vm, (uint8_t *)vmbuf, vmlen, m.vm_state.path, err) < 0)
 		goto out;
 	for (unsigned i = 0; i < m.vcpus; i++)

@@ -113,6 +113,12 @@ struct vmm_vm {
 	/* lineage of the running state, recorded by capture */
 	bool restored;
 	int src_dirfd; /* the spore restored from (chunk reuse on capture) */
+	/* The RAM slot is registered on its own thread: on PVM hosts the first
+	 * slot costs milliseconds, which overlap with reading the spore. */
+	pthread_t slot_thread;
+	bool slot_pending;
+	int slot_rc;
+	sl_error_t slot_err;
 	bool src_dirfd_valid;
 	char parent_manifest_digest[SL_DIGEST_STRLEN];
 	char spore_gen_id[33];
@@ -134,6 +140,9 @@ extern const struct vmm_kvm_cap {
 	const char *name;
 } vmm_required_caps[];
 extern const unsigned vmm_required_ncaps;
+
+/* Waits for the RAM slot; every path that runs or loads state calls it. */
+int vmm_slot_join(struct vmm_vm *vm, sl_error_t *err);
 
 /* memory.c */
 int vmm_mem_alloc(struct vmm_vm *vm, sl_error_t *err);
