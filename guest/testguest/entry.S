@@ -215,6 +215,7 @@ tg_idtr:
 	.quad tg_idt
 
 	.section .rodata.idt, "a"
+	/* (page-aligned below: one page for the whole IDT) */
 .macro gate addr, dpl
 	.short (\addr) & 0xffff
 	.short TG_SEL_KCODE
@@ -224,7 +225,7 @@ tg_idtr:
 	.long (\addr) >> 32
 	.long 0
 .endm
-	.balign 16
+	.balign 4096
 tg_idt:
 	.set vec, 0
 	.rept 256

@@ -6,7 +6,7 @@
 #define TG_MAX_CPUS 16
 
 /* Kernel stacks are aligned to their size; the per-CPU struct sits at the base. */
-#define TG_KSTACK_SHIFT 13
+#define TG_KSTACK_SHIFT 12
 #define TG_KSTACK_SIZE (1 << TG_KSTACK_SHIFT)
 #define TG_USTACK_SHIFT 14
 #define TG_USTACK_SIZE (1 << TG_USTACK_SHIFT)

@@ -216,10 +216,25 @@ static void l_x(struct line *l, uint64_t v, int width)
 		l->b[l->n++] = hex[(v >> (i * 4)) & 0xf];
 }
 
+/* 16550 use: with the FIFO on, THRE means the 16-byte transmit FIFO is empty,
+ * so LSR is polled once per 16 bytes, not per byte (every port access is a
+ * VM exit, and on PVM hosts a ring-3 `in` is an expensive emulated one). */
+#define UART_FIFO 16
+static uint32_t uart_room; /* bytes the FIFO can take; only under print_lock */
+
+static void uart_init(void)
+{
+	outb(COM1 + 2, 0x07); /* FCR: enable and clear the FIFOs */
+}
+
 static void uart_putc(char c)
 {
-	for (uint32_t i = 0; i < 1000000 && !(inb(COM1_LSR) & LSR_THRE); i++)
-		cpu_relax();
+	if (!uart_room) {
+		for (uint32_t i = 0; i < 1000000 && !(inb(COM1_LSR) & LSR_THRE); i++)
+			cpu_relax();
+		uart_room = UART_FIFO;
+	}
+	uart_room--;
 	outb(COM1, (uint8_t)c);
 }
 
@@ -237,6 +252,7 @@ static void emit(struct line *l, uint32_t cpu)
 			cpu_relax();
 		}
 	}
+	uart_room = 0; /* THRE is only known after a fresh LSR read */
 	for (uint32_t i = 0; i < l->n; i++)
 		uart_putc(l->b[i]);
 	uart_putc('\n');
@@ -401,6 +417,7 @@ static void boot_cpu0(uint64_t info, uint64_t kind)
 {
 	const char *cmd = "";
 	size_t cmdlen = 0;
+	uart_init();
 	spore_present = inl(SPORE_PRESENT) == SPORE_MAGIC;
 	if (kind == 0) {
 		const struct tg_boot_info *bi = (const struct tg_boot_info *)(uintptr_t)info;

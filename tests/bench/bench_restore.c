@@ -80,7 +80,7 @@ static int cold_once(const char *spore, const char *dir, double *ms)
 		_exit(127);
 	}
 	close(p[1]);
-	double t1;
+	double t1 = 0;
 	int rc = first_byte(p[0], &t1, 5000);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
@@ -92,7 +92,9 @@ static int cold_once(const char *spore, const char *dir, double *ms)
 static int pool_once(const char *sock, const char *dir, double *ms)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	if (strlen(sock) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, sock, strlen(sock) + 1);
 	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
 	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		if (s >= 0)
@@ -110,7 +112,7 @@ static int pool_once(const char *sock, const char *dir, double *ms)
 		return -1;
 	}
 	close(p[1]);
-	double t1;
+	double t1 = 0;
 	int rc = first_byte(p[0], &t1, 5000);
 	*ms = t1 - t0;
 	/* Let the worker finish its run so the next request meets a fresh one. */

@@ -100,8 +100,10 @@ int vmm_next_event(struct vmm_vm *vm, struct vmm_event *ev);
 /* The guest-visible generation (counter, 128-bit id as 32 hex digits). */
 void vmm_generation(struct vmm_vm *vm, uint64_t *counter, char id_hex[33]);
 
-/* Private memory (Private_Clean + Private_Dirty of smaps_rollup) of a
- * process: what it does not share with any other process. */
+/* Private memory of a process: the anonymous pages of smaps_rollup, i.e.
+ * its heap and every guest page it wrote. Clean pages mapped from chunk
+ * files are page cache shared with every other child of the spore (and
+ * counted once, by the cache), so they are not part of it. */
 int vmm_private_kib(int pid, uint64_t *kib, sl_error_t *err);
 
 const char *vmm_version(void);

@@ -120,8 +120,7 @@ int vmm_private_kib(int pid, uint64_t *kib, sl_error_t *err)
 	uint64_t total = 0;
 	for (char *line = buf; line && *line;) {
 		unsigned long long v;
-		if (sscanf(line, "Private_Clean: %llu kB", &v) == 1 ||
-		    sscanf(line, "Private_Dirty: %llu kB", &v) == 1)
+		if (sscanf(line, "Anonymous: %llu kB", &v) == 1)
 			total += v;
 		line = strchr(line, '\n');
 		if (line)

@@ -1,0 +1,808 @@
+#!/usr/bin/env python3
+"""kvm-tier tests of the spore CLI against the test guest (docs/testguest.md).
+
+usage: spore_tests.py NAME SPORE_BINARY TESTGUEST_ELF
+
+Each test boots testguest.elf under `spore`, captures, resumes and forks it,
+and asserts on the guest's serial lines, spore's exit statuses and error text.
+Exit status: 0 pass, 1 fail, 77 skip (no usable /dev/kvm).
+Set SPORE_TEST_KEEP=1 to keep the scratch directory of a failed test.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+SKIP = 77
+EXIT_SPORE_FAILED = 125
+CHUNK_SIZE = 2 << 20
+
+GEN_RE = re.compile(r"^tg: gen counter=(\d+) id=([0-9a-f]{32})$")
+CHECK_RE = re.compile(r"^tg: check cpu=(\d+) ticks=(\d+) iter=(\d+) sum=([0-9a-f]{16}) ok$")
+CAPTURED_RE = re.compile(
+    r'msg="captured" dir=(\S+) ms=[\d.]+ chunks_written=(\d+) chunks_reused=(\d+) zero_chunks=(\d+)')
+BAD_LINE_RE = re.compile(r"^tg: (fault|error)|FAIL")
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Fail(msg)
+
+
+class Result:
+    def __init__(self, argv, rc, out, err, secs):
+        self.argv, self.rc, self.out, self.err, self.secs = argv, rc, out, err, secs
+
+    def lines(self, prefix=""):
+        """Guest serial lines (optionally only those carrying a fanout prefix)."""
+        res = []
+        for ln in self.out.splitlines():
+            if prefix:
+                if not ln.startswith(prefix):
+                    continue
+                ln = ln[len(prefix):]
+            if ln.startswith("tg: "):
+                res.append(ln)
+        return res
+
+    def describe(self):
+        return "$ %s\n  exit status %s after %.1fs\n  stdout:\n%s\n  stderr:\n%s" % (
+            " ".join(self.argv), self.rc, self.secs, indent(self.out), indent(self.err))
+
+
+def indent(s, limit=6000):
+    if len(s) > limit:
+        s = "...[%d bytes cut]...\n" % (len(s) - limit) + s[-limit:]
+    return "\n".join("    | " + ln for ln in s.splitlines())
+
+
+class Ctx:
+    def __init__(self, spore, guest, tmp):
+        self.spore_bin, self.guest, self.tmp = spore, guest, tmp
+        self.env = dict(os.environ, SPORE_LOG="info")
+
+    def path(self, *parts):
+        return os.path.join(self.tmp, *parts)
+
+    def spore(self, *args, timeout=120, expect=None):
+        """Runs spore with a hard timeout (the whole process group is killed);
+        with expect set, fails unless spore exited with that status."""
+        argv = [self.spore_bin] + [str(a) for a in args]
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=self.env, cwd=self.tmp,
+                             start_new_session=True, text=True, errors="replace")
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            out, err = p.communicate()
+            r = Result(argv, "timeout", out, err, time.monotonic() - t0)
+            raise Fail("timed out after %ds\n%s" % (timeout, r.describe()))
+        return self._done(Result(argv, p.returncode, out, err, time.monotonic() - t0), expect)
+
+    def _done(self, r, expect):
+        print("$ %s  -> %d (%.2fs)" % (" ".join(r.argv), r.rc, r.secs), flush=True)
+        if expect is not None and r.rc != expect:
+            raise Fail("expected exit status %d\n%s" % (expect, r.describe()))
+        return r
+
+    def spore_watch(self, *args, timeout=120, expect=None, poll=None):
+        """Like spore(), with output going to files; calls poll(pid, stdout so
+        far) every 50 ms while spore runs."""
+        argv = [self.spore_bin] + [str(a) for a in args]
+        opath, epath = self.path(".stdout"), self.path(".stderr")
+        t0 = time.monotonic()
+        with open(opath, "w") as o, open(epath, "w") as e:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=o, stderr=e, env=self.env,
+                                 cwd=self.tmp, start_new_session=True)
+        try:
+            while p.poll() is None:
+                if time.monotonic() - t0 > timeout:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+                    r = Result(argv, "timeout", read(opath).decode(errors="replace"),
+                               read(epath).decode(errors="replace"), time.monotonic() - t0)
+                    raise Fail("timed out after %ds\n%s" % (timeout, r.describe()))
+                if poll:
+                    poll(p.pid, read(opath).decode(errors="replace"))
+                time.sleep(0.05)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        r = Result(argv, p.returncode, read(opath).decode(errors="replace"),
+                   read(epath).decode(errors="replace"), time.monotonic() - t0)
+        os.unlink(opath)
+        os.unlink(epath)
+        return self._done(r, expect)
+
+
+# ---- helpers on guest output -------------------------------------------------
+
+def assert_clean(r, lines):
+    bad = [ln for ln in lines if BAD_LINE_RE.search(ln)]
+    check(not bad, "guest reported a failure: %s\n%s" % (bad, r.describe()))
+
+
+def gens(lines):
+    return [(int(m.group(1)), m.group(2)) for m in map(GEN_RE.match, lines) if m]
+
+
+def one_gen(r, lines, counter):
+    g = gens(lines)
+    check(len(g) == 1 and g[0][0] == counter,
+          "want exactly one 'tg: gen counter=%d id=<32 hex>' line, got %s\n%s" % (counter, g, r.describe()))
+    return g[0][1]
+
+
+def checks(r, lines, ncpus):
+    """{cpu: (ticks, iter)} from the 'tg: check ... ok' lines; one per cpu."""
+    seen = {}
+    for ln in lines:
+        m = CHECK_RE.match(ln)
+        if m:
+            cpu = int(m.group(1))
+            check(cpu not in seen, "cpu %d checked twice in one round\n%s" % (cpu, r.describe()))
+            seen[cpu] = (int(m.group(2)), int(m.group(3)))
+    check(sorted(seen) == list(range(ncpus)),
+          "want one 'tg: check cpu=<i> ... ok' for cpus 0..%d, got cpus %s\n%s" %
+          (ncpus - 1, sorted(seen), r.describe()))
+    return seen
+
+
+def selfcheck_ok(r, lines, count=1):
+    n = lines.count("tg: selfcheck ok")
+    check(n == count, "want %d 'tg: selfcheck ok' line(s), got %d\n%s" % (count, n, r.describe()))
+
+
+def captured(r, dest):
+    ms = [m for m in map(CAPTURED_RE.search, r.err.splitlines()) if m]
+    check(len(ms) == 1 and ms[0].group(1) == dest,
+          "want one 'captured dir=%s' log line on stderr\n%s" % (dest, r.describe()))
+    check(os.path.isfile(os.path.join(dest, "spore", "manifest.json")),
+          "%s has no spore/manifest.json after a successful capture" % dest)
+    m = ms[0]
+    return {"written": int(m.group(2)), "reused": int(m.group(3)), "zero": int(m.group(4))}
+
+
+def boot_capture(ctx, dest, vcpus=1, mem=128, args=("mode=bench", "warm_ms=100"), timeout=120):
+    """spore run ... --capture DEST --capture-on ready; returns (result, guest lines)."""
+    r = ctx.spore("run", "--kernel", ctx.guest, "--vcpus", vcpus, "--mem", mem, "--capture", dest,
+                  "--capture-on", "ready", "--", *args, timeout=timeout, expect=0)
+    lines = r.lines()
+    assert_clean(r, lines)
+    mode = next((a.split("=", 1)[1] for a in args if a.startswith("mode=")), "demo")
+    hz = next((a.split("=", 1)[1] for a in args if a.startswith("hz=")), "100")
+    want = "tg: boot cpus=%d mem_mib=%d mode=%s hz=%s" % (vcpus, mem, mode, hz)
+    check(lines and lines[0] == want, "first line should be %r\n%s" % (want, r.describe()))
+    for i in range(vcpus):
+        check("tg: cpu=%d up" % i in lines, "no 'tg: cpu=%d up'\n%s" % (i, r.describe()))
+    check(lines[-1] == "tg: ready", "capture-on ready: 'tg: ready' must be the last line\n%s" % r.describe())
+    return r, lines
+
+
+def inspect(ctx, d):
+    r = ctx.spore("inspect", "--json", d, timeout=30, expect=0)
+    try:
+        j = json.loads(r.out)
+    except ValueError as e:
+        raise Fail("spore inspect --json printed no JSON (%s)\n%s" % (e, r.describe()))
+    with open(os.path.join(d, "spore", "manifest.json"), "rb") as f:
+        want = "sha256:" + hashlib.sha256(f.read()).hexdigest()
+    check(j.get("manifest_digest") == want,
+          "inspect manifest_digest %r is not the sha256 of %s/spore/manifest.json (%s)" %
+          (j.get("manifest_digest"), d, want))
+    return j
+
+
+def manifest(d):
+    with open(os.path.join(d, "spore", "manifest.json")) as f:
+        return json.load(f)
+
+
+def chunk_file(d, digest):
+    check(digest.startswith("sha256:"), "bad chunk digest %r" % digest)
+    return os.path.join(d, "chunks", "sha256", digest[len("sha256:"):])
+
+
+def spore_files(d):
+    """Every file a spore's manifest references (state files and chunks)."""
+    m = manifest(d)
+    files = [m["state"]["vm"]["path"]] + [v["path"] for v in m["state"]["vcpus"]]
+    files += [os.path.relpath(chunk_file(d, c["digest"]), d) for c in m["memory"]["chunks"]]
+    return files
+
+
+# ---- continuity --------------------------------------------------------------
+
+def test_continuity(ctx):
+    warm_ms, hz = 500, 100
+    for ncpu in (2, 1):
+        a = ctx.path("A%d" % ncpu)
+        r, before = boot_capture(ctx, a, vcpus=ncpu,
+                                 args=("mode=demo", "warm_ms=%d" % warm_ms, "hz=%d" % hz))
+        boot_id = one_gen(r, before, 0)
+        pre = checks(r, before, ncpu)
+        selfcheck_ok(r, before)
+        check(before.index("tg: selfcheck ok") < before.index("tg: ready"),
+              "'tg: ready' came before the first self-check finished\n%s" % r.describe())
+        check(manifest(a)["generation"]["id"] == boot_id,
+              "manifest generation.id differs from the id the guest saw at capture")
+
+        seen_ids = {boot_id}
+        for attempt in (1, 2):  # the same spore twice: each resume is a new generation
+            r = ctx.spore("resume", a, "--for", "2s", timeout=120, expect=0)
+            after = r.lines()
+            assert_clean(r, after)
+            check(not any(ln.startswith("tg: boot") or re.match(r"tg: cpu=\d+ up$", ln) for ln in after),
+                  "the guest booted again instead of continuing\n%s" % r.describe())
+            gid = one_gen(r, after, 1)
+            check(gid not in seen_ids, "resume #%d reused generation id %s\n%s" % (attempt, gid, r.describe()))
+            seen_ids.add(gid)
+            post = checks(r, after, ncpu)
+            selfcheck_ok(r, after)
+            check(after.index("tg: gen counter=1 id=" + gid) < after.index("tg: selfcheck ok"),
+                  "selfcheck ok printed before the new generation\n%s" % r.describe())
+            for cpu in range(ncpu):
+                (t0, i0), (t1, i1) = pre[cpu], post[cpu]
+                check(t1 >= t0 and i1 >= i0,
+                      "cpu %d counters went back: ticks %d -> %d, iter %d -> %d\n%s" %
+                      (cpu, t0, t1, i0, i1, r.describe()))
+                # The capture came warm_ms after boot, so the timer had ticked
+                # about warm_ms*hz/1000 times; a reset restarts from ~0.
+                floor = warm_ms * hz // 1000 // 4
+                check(t1 >= floor,
+                      "cpu %d ticks=%d right after resume: below %d, the tick count was reset\n%s" %
+                      (cpu, t1, floor, r.describe()))
+
+    # The guest ends a resumed run itself: its exit status is spore's.
+    b = ctx.path("B")
+    r, before = boot_capture(ctx, b, vcpus=2,
+                             args=("mode=demo", "warm_ms=300", "exit_after_ms=2500", "exit=7"))
+    boot_id = one_gen(r, before, 0)
+    r = ctx.spore("resume", b, timeout=120, expect=7)
+    after = r.lines()
+    assert_clean(r, after)
+    check(one_gen(r, after, 1) != boot_id, "resume kept the boot generation id")
+    checks(r, after, 2)
+    selfcheck_ok(r, after)
+    check(after[-1] == "tg: exit code=7", "want 'tg: exit code=7' last\n%s" % r.describe())
+
+
+# ---- chain -------------------------------------------------------------------
+
+def test_chain(ctx):
+    a, b, c = ctx.path("A"), ctx.path("B"), ctx.path("C")
+    r, lines = boot_capture(ctx, a, args=("mode=bench", "warm_ms=100"))
+    ids = [one_gen(r, lines, 0)]
+    checks(r, lines, 1)
+    selfcheck_ok(r, lines)
+    stats = {a: captured(r, a)}
+
+    for counter, (src, dst) in enumerate(((a, b), (b, c)), start=1):
+        r = ctx.spore("resume", src, "--capture", dst, "--capture-on", "after:700ms", timeout=120, expect=0)
+        lines = r.lines()
+        assert_clean(r, lines)
+        ids.append(one_gen(r, lines, counter))
+        checks(r, lines, 1)
+        selfcheck_ok(r, lines)
+        stats[dst] = captured(r, dst)
+        check(stats[dst]["reused"] > 0,
+              "capture of %s reused no chunk of its parent %s (chunks_reused=0)\n%s" % (dst, src, r.describe()))
+
+    r = ctx.spore("resume", c, "--for", "1s", timeout=120, expect=0)
+    lines = r.lines()
+    assert_clean(r, lines)
+    ids.append(one_gen(r, lines, 3))
+    checks(r, lines, 1)
+    selfcheck_ok(r, lines)
+    check(len(set(ids)) == 4, "generation ids repeat along the chain: %s" % ids)
+
+    ja, jb, jc = inspect(ctx, a), inspect(ctx, b), inspect(ctx, c)
+    check(ja["manifest"]["parent"] is None and ja["generation"]["depth"] == 0 and
+          ja["generation"].get("parent") is None and ja["generation"]["counter"] == 0,
+          "first capture should have no parent, depth 0, counter 0: %s" % ja["generation"])
+    for depth, (parent, child, pdir, cdir) in enumerate(((ja, jb, a, b), (jb, jc, b, c)), start=1):
+        gen = child["generation"]
+        check(child["manifest"]["parent"] == {"digest": parent["manifest_digest"]},
+              "%s parent %s is not %s's manifest digest %s" %
+              (cdir, child["manifest"]["parent"], pdir, parent["manifest_digest"]))
+        check(gen["depth"] == depth and gen["counter"] == depth,
+              "%s: want depth %d, counter %d, got %s" % (cdir, depth, depth, gen))
+        check(gen.get("parent") == parent["generation"]["id"],
+              "%s generation.parent %r is not %s's generation id %r" %
+              (cdir, gen.get("parent"), pdir, parent["generation"]["id"]))
+        check(gen["id"] == ids[depth],
+              "%s generation.id %s is not the id its guest was running (%s)" % (cdir, gen["id"], ids[depth]))
+
+        # Reused chunks are hard links of the parent's files (same inode).
+        pdigests = {x["digest"] for x in manifest(pdir)["memory"]["chunks"]}
+        linked = 0
+        for ch in manifest(cdir)["memory"]["chunks"]:
+            cst = os.stat(chunk_file(cdir, ch["digest"]))
+            check(cst.st_size == CHUNK_SIZE and not (cst.st_mode & 0o222),
+                  "%s: chunk files must be %d bytes and read-only" % (cdir, CHUNK_SIZE))
+            if ch["digest"] in pdigests:
+                pst = os.stat(chunk_file(pdir, ch["digest"]))
+                if (pst.st_dev, pst.st_ino) == (cst.st_dev, cst.st_ino):
+                    linked += 1
+        check(linked >= stats[cdir]["reused"],
+              "%s: capture reported chunks_reused=%d but only %d chunk files are hard links of %s's" %
+              (cdir, stats[cdir]["reused"], linked, pdir))
+
+
+# ---- fork_identity -----------------------------------------------------------
+
+def test_fork_identity(ctx):
+    a, f = ctx.path("A"), ctx.path("F")
+    n = 20
+    r, lines = boot_capture(ctx, a, args=("mode=demo", "warm_ms=200"))
+    boot_id = one_gen(r, lines, 0)
+    ja = inspect(ctx, a)
+    check(ja["generation"]["id"] == boot_id, "parent manifest id is not the boot generation id")
+
+    r = ctx.spore("fork", a, "--count", n, "--out", f, timeout=60, expect=0)
+    printed = {}
+    for ln in r.out.splitlines():
+        m = re.match(r"^(.*)/(child-\d+) generation ([0-9a-f]{32})$", ln)
+        check(m and m.group(1) == f, "unexpected fork output line %r\n%s" % (ln, r.describe()))
+        printed[m.group(2)] = m.group(3)
+    names = ["child-%02d" % i for i in range(1, n + 1)]
+    check(sorted(printed) == names, "fork printed children %s, want %s" % (sorted(printed), names))
+    check(sorted(os.listdir(f)) == names, "fork left %s in --out" % sorted(os.listdir(f)))
+
+    pfiles = spore_files(a)
+    man_ids = set()
+    for name in names:
+        d = os.path.join(f, name)
+        j = inspect(ctx, d)
+        gen = j["generation"]
+        check(gen["id"] == printed[name], "%s: inspect id %s, fork printed %s" % (name, gen["id"], printed[name]))
+        check(gen["id"] != ja["generation"]["id"], "%s has its parent's generation id" % name)
+        check(gen["id"] not in man_ids, "%s repeats a sibling's generation id %s" % (name, gen["id"]))
+        man_ids.add(gen["id"])
+        check(gen.get("parent") == ja["generation"]["id"] and gen["depth"] == ja["generation"]["depth"] + 1,
+              "%s: generation.parent/depth %s do not follow the parent %s" % (name, gen, ja["generation"]))
+        check(j["manifest"]["parent"] == {"digest": ja["manifest_digest"]},
+              "%s: parent digest is not the parent's manifest digest" % name)
+        check(spore_files(d) == pfiles, "%s references other files than its parent" % name)
+        for rel in pfiles:
+            ps, cs = os.stat(os.path.join(a, rel)), os.stat(os.path.join(d, rel))
+            check((ps.st_dev, ps.st_ino) == (cs.st_dev, cs.st_ino),
+                  "%s/%s is a copy (inode %d), not the parent's inode %d" % (name, rel, cs.st_ino, ps.st_ino))
+        check(os.stat(os.path.join(a, pfiles[-1])).st_nlink >= n + 1, "chunk link count below %d" % (n + 1))
+
+    r = ctx.spore("fanout", f, "--parallel", "--for", "2s", timeout=300, expect=0)
+    check(re.search(r"fanout: %d children \(parallel\) in [\d.]+ ms, 0 failed" % n, r.err),
+          "fanout summary lacks '%d children (parallel) ... 0 failed'\n%s" % (n, r.describe()))
+    run_ids = {}
+    for name in names:
+        lines = r.lines(name + "| ")
+        assert_clean(r, lines)
+        gid = one_gen(r, lines, 1)
+        check(gid != boot_id, "%s resumed with the parent's boot id %s" % (name, gid))
+        check(gid not in run_ids.values(), "%s and %s both run generation %s" %
+              (name, [k for k, v in run_ids.items() if v == gid], gid))
+        run_ids[name] = gid
+        checks(r, lines, 1)
+        selfcheck_ok(r, lines)
+
+
+# ---- fail_closed -------------------------------------------------------------
+
+def replace_file(path, data, mode=0o444):
+    """Swaps in new content without touching the (shared) old inode."""
+    tmp = path + ".new"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def read(path):
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def write_manifest(d, m):
+    replace_file(os.path.join(d, "spore", "manifest.json"), json.dumps(m, indent=2, sort_keys=True).encode() + b"\n")
+
+
+def parse_state(buf):
+    """(kind, [(tag, payload)]) of a TLV state file (vmm/src/state_file.c)."""
+    magic, version, kind, nsec, _ = struct.unpack_from("<IHHII", buf, 0)
+    check(magic == 0x54535053 and version == 1, "state file header: magic %#x version %d" % (magic, version))
+    off, secs = 16, []
+    for _ in range(nsec):
+        tag, _, ln = struct.unpack_from("<IIQ", buf, off)
+        off += 16
+        secs.append((tag, buf[off:off + ln]))
+        off += ln + (8 - ln % 8) % 8
+    check(off == len(buf), "state file has %d trailing bytes" % (len(buf) - off))
+    return kind, secs
+
+
+def build_state(kind, secs):
+    out = struct.pack("<IHHII", 0x54535053, 1, kind, len(secs), 0)
+    for tag, data in secs:
+        out += struct.pack("<IIQ", tag, 0, len(data)) + data + b"\0" * ((8 - len(data) % 8) % 8)
+    return out
+
+
+def host_flags():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for ln in fh:
+                if ln.startswith("flags"):
+                    return set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def ask_for_missing_cpu_feature(d):
+    """Sets CPUID leaf 7.0 EBX bit 16 (avx512f) in spore/vm.state (every EBX
+    bit when the host has avx512f) and fixes the manifest's digest and size."""
+    SF_CPUID, ENT = 37, 40
+    path = os.path.join(d, "spore", "vm.state")
+    kind, secs = parse_state(read(path))
+    found = False
+    for k, (tag, data) in enumerate(secs):
+        if tag != SF_CPUID:
+            continue
+        check(len(data) % ENT == 0, "CPUID section is %d bytes, not a multiple of %d" % (len(data), ENT))
+        data = bytearray(data)
+        for off in range(0, len(data), ENT):
+            fn, idx, flags, eax, ebx, ecx, edx = struct.unpack_from("<7I", data, off)
+            if fn == 7 and idx == 0:
+                ebx = 0xFFFFFFFF if "avx512f" in host_flags() else ebx | (1 << 16)
+                struct.pack_into("<7I", data, off, fn, idx, flags, eax, ebx, ecx, edx)
+                found = True
+        secs[k] = (tag, bytes(data))
+    check(found, "vm.state has no CPUID leaf 7 subleaf 0 entry")
+    new = build_state(kind, secs)
+    replace_file(path, new)
+    m = manifest(d)
+    m["state"]["vm"]["digest"] = "sha256:" + hashlib.sha256(new).hexdigest()
+    m["state"]["vm"]["size"] = len(new)
+    write_manifest(d, m)
+
+
+def test_fail_closed(ctx):
+    a = ctx.path("A")
+    boot_capture(ctx, a, args=("mode=bench", "warm_ms=100"))
+    first_chunk = manifest(a)["memory"]["chunks"][0]
+    chunk_rel = os.path.relpath(chunk_file(a, first_chunk["digest"]), a)
+    chunk_idx = first_chunk["index"]
+
+    def corrupt_chunk(d):
+        p = os.path.join(d, chunk_rel)
+        data = bytearray(read(p))
+        data[3 * 4096 + 17] ^= 0x40
+        replace_file(p, bytes(data))
+
+    def missing_chunk(d):
+        os.unlink(os.path.join(d, chunk_rel))
+
+    def short_chunk(d):
+        p = os.path.join(d, chunk_rel)
+        replace_file(p, read(p)[:CHUNK_SIZE // 2])
+
+    def symlink_chunk(d):
+        p = os.path.join(d, chunk_rel)
+        outside = ctx.path("outside-chunk")
+        if not os.path.exists(outside):
+            shutil.copyfile(p, outside)  # the right bytes, but reached through a symlink
+        os.unlink(p)
+        os.symlink(outside, p)
+
+    def truncate_manifest(d):
+        p = os.path.join(d, "spore", "manifest.json")
+        data = read(p)
+        replace_file(p, data[:len(data) // 2])
+
+    def edit(fn):
+        def mutate(d):
+            m = manifest(d)
+            fn(m)
+            write_manifest(d, m)
+        return mutate
+
+    def corrupt_vm_state(d):
+        p = os.path.join(d, "spore", "vm.state")
+        data = bytearray(read(p))
+        data[len(data) // 2] ^= 1
+        replace_file(p, bytes(data))
+
+    def wrong_state_digest(d):
+        m = manifest(d)
+        m["state"]["vcpus"][0]["digest"] = "sha256:" + "ab" * 32
+        write_manifest(d, m)
+
+    cases = [
+        ("chunk bytes changed", corrupt_chunk,
+         r"chunk %d does not match its digest: want %s, got sha256:[0-9a-f]{64} \(%s\)" %
+         (chunk_idx, first_chunk["digest"], re.escape(chunk_rel))),
+        ("chunk missing", missing_chunk,
+         r"chunk %d \(%s\) is missing: no %s" % (chunk_idx, first_chunk["digest"], re.escape(chunk_rel))),
+        ("chunk truncated", short_chunk,
+         r"chunk %d \(%s\): %s is %d bytes, want %d" %
+         (chunk_idx, first_chunk["digest"], re.escape(chunk_rel), CHUNK_SIZE // 2, CHUNK_SIZE)),
+        ("chunk replaced by a symlink", symlink_chunk, re.escape(chunk_rel) + r".*symlink"),
+        ("manifest.json truncated", truncate_manifest, r"manifest\.json: .*line \d+"),
+        ("manifest field of the wrong type", edit(lambda m: m["machine"].__setitem__("vcpus", "1")),
+         r"manifest\.json: field \"vcpus\" must be"),
+        ("manifest field missing", edit(lambda m: m.__delitem__("created")),
+         r"manifest\.json: field \"created\" missing"),
+        ("manifest chunk digest malformed",
+         edit(lambda m: m["memory"]["chunks"][0].__setitem__("digest", "sha256:xyz")),
+         r"manifest\.json: memory\.chunks\[0\]"),
+        ("manifest chunks out of order",
+         edit(lambda m: m["memory"]["chunks"].reverse() if len(m["memory"]["chunks"]) > 1
+              else m["memory"]["chunks"].append(dict(m["memory"]["chunks"][0]))),
+         r"manifest\.json: memory\.chunks\[1\] index \d+ out of order"),
+        ("unknown format version", edit(lambda m: m.__setitem__("version", 2)),
+         r"manifest\.json: unknown spore format version 2"),
+        ("CPU feature the host lacks", ask_for_missing_cpu_feature,
+         r"platform contract not met: host CPU lacks .*cpuid 0x7\.0 ebx bit"),
+        ("vm.state bytes changed", corrupt_vm_state, r"spore/vm\.state does not match its digest"),
+        ("wrong state file digest", wrong_state_digest,
+         r"spore/vcpu-0\.state does not match its digest: want sha256:(ab){32}"),
+        ("unknown KVM capability", edit(lambda m: m["platform"]["kvm_caps"].append("warp-drive")),
+         r"platform contract not met: unknown KVM capability \"warp-drive\""),
+        ("spore for another architecture", edit(lambda m: m["platform"].__setitem__("arch", "aarch64")),
+         r"platform contract not met: spore is for aarch64"),
+    ]
+
+    # Control: an untouched link-copy resumes, so each failure below is the
+    # mutation's doing.
+    def link_copy(name):
+        d = ctx.path(name)
+        shutil.copytree(a, d, copy_function=os.link, symlinks=True)
+        return d
+
+    ok = link_copy("control")
+    r = ctx.spore("resume", ok, "--for", "500ms", timeout=60, expect=0)
+    one_gen(r, r.lines(), 1)
+
+    before = {rel: read(os.path.join(a, rel)) for rel in spore_files(a) + ["spore/manifest.json"]}
+    failures = []
+    for k, (what, mutate, pattern) in enumerate(cases):
+        d = link_copy("case-%02d" % k)
+        mutate(d)
+        r = ctx.spore("resume", d, "--for", "2s", timeout=60)
+        if r.rc != EXIT_SPORE_FAILED:
+            failures.append("%s: want exit status %d\n%s" % (what, EXIT_SPORE_FAILED, r.describe()))
+        elif not re.search(pattern, r.err):
+            failures.append("%s: stderr does not match /%s/\n%s" % (what, pattern, r.describe()))
+        elif r.lines():
+            failures.append("%s: the guest ran although the spore was refused\n%s" % (what, r.describe()))
+        else:
+            print("  ok: %s: %s" % (what, r.err.strip().splitlines()[-1]), flush=True)
+    after = {rel: read(os.path.join(a, rel)) for rel in before}
+    check(after == before, "a mutation of a link-copy changed the original spore's shared files")
+    check(not failures, "%d of %d fail-closed cases failed:\n\n%s" % (len(failures), len(cases), "\n\n".join(failures)))
+
+
+# ---- sharing -----------------------------------------------------------------
+
+def test_sharing(ctx):
+    a, f = ctx.path("A"), ctx.path("F")
+    n, mem = 20, 256
+    boot_capture(ctx, a, vcpus=1, mem=mem, args=("mode=demo", "work_mib=32", "warm_ms=200"), timeout=300)
+    ctx.spore("fork", a, "--count", n, "--out", f, timeout=60, expect=0)
+
+    # Our own look, once every child has restored and run its self-check
+    # (which reads its whole workload): chunk pages must be shared page
+    # cache, not private copies.
+    steady = {}
+
+    def sample(fanout_pid, out):
+        if steady or len(re.findall(r"^child-\d+\| tg: selfcheck ok$", out, re.M)) < n:
+            return
+        for pid in child_pids(fanout_pid):
+            mem = smaps_rollup(pid)
+            if mem:
+                steady[pid] = mem
+
+    r = ctx.spore_watch("fanout", f, "--parallel", "--for", "3s", timeout=600, expect=0, poll=sample)
+    m = re.search(r"fanout: (\d+) children \(parallel\) in [\d.]+ ms, (\d+) failed", r.err)
+    check(m, "no fanout summary on stderr\n%s" % r.describe())
+    check(int(m.group(1)) == n and int(m.group(2)) == 0,
+          "fanout: %s children, %s failed; want %d, 0\n%s" % (m.group(1), m.group(2), n, r.describe()))
+    st = re.search(r"spore memory (\d+) MiB, (\d+) MiB stored", r.err)
+    pm = re.search(r"private memory per child: +avg +([\d.]+) MiB +max +([\d.]+) MiB +"
+                   r"\(sum ([\d.]+) MiB vs (\d+) MiB if copied\)", r.err)
+    check(st and pm, "fanout summary lacks the memory lines\n%s" % r.describe())
+    stored, priv_sum, copied = int(st.group(2)), float(pm.group(3)), int(pm.group(4))
+    check(int(st.group(1)) == mem and copied == n * mem,
+          "fanout summary: spore memory %s MiB, %d if copied; want %d, %d" % (st.group(1), copied, mem, n * mem))
+    check(stored >= 32, "the spore stores %d MiB: the 32 MiB workload is missing" % stored)
+    limit = n * mem / 4
+    check(priv_sum > 0, "fanout measured no private memory at all\n%s" % r.describe())
+    check(priv_sum < limit,
+          "children's private memory sums to %.1f MiB, want < %.0f MiB (%d x %d MiB / 4)\n%s" %
+          (priv_sum, limit, n, mem, r.describe()))
+    print("  fanout: private memory sum %.1f MiB for %d children (limit %.0f), %d MiB stored" %
+          (priv_sum, n, limit, stored), flush=True)
+
+    check(len(steady) == n, "sampled %d of %d children after all had self-checked (were they still "
+          "running?)\n%s" % (len(steady), n, r.describe()))
+    priv = sum(v["Private_Clean"] + v["Private_Dirty"] for v in steady.values()) / 1024
+    shared_min = min(v["Shared_Clean"] for v in steady.values()) / 1024
+    print("  steady state: private sum %.1f MiB, least shared-clean %.1f MiB per child" % (priv, shared_min),
+          flush=True)
+    check(priv < n * stored / 2,
+          "with every child running, their private memory sums to %.1f MiB: not below half of "
+          "%d x %d MiB stored, so chunks are being copied" % (priv, n, stored))
+    check(shared_min >= stored / 2,
+          "a child shares only %.1f MiB clean pages; its %d MiB of chunks should be shared page cache" %
+          (shared_min, stored))
+    for i in range(1, n + 1):
+        lines = r.lines("child-%02d| " % i)
+        assert_clean(r, lines)
+        one_gen(r, lines, 1)
+        checks(r, lines, 1)
+        selfcheck_ok(r, lines)
+
+
+def child_pids(ppid):
+    pids = []
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open("/proc/%s/stat" % e) as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == ppid:
+                        pids.append(int(e))
+            except (OSError, ValueError, IndexError):
+                pass
+    return pids
+
+
+def smaps_rollup(pid):
+    """{field: kB} of /proc/PID/smaps_rollup, or None once it is gone."""
+    res = {}
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as fh:
+            for ln in fh:
+                k, _, v = ln.partition(":")
+                v = v.split()
+                if len(v) == 2 and v[1] == "kB":
+                    res[k] = int(v[0])
+    except OSError:
+        return None
+    return res if "Private_Dirty" in res else None
+
+
+# ---- cli_errors --------------------------------------------------------------
+
+def test_cli_errors(ctx):
+    g = ctx.guest
+    existing = ctx.path("exists")
+    os.mkdir(existing)
+    with open(os.path.join(existing, "keep"), "w") as fh:
+        fh.write("keep\n")
+    notelf = ctx.path("not-an-elf")
+    with open(notelf, "w") as fh:
+        fh.write("#!/bin/sh\n")
+    empty = ctx.path("empty-dir")
+    os.mkdir(empty)
+    quick = ["--", "mode=bench", "warm_ms=50"]
+    cases = [
+        (["run", "--kernel", g, "--vcpus", "0"] + quick, r'--vcpus must be an integer in 1\.\.16, got "0"'),
+        (["run", "--kernel", g, "--vcpus", "17"] + quick, r'--vcpus must be an integer in 1\.\.16, got "17"'),
+        (["run", "--kernel", g, "--mem", "3"] + quick, r"(--mem|memory)\b.*\beven\b.*\b3\b"),
+        (["run", "--kernel", g, "--mem", "1"] + quick, r'--mem must be an integer in 2\.\.\d+, got "1"'),
+        (["run", "--kernel", g, "--mem", "lots"] + quick, r'--mem must be an integer .*"lots"'),
+        (["run", "--kernel", g, "--capture", ctx.path("c1")] + quick, r"--capture needs --capture-on"),
+        (["run", "--kernel", g, "--capture-on", "ready"] + quick, r"--capture-on needs --capture"),
+        (["run", "--kernel", g, "--capture", ctx.path("c2"), "--capture-on", "never"] + quick,
+         r'--capture-on must be .*got "never"'),
+        (["run", "--kernel", g, "--capture", ctx.path("c3"), "--capture-on", "after:soon"] + quick,
+         r'bad duration "soon"'),
+        (["run", "--kernel", g, "--for", "abc"] + quick, r'bad duration "abc"'),
+        (["run", "--kernel", g, "--for", "5 parsecs"] + quick, r'bad duration unit in "5 parsecs"'),
+        (["run", "--kernel", g, "--for", "0"] + quick, r"--for must be longer than 0"),
+        (["run"] + quick, r"--kernel is required"),
+        (["run", "--kernel", ctx.path("no-such-kernel")] + quick,
+         r"kernel %s: .*not found" % re.escape(ctx.path("no-such-kernel"))),
+        (["run", "--kernel", notelf] + quick, r"kernel %s: not an ELF file" % re.escape(notelf)),
+        (["run", "--kernel", g, "--capture", existing, "--capture-on", "ready"] + quick,
+         r"capture: %s already exists" % re.escape(existing)),
+        (["resume", ctx.path("no-such-spore")], r"open spore %s: No such file" % re.escape(ctx.path("no-such-spore"))),
+        (["resume"], r"resume: exactly one spore directory expected"),
+        (["resume", empty], r"spore manifest.*(not found|No such file)"),
+        (["inspect", ctx.path("no-such-spore")], r"open spore .*no-such-spore"),
+        (["fork", empty, "--count", "0", "--out", ctx.path("f")], r'--count must be an integer in 1\.\.10000, got "0"'),
+        (["fork", empty, "--count", "2"], r"fork: need DIR, --count and --out"),
+        (["fanout", empty], r"fanout: no child spores in %s" % re.escape(empty)),
+        (["fanout", empty, "--for", "xyz"], r'bad duration "xyz"'),
+        (["frobnicate"], r'unknown command "frobnicate"'),
+    ]
+    failures = []
+    for args, pattern in cases:
+        r = ctx.spore(*args, timeout=60)
+        if r.rc != EXIT_SPORE_FAILED:
+            failures.append("want exit status %d\n%s" % (EXIT_SPORE_FAILED, r.describe()))
+        elif not re.search(pattern, r.err):
+            failures.append("stderr does not match /%s/\n%s" % (pattern, r.describe()))
+    check(read(os.path.join(existing, "keep")) == b"keep\n" and os.listdir(existing) == ["keep"],
+          "a refused capture touched the existing directory")
+    left = [e for e in os.listdir(ctx.tmp) if ".tmp." in e]
+    check(not left, "a failed capture left temporary directories: %s" % left)
+    for d in ("c1", "c2", "c3", "f"):
+        check(not os.path.exists(ctx.path(d)), "a refused command created %s" % d)
+    check(not failures, "%d of %d cases failed:\n\n%s" % (len(failures), len(cases), "\n\n".join(failures)))
+
+
+TESTS = {
+    "continuity": test_continuity,
+    "chain": test_chain,
+    "fork_identity": test_fork_identity,
+    "fail_closed": test_fail_closed,
+    "sharing": test_sharing,
+    "cli_errors": test_cli_errors,
+}
+
+
+def kvm_usable():
+    if not os.path.exists("/dev/kvm"):
+        return "/dev/kvm does not exist"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is not readable and writable by uid %d" % os.getuid()
+    try:
+        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
+    except OSError as e:
+        return "cannot open /dev/kvm: %s" % e
+    return None
+
+
+def main(argv):
+    if len(argv) != 4 or argv[1] not in TESTS:
+        print("usage: %s {%s} SPORE TESTGUEST_ELF" % (argv[0], ",".join(TESTS)), file=sys.stderr)
+        return 2
+    name, spore, guest = argv[1], os.path.abspath(argv[2]), os.path.abspath(argv[3])
+    why = kvm_usable()
+    if why:
+        print("SKIP kvm-%s: %s" % (name, why))
+        return SKIP
+    for p in (spore, guest):
+        if not os.path.isfile(p):
+            print("FAIL kvm-%s: %s does not exist (build it first)" % (name, p))
+            return 1
+    tmp = tempfile.mkdtemp(prefix="spore-kvm-%s-" % name)
+    t0 = time.monotonic()
+    ok = False
+    try:
+        TESTS[name](Ctx(spore, guest, tmp))
+        ok = True
+        print("PASS kvm-%s (%.1fs)" % (name, time.monotonic() - t0))
+        return 0
+    except Fail as e:
+        print("FAIL kvm-%s: %s" % (name, e))
+        return 1
+    finally:
+        if ok or not os.environ.get("SPORE_TEST_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print("kept %s" % tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
