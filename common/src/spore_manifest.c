@@ -60,7 +60,7 @@ static int parse_ref(json_t *o, const char *what, const char *want_path, struct 
 	    sl_json_get_u64(o, "size", W, &r->size, err) < 0)
 		return sl_error_wrap(err, "%s", what);
 	if (strcmp(path, want_path) != 0)
-		return sl_error_set(err, SL_E_INVALID, W ": %s path must be \"%s\", got \"%s\"", what,
+		return sl_error_set(err, SL_E_INVALID, W ": %s path must be \"%s\", got \"%.64s\"", what,
 				    want_path, path);
 	strcpy(r->path, want_path);
 	if (r->size > SPORE_STATE_MAX)
@@ -86,7 +86,7 @@ static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 	if (sl_json_get_str(root, "mediaType", W, &mt, err) < 0)
 		return -1;
 	if (strcmp(mt, SPORE_MEDIA_TYPE) != 0)
-		return sl_error_set(err, SL_E_INVALID, W ": mediaType is \"%s\", want \"%s\"", mt, SPORE_MEDIA_TYPE);
+		return sl_error_set(err, SL_E_INVALID, W ": mediaType is \"%.64s\", want \"%s\"", mt, SPORE_MEDIA_TYPE);
 	if (sl_json_get_str(root, "created", W, &created, err) < 0 ||
 	    copy_str(m->created, sizeof(m->created), created, "created", err) < 0)
 		return -1;
@@ -97,7 +97,7 @@ static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 	if (sl_json_get_str(p, "arch", W, &s, err) < 0 || copy_str(m->arch, sizeof(m->arch), s, "arch", err) < 0)
 		return -1;
 	if (strcmp(m->arch, "x86_64") != 0)
-		return sl_error_set(err, SL_E_UNSUPPORTED, "platform contract not met: spore is for %s, host is x86_64", m->arch);
+		return sl_error_set(err, SL_E_UNSUPPORTED, "platform contract not met: spore is for %.16s, host is x86_64", m->arch);
 	if (sl_json_get_str(p, "hypervisor", W, &s, err) < 0 ||
 	    copy_str(m->hypervisor, sizeof(m->hypervisor), s, "hypervisor", err) < 0)
 		return -1;

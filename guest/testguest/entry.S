@@ -1,4 +1,5 @@
 /* Test guest ring-0 code and static tables: entries, interrupt stubs, GDT/TSS/IDT, page tables. */
+	.file "entry.S"
 #include "layout.h"
 
 /* Everything here is built at assembly/link time: ring-0 code is emulated

@@ -381,7 +381,7 @@ static void parse_cmdline(const char *s, size_t len)
 				cmdline_error("bad value", word, wl);
 			continue;
 		} else if (streq_n(word, kl, "hz")) {
-			num = &cfg.hz, min = 1, max = 10000;
+			num = &cfg.hz, min = 1, max = 5000; /* KVM clamps periodic timers to >= 200 us */
 		} else if (streq_n(word, kl, "work_mib")) {
 			num = &cfg.work_mib, max = 1024;
 		} else if (streq_n(word, kl, "warm_ms")) {

@@ -138,7 +138,6 @@ static bool proc_wait(struct qp_proc *p, int timeout_ms)
 	while (p->pid > 0) {
 		pid_t r = waitpid(p->pid, NULL, WNOHANG);
 		if (r == p->pid || (r < 0 && errno == ECHILD)) {
-			kill(-p->pid, SIGKILL); /* leftovers of the process group */
 			p->pid = -1;
 			return true;
 		}
@@ -296,7 +295,7 @@ static int qmp_cmd(struct qmp *q, struct qp_proc *p, const char *json, char *rep
 {
 	size_t len = strlen(json), off = 0;
 	while (off < len) {
-		ssize_t n = write(q->fd, json + off, len - off);
+		ssize_t n = send(q->fd, json + off, len - off, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
@@ -509,6 +508,13 @@ int qemu_peer_restore_once(const char *qemu, const char *elf, unsigned mem_mib,
 		errbuf[0] = 0;
 	if (!qemu || !elf || !mem_mib || !ms_out || !path_ok(state_path)) {
 		set_err(errbuf, errlen, "qemu_peer_restore_once: bad arguments");
+		return -1;
+	}
+	struct stat st;
+	if (stat(state_path, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
+	    access(state_path, R_OK) < 0) {
+		/* QEMU would wait forever on an empty incoming stream */
+		set_err(errbuf, errlen, "no readable migration state at %s", state_path);
 		return -1;
 	}
 	char incoming[PATH_MAX + 32];

@@ -32,20 +32,22 @@ static int load_elf(struct vmm_vm *vm, const char *path, uint64_t *entry, sl_err
 	if (eh->e_phentsize != sizeof(Elf64_Phdr) || eh->e_phoff > len ||
 	    (uint64_t)eh->e_phnum * sizeof(Elf64_Phdr) > len - eh->e_phoff)
 		return sl_error_set(err, SL_E_INVALID, "kernel %s: program headers out of bounds", path);
-	const Elf64_Phdr *ph = (const Elf64_Phdr *)(img + eh->e_phoff);
 	unsigned loaded = 0;
 	for (unsigned i = 0; i < eh->e_phnum; i++) {
-		if (ph[i].p_type != PT_LOAD)
+		/* Copied out: a crafted e_phoff need not be aligned. */
+		Elf64_Phdr ph;
+		memcpy(&ph, img + eh->e_phoff + (size_t)i * sizeof(ph), sizeof(ph));
+		if (ph.p_type != PT_LOAD)
 			continue;
-		uint64_t pa = ph[i].p_paddr, fsz = ph[i].p_filesz, msz = ph[i].p_memsz;
-		if (fsz > msz || ph[i].p_offset > len || fsz > len - ph[i].p_offset)
+		uint64_t pa = ph.p_paddr, fsz = ph.p_filesz, msz = ph.p_memsz;
+		if (fsz > msz || ph.p_offset > len || fsz > len - ph.p_offset)
 			return sl_error_set(err, SL_E_INVALID, "kernel %s: segment %u out of file bounds",
 					    path, i);
 		if (pa < VMM_LOW_RESERVED || !vmm_gpa(vm, pa, msz))
 			return sl_error_set(err, SL_E_INVALID,
 					    "kernel %s: segment %u at 0x%llx+0x%llx does not fit in RAM above 1 MiB",
 					    path, i, (unsigned long long)pa, (unsigned long long)msz);
-		memcpy(vmm_gpa(vm, pa, msz), img + ph[i].p_offset, fsz);
+		memcpy(vmm_gpa(vm, pa, msz), img + ph.p_offset, fsz);
 		memset((uint8_t *)vmm_gpa(vm, pa, msz) + fsz, 0, msz - fsz);
 		loaded++;
 	}

@@ -38,7 +38,13 @@ static bool saveable(struct vmm_vcpu *v, uint32_t index)
 	memset(&m, 0, sizeof(m));
 	m.h.nmsrs = 1;
 	m.h.entries[0].index = index;
-	return ioctl(v->fd, KVM_GET_MSRS, &m) == 1 && ioctl(v->fd, KVM_SET_MSRS, &m) == 1;
+	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
+		return false;
+	/* The probe may run on a live vCPU at its first capture: writing the
+	 * time-stamp counter back would step the guest's clock. */
+	if (index == MSR_IA32_TSC || index == MSR_IA32_TSC_DEADLINE)
+		return true;
+	return ioctl(v->fd, KVM_SET_MSRS, &m) == 1;
 }
 
 int vmm_msr_list(struct vmm_vm *vm, struct vmm_vcpu *probe, const uint32_t **list, unsigned *n,

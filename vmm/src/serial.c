@@ -115,7 +115,12 @@ int vmm_serial_init(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t
 }
 void vmm_serial_flush(struct vmm_vm *vm)
 {
+	/* Only at the end of the VM: a pause keeps a half-written line, so a
+	 * resumed guest finishes it and lines of concurrent VMs never merge. */
 	pthread_mutex_lock(&vm->serial.lock);
-	write_line(&vm->serial);
+	struct vmm_serial *s = &vm->serial;
+	if (s->line_len && s->line_len < sizeof(s->line))
+		s->line[s->line_len++] = '\n';
+	write_line(s);
 	pthread_mutex_unlock(&vm->serial.lock);
 }

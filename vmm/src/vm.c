@@ -24,6 +24,14 @@ const char *vmm_version(void)
 void vmm_post_event(struct vmm_vm *vm, int kind, int code, const char *fmt, ...)
 {
 	pthread_mutex_lock(&vm->lock);
+	/* One pending event per kind: a guest hammering READY or a burst of
+	 * output can never push an EXIT or ERROR out of the queue. */
+	for (unsigned i = 0; i < vm->evq_len; i++) {
+		if (vm->evq[(vm->evq_head + i) % VMM_EVQ].kind == kind) {
+			pthread_mutex_unlock(&vm->lock);
+			return;
+		}
+	}
 	if (vm->evq_len < VMM_EVQ) {
 		struct vmm_event *ev = &vm->evq[(vm->evq_head + vm->evq_len) % VMM_EVQ];
 		ev->kind = kind;
@@ -182,7 +190,6 @@ int vmm_pause(struct vmm_vm *vm, sl_error_t *err)
 	while (vm->parked < vm->machine.vcpus)
 		pthread_cond_wait(&vm->cond, &vm->lock);
 	pthread_mutex_unlock(&vm->lock);
-	vmm_serial_flush(vm);
 	return 0;
 }
 
