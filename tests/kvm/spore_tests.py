@@ -72,6 +72,7 @@ class Ctx:
     def __init__(self, spore, guest, tmp):
         self.spore_bin, self.guest, self.tmp = spore, guest, tmp
         self.env = dict(os.environ, SPORE_LOG="info")
+        self.cleanup = []  # extra directories to remove
 
     def path(self, *parts):
         return os.path.join(self.tmp, *parts)
@@ -288,6 +289,14 @@ def test_continuity(ctx):
 # ---- chain -------------------------------------------------------------------
 
 def test_chain(ctx):
+    chain_lineage(ctx)
+    chain_cross_fs(ctx, ctx.path("B"))
+    chain_partly_dirty(ctx)
+
+
+def chain_lineage(ctx):
+    """bench mode: the workload region stays untouched after boot, so every
+    later capture must reuse (hard-link) it."""
     a, b, c = ctx.path("A"), ctx.path("B"), ctx.path("C")
     r, lines = boot_capture(ctx, a, args=("mode=bench", "warm_ms=100"))
     ids = [one_gen(r, lines, 0)]
@@ -347,6 +356,70 @@ def test_chain(ctx):
               (cdir, stats[cdir]["reused"], linked, pdir))
 
 
+def other_fs_dir(ctx):
+    """A scratch directory on another filesystem than ctx.tmp (/dev/shm), or None."""
+    base = "/dev/shm"
+    try:
+        if os.stat(base).st_dev == os.stat(ctx.tmp).st_dev or not os.access(base, os.W_OK):
+            return None
+    except OSError:
+        return None
+    d = tempfile.mkdtemp(prefix="spore-kvm-", dir=base)
+    ctx.cleanup.append(d)
+    return d
+
+
+def chain_cross_fs(ctx, src):
+    """Capturing a resumed spore onto another filesystem cannot hard-link:
+    every chunk is hashed and written, and the result resumes."""
+    other = other_fs_dir(ctx)
+    if not other:
+        print("  (no second filesystem: cross-filesystem capture not checked)")
+        return
+    dst = os.path.join(other, "X")
+    r = ctx.spore("resume", src, "--capture", dst, "--capture-on", "after:500ms", timeout=120, expect=0)
+    st = captured(r, dst)
+    check(st["reused"] == 0 and st["written"] == len(manifest(dst)["memory"]["chunks"]),
+          "cross-filesystem capture: %s, want every chunk written, none reused\n%s" % (st, r.describe()))
+    r = ctx.spore("resume", dst, "--for", "1s", timeout=120, expect=0)
+    lines = r.lines()
+    assert_clean(r, lines)
+    one_gen(r, lines, manifest(src)["generation"]["counter"] + 2)
+    selfcheck_ok(r, lines)
+
+
+def chain_partly_dirty(ctx):
+    """demo mode, 64 MiB workload, slow timer: between captures the guest
+    rewrites words in some of its 32 workload chunks but not all, so each
+    capture mixes reused and rewritten chunks; the guest's checksum over the
+    whole workload after every resume proves the mix is right."""
+    dirs = [ctx.path("P%d" % i) for i in range(4)]
+    r, lines = boot_capture(ctx, dirs[0], mem=256, args=("mode=demo", "work_mib=64", "hz=10", "warm_ms=200"),
+                            timeout=300)
+    checks(r, lines, 1)
+    mixed = False
+    for counter in range(1, len(dirs)):
+        r = ctx.spore("resume", dirs[counter - 1], "--capture", dirs[counter], "--capture-on", "after:400ms",
+                      timeout=300, expect=0)
+        lines = r.lines()
+        assert_clean(r, lines)
+        one_gen(r, lines, counter)
+        checks(r, lines, 1)
+        selfcheck_ok(r, lines)
+        st = captured(r, dirs[counter])
+        mixed |= st["reused"] > 0 and st["written"] > 0
+        parent = inspect(ctx, dirs[counter])["manifest"]["parent"]
+        check(parent == {"digest": inspect(ctx, dirs[counter - 1])["manifest_digest"]},
+              "%s does not name %s as its parent" % (dirs[counter], dirs[counter - 1]))
+    r = ctx.spore("resume", dirs[-1], "--for", "1s", timeout=300, expect=0)
+    lines = r.lines()
+    assert_clean(r, lines)
+    one_gen(r, lines, len(dirs))
+    checks(r, lines, 1)
+    selfcheck_ok(r, lines)
+    check(mixed, "no capture both reused and rewrote chunks; the workload did not exercise a mixed capture")
+
+
 # ---- fork_identity -----------------------------------------------------------
 
 def test_fork_identity(ctx):
@@ -377,6 +450,9 @@ def test_fork_identity(ctx):
         check(gen["id"] != ja["generation"]["id"], "%s has its parent's generation id" % name)
         check(gen["id"] not in man_ids, "%s repeats a sibling's generation id %s" % (name, gen["id"]))
         man_ids.add(gen["id"])
+        check(gen["counter"] == ja["generation"]["counter"],
+              "%s: generation.counter %d, the parent's is %d (fork copies it)" %
+              (name, gen["counter"], ja["generation"]["counter"]))
         check(gen.get("parent") == ja["generation"]["id"] and gen["depth"] == ja["generation"]["depth"] + 1,
               "%s: generation.parent/depth %s do not follow the parent %s" % (name, gen, ja["generation"]))
         check(j["manifest"]["parent"] == {"digest": ja["manifest_digest"]},
@@ -512,6 +588,31 @@ def test_fail_closed(ctx):
         os.unlink(p)
         os.symlink(outside, p)
 
+    def fifo_chunk(d):
+        # open() of a FIFO blocks until a writer comes: a restore that opens
+        # chunks without O_NONBLOCK hangs here instead of refusing.
+        p = os.path.join(d, chunk_rel)
+        os.unlink(p)
+        os.mkfifo(p, 0o444)
+
+    def dir_chunk(d):
+        p = os.path.join(d, chunk_rel)
+        os.unlink(p)
+        os.mkdir(p)
+
+    def symlink_state(d):
+        p = os.path.join(d, "spore", "vm.state")
+        outside = ctx.path("outside-vm.state")
+        if not os.path.exists(outside):
+            shutil.copyfile(p, outside)
+        os.unlink(p)
+        os.symlink(outside, p)
+
+    def fifo_state(d):
+        p = os.path.join(d, "spore", "vcpu-0.state")
+        os.unlink(p)
+        os.mkfifo(p, 0o444)
+
     def truncate_manifest(d):
         p = os.path.join(d, "spore", "manifest.json")
         data = read(p)
@@ -545,6 +646,11 @@ def test_fail_closed(ctx):
          r"chunk %d \(%s\): %s is %d bytes, want %d" %
          (chunk_idx, first_chunk["digest"], re.escape(chunk_rel), CHUNK_SIZE // 2, CHUNK_SIZE)),
         ("chunk replaced by a symlink", symlink_chunk, re.escape(chunk_rel) + r".*symlink"),
+        ("chunk replaced by a FIFO", fifo_chunk, re.escape(chunk_rel)),
+        ("chunk replaced by a directory", dir_chunk, r"chunk %d \(%s\): %s is \d+ bytes, want %d" %
+         (chunk_idx, first_chunk["digest"], re.escape(chunk_rel), CHUNK_SIZE)),
+        ("state file replaced by a symlink", symlink_state, r"spore/vm\.state: path crosses a symlink"),
+        ("state file replaced by a FIFO", fifo_state, r"spore/vcpu-0\.state: not a regular file"),
         ("manifest.json truncated", truncate_manifest, r"manifest\.json: .*line \d+"),
         ("manifest field of the wrong type", edit(lambda m: m["machine"].__setitem__("vcpus", "1")),
          r"manifest\.json: field \"vcpus\" must be"),
@@ -586,7 +692,11 @@ def test_fail_closed(ctx):
     for k, (what, mutate, pattern) in enumerate(cases):
         d = link_copy("case-%02d" % k)
         mutate(d)
-        r = ctx.spore("resume", d, "--for", "2s", timeout=60)
+        try:
+            r = ctx.spore("resume", d, "--for", "2s", timeout=15)
+        except Fail as e:  # a hang is a failure of this case, not of the others
+            failures.append("%s: %s" % (what, e))
+            continue
         if r.rc != EXIT_SPORE_FAILED:
             failures.append("%s: want exit status %d\n%s" % (what, EXIT_SPORE_FAILED, r.describe()))
         elif not re.search(pattern, r.err):
@@ -621,7 +731,23 @@ def test_sharing(ctx):
             if mem:
                 steady[pid] = mem
 
-    r = ctx.spore_watch("fanout", f, "--parallel", "--for", "3s", timeout=600, expect=0, poll=sample)
+    helptext = ctx.spore("fanout", "--help", timeout=30, expect=0).out
+    summary = ctx.path("summary.json") if "--summary-json" in helptext else None
+    r = ctx.spore_watch("fanout", f, "--parallel", "--for", "3s", *(["--summary-json", summary] if summary else []),
+                        timeout=600, expect=0, poll=sample)
+    if summary:
+        with open(summary) as fh:
+            js = json.load(fh)
+        statuses = {c["name"]: c["status"] for c in js["per_child"]}
+        check(js["children"] == n and js["failed"] == 0 and len(statuses) == n and
+              all(v == 0 for v in statuses.values()),
+              "--summary-json: %s children, %s failed, statuses %s" % (js["children"], js["failed"], statuses))
+        check(abs(sum(c["private_mib"] for c in js["per_child"]) - js["private_mib_sum"]) < 1,
+              "--summary-json: private_mib_sum is not the sum of per_child private_mib")
+        check(js["private_mib_sum"] < n * mem / 4,
+              "--summary-json: children's private memory sums to %.1f MiB, want < %.0f MiB (%d x %d MiB / 4)" %
+              (js["private_mib_sum"], n * mem / 4, n, mem))
+        print("  --summary-json: private_mib_sum %.1f, stored_mib %d" % (js["private_mib_sum"], js["stored_mib"]))
     m = re.search(r"fanout: (\d+) children \(parallel\) in [\d.]+ ms, (\d+) failed", r.err)
     check(m, "no fanout summary on stderr\n%s" % r.describe())
     check(int(m.group(1)) == n and int(m.group(2)) == 0,
@@ -704,6 +830,11 @@ def test_cli_errors(ctx):
     empty = ctx.path("empty-dir")
     os.mkdir(empty)
     quick = ["--", "mode=bench", "warm_ms=50"]
+    spore_dir = ctx.path("spore")
+    boot_capture(ctx, spore_dir, args=("mode=bench", "warm_ms=50"))
+    afile = ctx.path("a-file")
+    with open(afile, "w") as fh:
+        fh.write("not a directory\n")
     cases = [
         (["run", "--kernel", g, "--vcpus", "0"] + quick, r'--vcpus must be an integer in 1\.\.16, got "0"'),
         (["run", "--kernel", g, "--vcpus", "17"] + quick, r'--vcpus must be an integer in 1\.\.16, got "17"'),
@@ -731,10 +862,15 @@ def test_cli_errors(ctx):
         (["inspect", ctx.path("no-such-spore")], r"open spore .*no-such-spore"),
         (["fork", empty, "--count", "0", "--out", ctx.path("f")], r'--count must be an integer in 1\.\.10000, got "0"'),
         (["fork", empty, "--count", "2"], r"fork: need DIR, --count and --out"),
+        (["fork", spore_dir, "--count", "2", "--out", afile], r"fork: .*%s" % re.escape(afile)),
         (["fanout", empty], r"fanout: no child spores in %s" % re.escape(empty)),
         (["fanout", empty, "--for", "xyz"], r'bad duration "xyz"'),
         (["frobnicate"], r'unknown command "frobnicate"'),
     ]
+    other = other_fs_dir(ctx)
+    if other:
+        cases.append((["fork", spore_dir, "--count", "2", "--out", os.path.join(other, "F")],
+                      r"fork: --out must be on the spore's filesystem"))
     failures = []
     for args, pattern in cases:
         r = ctx.spore(*args, timeout=60)
@@ -742,6 +878,9 @@ def test_cli_errors(ctx):
             failures.append("want exit status %d\n%s" % (EXIT_SPORE_FAILED, r.describe()))
         elif not re.search(pattern, r.err):
             failures.append("stderr does not match /%s/\n%s" % (pattern, r.describe()))
+    if other and os.path.isdir(os.path.join(other, "F")):
+        check(not os.listdir(os.path.join(other, "F")),
+              "a refused fork left %s in --out" % os.listdir(os.path.join(other, "F")))
     check(read(os.path.join(existing, "keep")) == b"keep\n" and os.listdir(existing) == ["keep"],
           "a refused capture touched the existing directory")
     left = [e for e in os.listdir(ctx.tmp) if ".tmp." in e]
@@ -789,8 +928,9 @@ def main(argv):
     tmp = tempfile.mkdtemp(prefix="spore-kvm-%s-" % name)
     t0 = time.monotonic()
     ok = False
+    ctx = Ctx(spore, guest, tmp)
     try:
-        TESTS[name](Ctx(spore, guest, tmp))
+        TESTS[name](ctx)
         ok = True
         print("PASS kvm-%s (%.1fs)" % (name, time.monotonic() - t0))
         return 0
@@ -798,10 +938,11 @@ def main(argv):
         print("FAIL kvm-%s: %s" % (name, e))
         return 1
     finally:
-        if ok or not os.environ.get("SPORE_TEST_KEEP"):
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print("kept %s" % tmp)
+        for d in [tmp] + ctx.cleanup:
+            if ok or not os.environ.get("SPORE_TEST_KEEP"):
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                print("kept %s" % d)
 
 
 if __name__ == "__main__":

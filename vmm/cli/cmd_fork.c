@@ -131,6 +131,11 @@ int cmd_fork(int argc, char **argv)
 		return cli_fail(&err);
 	}
 	_cleanup_close_ int outfd = open(out, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (outfd < 0) {
+		spore_manifest_free(&pm);
+		sl_error_sys(&err, "fork: --out %s is not a usable directory", out);
+		return cli_fail(&err);
+	}
 	int width = count >= 1000 ? 4 : count >= 100 ? 3 : 2;
 	int rc = 0;
 	for (uint64_t i = 1; i <= count && rc == 0; i++) {

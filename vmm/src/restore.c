@@ -56,7 +56,9 @@ static int map_chunk(struct vmm_vm *vm, int dirfd, const struct spore_chunk *c, 
 	char path[96], want[SL_DIGEST_STRLEN];
 	spore_chunk_path(&c->digest, path);
 	sl_digest_format(&c->digest, want);
-	int fd = sl_open_beneath(dirfd, path, O_RDONLY | O_CLOEXEC, 0, err);
+	/* O_NONBLOCK: a FIFO planted as a chunk must fail the type check below,
+	 * not block the open forever. */
+	int fd = sl_open_beneath(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0, err);
 	if (fd < 0) {
 		if ((*err)->code == SL_E_NOT_FOUND) {
 			sl_error_free(err);
