@@ -77,13 +77,15 @@ class Ctx:
     def path(self, *parts):
         return os.path.join(self.tmp, *parts)
 
-    def spore(self, *args, timeout=120, expect=None):
+    def spore(self, *args, timeout=120, expect=None, close_stdin=False):
         """Runs spore with a hard timeout (the whole process group is killed);
-        with expect set, fails unless spore exited with that status."""
+        with expect set, fails unless spore exited with that status. With
+        close_stdin, spore starts with fd 0 closed (as from a daemon)."""
         argv = [self.spore_bin] + [str(a) for a in args]
         t0 = time.monotonic()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        p = subprocess.Popen(argv, stdin=None if close_stdin else subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=self.env, cwd=self.tmp,
+                             preexec_fn=(lambda: os.close(0)) if close_stdin else None,
                              start_new_session=True, text=True, errors="replace")
         try:
             out, err = p.communicate(timeout=timeout)
@@ -478,6 +480,36 @@ def test_fork_identity(ctx):
         run_ids[name] = gid
         checks(r, lines, 1)
         selfcheck_ok(r, lines)
+
+
+# ---- fanout_report -----------------------------------------------------------
+
+def test_fanout_report(ctx):
+    """Every fanout child reports its timings back over --report-fd 3, also
+    when fanout itself was started with stdin closed (then pipe2() hands out
+    fd 3 as the write end, and dup2(3, 3) would not clear its close-on-exec)."""
+    a, f = ctx.path("A"), ctx.path("F")
+    n = 3
+    boot_capture(ctx, a, args=("mode=demo", "warm_ms=100"))
+    ctx.spore("fork", a, "--count", n, "--out", f, timeout=60, expect=0)
+    check("--summary-json" in ctx.spore("fanout", "--help", timeout=30, expect=0).out,
+          "spore fanout has no --summary-json")
+    failures = []
+    runs = (("parallel", ["--parallel"], False), ("one at a time", [], False),
+            ("parallel, stdin closed", ["--parallel"], True), ("one at a time, stdin closed", [], True))
+    for k, (label, mode, close) in enumerate(runs):
+        summary = ctx.path("summary-%d.json" % k)
+        r = ctx.spore("fanout", f, *mode, "--for", "700ms", "--summary-json", summary, timeout=120, expect=0,
+                      close_stdin=close)
+        with open(summary) as fh:
+            js = json.load(fh)
+        for c in js["per_child"]:
+            lines = r.lines(c["name"] + "| ")
+            if c["status"] != 0 or c["restore_ms"] < 0 or c["first_output_ms"] < 0 or not gens(lines):
+                failures.append("%s: %s: status %s, restore_ms %s, first_output_ms %s, %d guest lines" %
+                                (label, c["name"], c["status"], c["restore_ms"], c["first_output_ms"], len(lines)))
+        check(js["children"] == n and js["failed"] == 0, "%s: summary %s" % (label, js))
+    check(not failures, "children whose report was lost or who failed:\n  " + "\n  ".join(failures))
 
 
 # ---- fail_closed -------------------------------------------------------------
@@ -894,6 +926,7 @@ TESTS = {
     "continuity": test_continuity,
     "chain": test_chain,
     "fork_identity": test_fork_identity,
+    "fanout_report": test_fanout_report,
     "fail_closed": test_fail_closed,
     "sharing": test_sharing,
     "cli_errors": test_cli_errors,

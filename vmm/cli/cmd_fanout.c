@@ -59,7 +59,12 @@ static pid_t spawn(const char *dir, struct child *c, const char *for_arg)
 	if (pid < 0)
 		return -1;
 	if (pid == 0) {
-		dup2(p[1], 3); /* dup2 clears close-on-exec on the copy */
+		/* dup2 clears close-on-exec on the copy, but dup2(3, 3) is a no-op
+		 * (pipe2 returns 3 when fd 0 was closed): clear the flag then. */
+		if (p[1] == 3)
+			fcntl(3, F_SETFD, 0);
+		else
+			dup2(p[1], 3);
 		char path[4096], prefix[300];
 		snprintf(path, sizeof(path), "%s/%s", dir, c->name);
 		snprintf(prefix, sizeof(prefix), "%s| ", c->name);
