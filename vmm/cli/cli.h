@@ -23,6 +23,8 @@ int cli_parse_duration_ms(const char *s, uint64_t *ms, sl_error_t *err);
 int cli_parse_u64(const char *s, const char *what, uint64_t min, uint64_t max, uint64_t *out, sl_error_t *err);
 /* Prints "spore: <msg>" to stderr and returns EXIT_SPORE_FAILED. */
 int cli_fail(sl_error_t *err);
+/* --mem (opt 'm') or --vcpus (opt 'c') into a machine shape. */
+int cli_parse_machine_opt(int opt, const char *arg, struct vmm_machine *m, sl_error_t *err);
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* When and how a running VM ends. */

@@ -128,3 +128,18 @@ int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_erro
 		return sl_error_sys(err, "open %s", dir);
 	return sl_write_atomic(dfd, base, buf, len, 0644, err);
 }
+
+int cli_parse_machine_opt(int opt, const char *arg, struct vmm_machine *m, sl_error_t *err)
+{
+	uint64_t v = 0;
+	if (opt == 'm') {
+		if (cli_parse_u64(arg, "--mem", 2, VMM_MAX_MEM_MIB, &v, err) < 0)
+			return -1;
+		m->mem_mib = v;
+	} else {
+		if (cli_parse_u64(arg, "--vcpus", 1, VMM_MAX_VCPUS, &v, err) < 0)
+			return -1;
+		m->vcpus = (unsigned)v;
+	}
+	return 0;
+}

@@ -88,7 +88,7 @@ int cmd_pool(int argc, char **argv)
 		"Keeps N VMM processes with their VM, RAM slot and vCPUs created; each\n"
 		"serves one restore request (spore resume --pool PATH DIR) and is replaced.\n"
 		"Spores must have the pool's machine shape (default 128 MiB, 1 vcpu).\n";
-	uint64_t size = 0, v;
+	uint64_t size = 0;
 	const char *path = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
 	sl_error_t err = NULL;
@@ -102,14 +102,9 @@ int cmd_pool(int argc, char **argv)
 			break;
 		case 's': path = optarg; break;
 		case 'm':
-			if (cli_parse_u64(optarg, "--mem", 2, VMM_MAX_MEM_MIB, &v, &err) < 0)
-				return cli_fail(&err);
-			m.mem_mib = v;
-			break;
 		case 'c':
-			if (cli_parse_u64(optarg, "--vcpus", 1, VMM_MAX_VCPUS, &v, &err) < 0)
+			if (cli_parse_machine_opt(c, optarg, &m, &err) < 0)
 				return cli_fail(&err);
-			m.vcpus = (unsigned)v;
 			break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return EXIT_SPORE_FAILED;

@@ -78,20 +78,14 @@ int cmd_run(int argc, char **argv)
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		uint64_t v;
 		switch (c) {
 		case 'k': kernel = optarg; break;
 		case OPT_INITRD: initrd = optarg; break;
 		case OPT_CMDLINE: cmdline = optarg; break;
 		case 'm':
-			if (cli_parse_u64(optarg, "--mem", 2, VMM_MAX_MEM_MIB, &v, &err) < 0)
-				return cli_fail(&err);
-			m.mem_mib = v;
-			break;
 		case 'c':
-			if (cli_parse_u64(optarg, "--vcpus", 1, VMM_MAX_VCPUS, &v, &err) < 0)
+			if (cli_parse_machine_opt(c, optarg, &m, &err) < 0)
 				return cli_fail(&err);
-			m.vcpus = (unsigned)v;
 			break;
 		case 'h': fputs(run_usage, stdout); return 0;
 		case '?': fputs(run_usage, stderr); return EXIT_SPORE_FAILED;
