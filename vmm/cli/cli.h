@@ -44,6 +44,18 @@ int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 int cli_drive(struct vmm_vm *vm, const struct drive_opts *o);
 
 uint64_t cli_now_ns(void);
+/* --verify sealed|full, and where seals live: $SPORE_STATE_DIR/seals, else
+ * /var/lib/sporelet/seals for root, else $XDG_STATE_HOME/sporelet/seals
+ * (~/.local/state/sporelet/seals). */
+struct cli_verify {
+	struct vmm_restore_opts opts;
+	char seal_dir[4096];
+};
+int cli_parse_verify(const char *s, enum vmm_verify *v, sl_error_t *err);
+void cli_verify_init(struct cli_verify *cv, enum vmm_verify v);
+/* One debug line with where a restore's time went. */
+void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opts *o,
+		      const struct vmm_restore_stats *rs);
 int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_error_t *err);
 
 #endif

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 
 #include "sl/file.h"
+#include "sl/log.h"
 
 #include "cli.h"
 
@@ -142,4 +143,49 @@ int cli_parse_machine_opt(int opt, const char *arg, struct vmm_machine *m, sl_er
 		m->vcpus = (unsigned)v;
 	}
 	return 0;
+}
+
+int cli_parse_verify(const char *s, enum vmm_verify *v, sl_error_t *err)
+{
+	if (!strcmp(s, "sealed"))
+		*v = VMM_VERIFY_SEALED;
+	else if (!strcmp(s, "full"))
+		*v = VMM_VERIFY_FULL;
+	else
+		return sl_error_set(err, SL_E_INVALID, "--verify: want sealed or full, got \"%.64s\"", s);
+	return 0;
+}
+
+void cli_verify_init(struct cli_verify *cv, enum vmm_verify v)
+{
+	cv->opts.verify = v;
+	cv->opts.seal_dir = NULL;
+	const char *state = getenv("SPORE_STATE_DIR"), *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	int n;
+	if (state && state[0])
+		n = snprintf(cv->seal_dir, sizeof(cv->seal_dir), "%s/seals", state);
+	else if (geteuid() == 0)
+		n = snprintf(cv->seal_dir, sizeof(cv->seal_dir), "/var/lib/sporelet/seals");
+	else if (xdg && xdg[0] == '/')
+		n = snprintf(cv->seal_dir, sizeof(cv->seal_dir), "%s/sporelet/seals", xdg);
+	else if (home && home[0] == '/')
+		n = snprintf(cv->seal_dir, sizeof(cv->seal_dir), "%s/.local/state/sporelet/seals", home);
+	else
+		return; /* nowhere private to keep seals: hash every chunk */
+	if (n > 0 && (size_t)n < sizeof(cv->seal_dir))
+		cv->opts.seal_dir = cv->seal_dir;
+}
+
+void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opts *o,
+		      const struct vmm_restore_stats *rs)
+{
+	uint64_t counter;
+	char id[33];
+	vmm_generation(vm, &counter, id);
+	sl_debug("restored",
+		 "dir=%s ms=%.3f manifest_ms=%.3f files_ms=%.3f chunks_ms=%.3f load_ms=%.3f chunks=%llu "
+		 "chunks_hashed=%llu chunks_sealed=%llu generation=%llu id=%s",
+		 dir, o->restore_ns / 1e6, rs->manifest_ns / 1e6, rs->files_ns / 1e6, rs->chunks_ns / 1e6,
+		 rs->load_ns / 1e6, (unsigned long long)rs->chunks, (unsigned long long)rs->chunks_hashed,
+		 (unsigned long long)rs->chunks_sealed, (unsigned long long)counter, id);
 }

@@ -50,7 +50,7 @@ static double pct(double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-static pid_t spawn(const char *dir, struct child *c, const char *for_arg)
+static pid_t spawn(const char *dir, struct child *c, const char *for_arg, const char *verify_arg)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -68,7 +68,7 @@ static pid_t spawn(const char *dir, struct child *c, const char *for_arg)
 		char path[4096], prefix[300];
 		snprintf(path, sizeof(path), "%s/%s", dir, c->name);
 		snprintf(prefix, sizeof(prefix), "%s| ", c->name);
-		char *args[12];
+		char *args[14];
 		int n = 0;
 		args[n++] = "spore";
 		args[n++] = "resume";
@@ -80,6 +80,10 @@ static pid_t spawn(const char *dir, struct child *c, const char *for_arg)
 		if (for_arg) {
 			args[n++] = "--for";
 			args[n++] = (char *)for_arg;
+		}
+		if (verify_arg) {
+			args[n++] = "--verify";
+			args[n++] = (char *)verify_arg;
 		}
 		args[n] = NULL;
 		execv("/proc/self/exe", args);
@@ -110,12 +114,14 @@ int cmd_fanout(int argc, char **argv)
 	static const struct option opts[] = {{"parallel", no_argument, NULL, 'p'},
 					     {"for", required_argument, NULL, 'f'},
 					     {"summary-json", required_argument, NULL, 'j'},
+					     {"verify", required_argument, NULL, 'v'},
 					     {"help", no_argument, NULL, 'h'},
 					     {0}};
 	static const char usage[] = "usage: spore fanout DIR [--parallel] [--for DURATION] [--summary-json FILE]\n"
+				    "                   [--verify sealed|full]\n"
 				    "Resumes every child spore in DIR (as made by spore fork).\n";
 	bool parallel = false;
-	const char *for_arg = NULL, *summary = NULL;
+	const char *for_arg = NULL, *summary = NULL, *verify_arg = NULL;
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
@@ -124,6 +130,13 @@ int cmd_fanout(int argc, char **argv)
 		switch (c) {
 		case 'p': parallel = true; break;
 		case 'j': summary = optarg; break;
+		case 'v': {
+			enum vmm_verify v;
+			if (cli_parse_verify(optarg, &v, &err) < 0)
+				return cli_fail(&err);
+			verify_arg = optarg;
+			break;
+		}
 		case 'f':
 			if (cli_parse_duration_ms(optarg, &ms, &err) < 0)
 				return cli_fail(&err);
@@ -164,7 +177,7 @@ int cmd_fanout(int argc, char **argv)
 	size_t next = 0, running = 0, done = 0;
 	while (done < n) {
 		while (next < n && (parallel || running == 0)) {
-			cs[next].pid = spawn(dir, &cs[next], for_arg);
+			cs[next].pid = spawn(dir, &cs[next], for_arg, verify_arg);
 			if (cs[next].pid < 0) {
 				perror("spore: fanout: fork");
 				return EXIT_SPORE_FAILED;

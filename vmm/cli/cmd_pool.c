@@ -28,7 +28,7 @@ static void reply(int conn, const char *fmt, ...)
 }
 
 /* A worker: VM created ahead of time; serves exactly one request. */
-static int worker(int lfd, const struct vmm_machine *m)
+static int worker(int lfd, const struct vmm_machine *m, const struct vmm_restore_opts *ropts)
 {
 	sl_error_t err = NULL;
 	struct vmm_vm *vm = NULL;
@@ -50,7 +50,14 @@ static int worker(int lfd, const struct vmm_machine *m)
 	}
 	struct vmm_console con = {.fd = req.console_fd, .prefix = req.prefix[0] ? req.prefix : NULL};
 	struct vmm_restore_stats rs;
-	if (vmm_set_console(vm, &con, &err) < 0 || vmm_restore(vm, req.dir, &rs, &err) < 0) {
+	struct vmm_spore *sp = NULL;
+	int rrc = vmm_set_console(vm, &con, &err);
+	if (rrc == 0)
+		rrc = vmm_spore_open(req.dir, &sp, &err);
+	if (rrc == 0)
+		rrc = vmm_restore(vm, sp, ropts, &rs, &err);
+	vmm_spore_close(sp);
+	if (rrc < 0) {
 		reply(conn, "error %s\n", sl_error_msg(err));
 		vmm_destroy(vm);
 		sl_error_free(&err);
@@ -58,6 +65,7 @@ static int worker(int lfd, const struct vmm_machine *m)
 	}
 	struct drive_opts o = {.report_fd = -1, .for_ms = req.for_ms, .launch_ns = t0,
 			       .restore_ns = cli_now_ns() - t0};
+	cli_log_restored(vm, req.dir, &o, &rs);
 	reply(conn, "ok restore_us=%llu\n", (unsigned long long)(o.restore_ns / 1000));
 	int status = cli_drive(vm, &o);
 	vmm_destroy(vm);
@@ -81,16 +89,18 @@ int cmd_pool(int argc, char **argv)
 					     {"socket", required_argument, NULL, 's'},
 					     {"mem", required_argument, NULL, 'm'},
 					     {"vcpus", required_argument, NULL, 'c'},
+					     {"verify", required_argument, NULL, 'v'},
 					     {"help", no_argument, NULL, 'h'},
 					     {0}};
 	static const char usage[] =
-		"usage: spore pool --size N --socket PATH [--mem MIB] [--vcpus N]\n"
+		"usage: spore pool --size N --socket PATH [--mem MIB] [--vcpus N] [--verify sealed|full]\n"
 		"Keeps N VMM processes with their VM, RAM slot and vCPUs created; each\n"
 		"serves one restore request (spore resume --pool PATH DIR) and is replaced.\n"
 		"Spores must have the pool's machine shape (default 128 MiB, 1 vcpu).\n";
 	uint64_t size = 0;
 	const char *path = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
+	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
@@ -101,6 +111,10 @@ int cmd_pool(int argc, char **argv)
 				return cli_fail(&err);
 			break;
 		case 's': path = optarg; break;
+		case 'v':
+			if (cli_parse_verify(optarg, &verify, &err) < 0)
+				return cli_fail(&err);
+			break;
 		case 'm':
 		case 'c':
 			if (cli_parse_machine_opt(c, optarg, &m, &err) < 0)
@@ -112,6 +126,8 @@ int cmd_pool(int argc, char **argv)
 	}
 	if (!size || !path || optind != argc)
 		return cli_usage("pool: --size and --socket are required\n%s", usage);
+	struct cli_verify cv;
+	cli_verify_init(&cv, verify);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return cli_usage("pool: socket path longer than %zu bytes", sizeof(sa.sun_path) - 1);
@@ -147,7 +163,7 @@ int cmd_pool(int argc, char **argv)
 			if (pid == 0) {
 				signal(SIGTERM, SIG_DFL);
 				signal(SIGINT, SIG_DFL);
-				_exit(worker(lfd, &m));
+				_exit(worker(lfd, &m, &cv.opts));
 			}
 			if (pid < 0) {
 				sl_err("pool: fork failed", "errno=%d", errno);

@@ -22,11 +22,13 @@ static const char run_usage[] =
 
 static const char resume_usage[] =
 	"usage: spore resume DIR [--for DURATION] [--prefix S] [--pool SOCKET]\n"
+	"                   [--verify sealed|full]\n"
 	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
-	"pre-started VMM of a `spore pool` does the restore.\n";
+	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
+	"every chunk even when a seal shows it unchanged since it was last verified.\n";
 
-enum { OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL };
+enum { OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL, OPT_VERIFY };
 
 static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 {
@@ -164,7 +166,8 @@ int cmd_resume(int argc, char **argv)
 		{"capture", required_argument, NULL, OPT_CAPTURE}, {"capture-on", required_argument, NULL, OPT_CAPTURE_ON},
 		{"for", required_argument, NULL, OPT_FOR},         {"prefix", required_argument, NULL, OPT_PREFIX},
 		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"pool", required_argument, NULL, OPT_POOL},
-		{"help", no_argument, NULL, 'h'}, {0}};
+		{"verify", required_argument, NULL, OPT_VERIFY}, {"help", no_argument, NULL, 'h'}, {0}};
+	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	struct drive_opts o = {.report_fd = -1, .launch_ns = cli_now_ns()};
 	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
@@ -174,6 +177,10 @@ int cmd_resume(int argc, char **argv)
 		switch (c) {
 		case OPT_PREFIX: prefix = optarg; break;
 		case OPT_POOL: pool = optarg; break;
+		case OPT_VERIFY:
+			if (cli_parse_verify(optarg, &verify, &err) < 0)
+				return cli_fail(&err);
+			break;
 		case 'h': fputs(resume_usage, stdout); return 0;
 		case '?': fputs(resume_usage, stderr); return EXIT_SPORE_FAILED;
 		default:
@@ -187,27 +194,31 @@ int cmd_resume(int argc, char **argv)
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
 	if (pool) {
-		if (o.capture_dir || o.report_fd >= 0)
-			return cli_usage("resume: --pool does not take --capture or --report-fd");
+		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED)
+			return cli_usage("resume: --pool does not take --capture, --report-fd or --verify "
+					 "(the pool's own --verify applies)");
 		return resume_pooled(pool, dir, &o, prefix);
 	}
-	struct vmm_machine m;
-	if (vmm_spore_machine(dir, &m, &err) < 0)
+	struct cli_verify cv;
+	cli_verify_init(&cv, verify);
+	struct vmm_spore *sp = NULL;
+	if (vmm_spore_open(dir, &sp, &err) < 0)
 		return cli_fail(&err);
+	struct vmm_machine m;
+	vmm_spore_shape(sp, &m);
 	struct vmm_console con = {.fd = 1, .prefix = prefix};
 	struct vmm_vm *vm = NULL;
 	struct vmm_restore_stats rs;
-	if (vmm_create(&m, &con, &vm, &err) < 0 || vmm_restore(vm, dir, &rs, &err) < 0) {
+	int rrc = vmm_create(&m, &con, &vm, &err);
+	if (rrc == 0)
+		rrc = vmm_restore(vm, sp, &cv.opts, &rs, &err);
+	vmm_spore_close(sp);
+	if (rrc < 0) {
 		vmm_destroy(vm);
 		return cli_fail(&err);
 	}
 	o.restore_ns = cli_now_ns() - o.launch_ns;
-	uint64_t counter;
-	char id[33];
-	vmm_generation(vm, &counter, id);
-	sl_debug("restored", "dir=%s ms=%.3f verify_ms=%.3f chunks=%llu generation=%llu id=%s", dir,
-		 o.restore_ns / 1e6, rs.verify_ns / 1e6, (unsigned long long)rs.chunks,
-		 (unsigned long long)counter, id);
+	cli_log_restored(vm, dir, &o, &rs);
 	int rc = cli_drive(vm, &o);
 	vmm_destroy(vm);
 	return rc;

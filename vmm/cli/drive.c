@@ -67,6 +67,7 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 		arm(cap_fd, o->capture_after_ms);
 
 	sl_error_t err = NULL;
+	uint64_t start_ns = cli_now_ns();
 	if (vmm_start(vm, &err) < 0)
 		return cli_fail(&err);
 	uint64_t first_output_ns = 0;
@@ -85,8 +86,11 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 			for (vmm_next_event(vm, &ev); ev.kind != VMM_EV_NONE && status < 0; vmm_next_event(vm, &ev)) {
 				switch (ev.kind) {
 				case VMM_EV_OUTPUT:
-					if (!first_output_ns)
+					if (!first_output_ns) {
 						first_output_ns = cli_now_ns();
+						sl_debug("first output", "ms_after_start=%.3f",
+							 (first_output_ns - start_ns) / 1e6);
+					}
 					break;
 				case VMM_EV_EXIT:
 					if (o->capture_on == CAP_EXIT && capture(vm, o->capture_dir) != 0)

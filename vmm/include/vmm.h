@@ -44,11 +44,36 @@ struct vmm_event {
 
 /* Timing of the last restore, in nanoseconds, for benchmarks and logs. */
 struct vmm_restore_stats {
-	uint64_t verify_ns;  /* manifest + chunk verification */
-	uint64_t map_ns;     /* chunk mapping */
-	uint64_t state_ns;   /* vCPU and VM state load */
-	uint64_t chunks;     /* chunk files mapped */
+	uint64_t manifest_ns; /* manifest read, parsed and checked */
+	uint64_t files_ns;    /* state files read and verified, CPUID contract */
+	uint64_t chunks_ns;   /* chunks mapped and verified */
+	uint64_t load_ns;     /* memory slot ready, VM and vCPU state loaded */
+	uint64_t chunks;        /* chunk files mapped */
+	uint64_t chunks_hashed; /* of which hashed now */
+	uint64_t chunks_sealed; /* of which vouched for by a seal */
 	uint64_t zero_chunks;
+};
+
+/* A spore directory opened for restore; its manifest is read and checked
+ * once, for both the machine shape and the restore. */
+struct vmm_spore;
+int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *err);
+void vmm_spore_close(struct vmm_spore *sp);
+/* The machine shape the spore needs. */
+void vmm_spore_shape(const struct vmm_spore *sp, struct vmm_machine *m);
+
+/* How restore makes sure chunk bytes match their digests. */
+enum vmm_verify {
+	/* Hash every chunk unless a seal in seal_dir shows this very inode,
+	 * unchanged since (same ctime, mtime, size, generation), matched
+	 * the digest before. docs/spore-format.md, "Verification". */
+	VMM_VERIFY_SEALED = 0,
+	/* Hash every chunk; seals are still written, never trusted. */
+	VMM_VERIFY_FULL,
+};
+struct vmm_restore_opts {
+	enum vmm_verify verify;
+	const char *seal_dir; /* NULL: no seals; every chunk is hashed */
 };
 
 /* Creates the KVM VM with in-kernel irqchip and PIT, guest RAM, devices and
@@ -65,14 +90,12 @@ int vmm_set_console(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t
 int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline,
 		 sl_error_t *err);
 
-/* Restores the VM from a spore directory (maps chunks MAP_PRIVATE, loads
- * state, gives the guest a new generation). The machine shape must match the
- * spore's (see vmm_spore_machine). */
-int vmm_restore(struct vmm_vm *vm, const char *spore_dir,
+/* Restores the VM from an opened spore (maps chunks MAP_PRIVATE, verifies
+ * them, loads state, gives the guest a new generation). The machine shape
+ * must match the spore's (vmm_spore_shape). opts may be NULL (hash every
+ * chunk, no seals). */
+int vmm_restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restore_opts *opts,
 		struct vmm_restore_stats *stats, sl_error_t *err);
-
-/* Reads the machine shape a spore needs, verifying its manifest. */
-int vmm_spore_machine(const char *spore_dir, struct vmm_machine *m, sl_error_t *err);
 
 /* Starts (or, after vmm_pause, continues) the vCPU threads. */
 int vmm_start(struct vmm_vm *vm, sl_error_t *err);

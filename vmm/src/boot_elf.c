@@ -129,8 +129,6 @@ int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline
 		return sl_error_set(err, SL_E_LIMIT, "command line is %zu bytes, the limit is %u", clen,
 				    VMM_CMDLINE_MAX - 1);
 	uint64_t entry = 0;
-	if (vmm_slot_join(vm, err) < 0)
-		return -1;
 	if (load_elf(vm, kernel_path, &entry, err) < 0)
 		return -1;
 	setup_tables(vm);

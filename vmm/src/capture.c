@@ -144,8 +144,6 @@ int vmm_capture(struct vmm_vm *vm, const char *out_dir, struct vmm_capture_stats
 {
 	struct vmm_capture_stats st = {0};
 	uint64_t t0 = vmm_now_ns();
-	if (vmm_slot_join(vm, err) < 0)
-		return -1;
 	if (vm->started && vm->parked < vm->machine.vcpus)
 		return sl_error_set(err, SL_E_INVALID, "capture needs a paused VM");
 	struct stat sb;

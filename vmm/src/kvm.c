@@ -1,4 +1,4 @@
-/* KVM plumbing: open /dev/kvm, check capabilities, create the VM and its RAM slot. */
+/* KVM plumbing: open /dev/kvm, check capabilities, create the VM, its RAM slot and irqchip. */
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -63,6 +63,11 @@ int vmm_kvm_create_vm(struct vmm_vm *vm, sl_error_t *err)
 	uint64_t ident = 0xfffbc000ull;
 	if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0 && errno != EINVAL)
 		return sl_error_sys(err, "KVM_SET_IDENTITY_MAP_ADDR");
+	return 0;
+}
+
+int vmm_kvm_create_irqchip(struct vmm_vm *vm, sl_error_t *err)
+{
 	if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0)
 		return sl_error_sys(err, "KVM_CREATE_IRQCHIP");
 	struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};

@@ -6,6 +6,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "sl/file.h"
 #include "sl/spore_manifest.h"
@@ -48,11 +49,73 @@ static int read_state(int dirfd, const struct spore_file_ref *r, char **buf, siz
 	return 0;
 }
 
-/* Maps one chunk file over its slot of guest RAM and verifies the bytes
- * through that mapping, so the check reads exactly what the guest will see
- * and warms the page cache the guest then uses. */
-static int map_chunk(struct vmm_vm *vm, int dirfd, const struct spore_chunk *c, sl_error_t *err)
+/* A spore opened for restore: the manifest is read, parsed and checked once
+ * and serves both the machine shape and the restore. */
+struct vmm_spore {
+	int dirfd;
+	char *dir;
+	struct spore_manifest m;
+	sl_digest digest;
+	uint64_t open_ns;
+};
+
+int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *err)
 {
+	uint64_t t0 = vmm_now_ns();
+	struct vmm_spore *sp = calloc(1, sizeof(*sp));
+	if (!sp)
+		return sl_error_set(err, SL_E_NOMEM, "spore handle");
+	sp->dirfd = open(spore_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (sp->dirfd < 0) {
+		sl_error_sys(err, "open spore %s", spore_dir);
+		free(sp);
+		return -1;
+	}
+	sp->dir = strdup(spore_dir);
+	if (!sp->dir || spore_manifest_load(sp->dirfd, &sp->m, &sp->digest, err) < 0) {
+		if (!sp->dir)
+			sl_error_set(err, SL_E_NOMEM, "spore handle");
+		else
+			sl_error_wrap(err, "%s", spore_dir);
+		close(sp->dirfd);
+		free(sp->dir);
+		free(sp);
+		return -1;
+	}
+	sp->open_ns = vmm_now_ns() - t0;
+	*out = sp;
+	return 0;
+}
+
+void vmm_spore_close(struct vmm_spore *sp)
+{
+	if (!sp)
+		return;
+	spore_manifest_free(&sp->m);
+	close(sp->dirfd);
+	free(sp->dir);
+	free(sp);
+}
+
+void vmm_spore_shape(const struct vmm_spore *sp, struct vmm_machine *m)
+{
+	m->vcpus = sp->m.vcpus;
+	m->mem_mib = sp->m.mem_mib;
+}
+
+/* One chunk on its way in: mapped, then either vouched for by its seal or
+ * hashed through the mapping, so the check reads exactly what the guest
+ * will see and warms the page cache the guest then uses. */
+struct chunk_job {
+	const struct spore_chunk *c;
+	struct vmm_seal_id id;
+	bool hash;     /* no valid seal: must be hashed */
+	sl_digest got; /* hash result */
+};
+
+static int map_chunk(struct vmm_vm *vm, int dirfd, int seal_fd, struct chunk_job *j, sl_error_t *err)
+{
+	const struct spore_chunk *c = j->c;
 	char path[96], want[SL_DIGEST_STRLEN];
 	spore_chunk_path(&c->digest, path);
 	sl_digest_format(&c->digest, want);
@@ -67,15 +130,15 @@ static int map_chunk(struct vmm_vm *vm, int dirfd, const struct spore_chunk *c, 
 		}
 		return sl_error_wrap(err, "chunk %llu", (unsigned long long)c->index);
 	}
-	struct stat st;
-	if (fstat(fd, &st) < 0) {
+	if (vmm_seal_stat(fd, &j->id, err) < 0) {
 		close(fd);
-		return sl_error_sys(err, "stat %s", path);
+		return sl_error_wrap(err, "%s", path);
 	}
-	if (!S_ISREG(st.st_mode) || st.st_size != VMM_CHUNK_SIZE) {
+	if (!S_ISREG(j->id.mode) || j->id.size != VMM_CHUNK_SIZE) {
 		close(fd);
-		return sl_error_set(err, SL_E_INTEGRITY, "chunk %llu (%s): %s is %lld bytes, want %u",
-				    (unsigned long long)c->index, want, path, (long long)st.st_size, VMM_CHUNK_SIZE);
+		return sl_error_set(err, SL_E_INTEGRITY, "chunk %llu (%s): %s is %llu bytes, want %u",
+				    (unsigned long long)c->index, want, path, (unsigned long long)j->id.size,
+				    VMM_CHUNK_SIZE);
 	}
 	uint8_t *slot = vm->mem + c->index * VMM_CHUNK_SIZE;
 	void *p = mmap(slot, VMM_CHUNK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, 0);
@@ -83,102 +146,173 @@ static int map_chunk(struct vmm_vm *vm, int dirfd, const struct spore_chunk *c, 
 	if (p == MAP_FAILED)
 		return sl_error_sys(err, "map chunk %llu", (unsigned long long)c->index);
 	madvise(slot, VMM_CHUNK_SIZE, MADV_NOHUGEPAGE);
-	sl_digest got;
-	sl_sha256(slot, VMM_CHUNK_SIZE, &got);
-	if (!sl_digest_equal(&got, &c->digest)) {
-		char g[SL_DIGEST_STRLEN];
-		sl_digest_format(&got, g);
-		return sl_error_set(err, SL_E_INTEGRITY, "chunk %llu does not match its digest: want %s, got %s (%s)",
-				    (unsigned long long)c->index, want, g, path);
-	}
-	vm->chunk_state[c->index] = VMM_CHUNK_FILE;
-	vm->chunk_digest[c->index] = c->digest;
+	j->hash = !vmm_seal_check(seal_fd, &j->id, &c->digest);
 	return 0;
 }
 
-int vmm_spore_machine(const char *spore_dir, struct vmm_machine *mach, sl_error_t *err)
+struct hash_pool {
+	struct vmm_vm *vm;
+	struct chunk_job *jobs;
+	size_t njobs;
+	_Atomic size_t next;
+};
+
+static void *hash_worker(void *arg)
 {
-	_cleanup_close_ int dirfd = open(spore_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-	if (dirfd < 0)
-		return sl_error_sys(err, "open spore %s", spore_dir);
-	struct spore_manifest m;
-	if (spore_manifest_load(dirfd, &m, NULL, err) < 0)
-		return sl_error_wrap(err, "%s", spore_dir);
-	mach->vcpus = m.vcpus;
-	mach->mem_mib = m.mem_mib;
-	spore_manifest_free(&m);
-	return 0;
+	struct hash_pool *hp = arg;
+	for (;;) {
+		size_t i = atomic_fetch_add(&hp->next, 1);
+		if (i >= hp->njobs)
+			return NULL;
+		struct chunk_job *j = &hp->jobs[i];
+		if (j->hash)
+			sl_sha256(hp->vm->mem + j->c->index * VMM_CHUNK_SIZE, VMM_CHUNK_SIZE, &j->got);
+	}
 }
 
-static int restore(struct vmm_vm *vm, int dirfd, struct vmm_restore_stats *st, sl_error_t *err)
+/* Hashes the unsealed chunks on up to one thread per online CPU: restoring
+ * a spore the first time on a node is bound by sha256 (about 1.4 ms per
+ * chunk here), and chunks are independent. */
+static void hash_chunks(struct vmm_vm *vm, struct chunk_job *jobs, size_t njobs, size_t nhash)
+{
+	struct hash_pool hp = {.vm = vm, .jobs = jobs, .njobs = njobs};
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t nthreads = cpus > 1 ? (size_t)cpus - 1 : 0; /* plus this thread */
+	if (nthreads > 7)
+		nthreads = 7;
+	if (nthreads > nhash - 1)
+		nthreads = nhash - 1;
+	pthread_t t[7];
+	size_t started = 0;
+	for (; started < nthreads; started++)
+		if (pthread_create(&t[started], NULL, hash_worker, &hp) != 0)
+			break;
+	hash_worker(&hp);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+}
+
+static int load_chunks(struct vmm_vm *vm, int dirfd, const struct spore_manifest *m,
+		       const struct vmm_restore_opts *opts, struct vmm_restore_stats *st, sl_error_t *err)
+{
+	int seal_fd = -1;
+	if (opts && opts->seal_dir && vmm_seal_open(opts->seal_dir, &seal_fd, err) < 0)
+		return -1;
+	/* Full verification still records seals; it just never trusts them. */
+	int check_fd = opts && opts->verify == VMM_VERIFY_SEALED ? seal_fd : -1;
+	_cleanup_free_ struct chunk_job *jobs = calloc(m->nchunks ? m->nchunks : 1, sizeof(*jobs));
+	if (!jobs) {
+		if (seal_fd >= 0)
+			close(seal_fd);
+		return sl_error_set(err, SL_E_NOMEM, "chunk table");
+	}
+	int rc = -1;
+	size_t nhash = 0;
+	for (size_t i = 0; i < m->nchunks; i++) {
+		jobs[i].c = &m->chunks[i];
+		if (map_chunk(vm, dirfd, check_fd, &jobs[i], err) < 0)
+			goto out;
+		nhash += jobs[i].hash;
+	}
+	if (nhash)
+		hash_chunks(vm, jobs, m->nchunks, nhash);
+	for (size_t i = 0; i < m->nchunks; i++) {
+		const struct spore_chunk *c = jobs[i].c;
+		if (jobs[i].hash && !sl_digest_equal(&jobs[i].got, &c->digest)) {
+			char want[SL_DIGEST_STRLEN], g[SL_DIGEST_STRLEN], path[96];
+			sl_digest_format(&c->digest, want);
+			sl_digest_format(&jobs[i].got, g);
+			spore_chunk_path(&c->digest, path);
+			sl_error_set(err, SL_E_INTEGRITY, "chunk %llu does not match its digest: want %s, got %s (%s)",
+				     (unsigned long long)c->index, want, g, path);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i < m->nchunks; i++) {
+		const struct spore_chunk *c = jobs[i].c;
+		if (jobs[i].hash)
+			vmm_seal_record(seal_fd, &jobs[i].id, &c->digest);
+		vm->chunk_state[c->index] = VMM_CHUNK_FILE;
+		vm->chunk_digest[c->index] = c->digest;
+	}
+	if (st) {
+		st->chunks_hashed = nhash;
+		st->chunks_sealed = m->nchunks - nhash;
+	}
+	rc = 0;
+out:
+	if (seal_fd >= 0)
+		close(seal_fd);
+	return rc;
+}
+
+static int restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restore_opts *opts,
+		   struct vmm_restore_stats *st, sl_error_t *err)
 {
 	uint64_t t0 = vmm_now_ns();
-	struct spore_manifest m;
-	sl_digest mdig;
-	if (spore_manifest_load(dirfd, &m, &mdig, err) < 0)
-		return -1;
+	const struct spore_manifest *m = &sp->m;
 	int rc = -1;
 	_cleanup_free_ char *vmbuf = NULL;
 	char *vcbuf[VMM_MAX_VCPUS] = {0};
 	size_t vmlen, vclen[VMM_MAX_VCPUS];
-	if (m.vcpus != vm->machine.vcpus || m.mem_mib != vm->machine.mem_mib) {
+	if (m->vcpus != vm->machine.vcpus || m->mem_mib != vm->machine.mem_mib) {
 		sl_error_set(err, SL_E_INVALID, "spore needs %u vcpus and %llu MiB, this VM has %u and %llu",
-			     m.vcpus, (unsigned long long)m.mem_mib, vm->machine.vcpus,
+			     m->vcpus, (unsigned long long)m->mem_mib, vm->machine.vcpus,
 			     (unsigned long long)vm->machine.mem_mib);
 		goto out;
 	}
-	if (check_caps(vm->kvm_fd, &m, err) < 0 || read_state(dirfd, &m.vm_state, &vmbuf, &vmlen, err) < 0)
+	if (check_caps(vm->kvm_fd, m, err) < 0 || read_state(sp->dirfd, &m->vm_state, &vmbuf, &vmlen, err) < 0)
 		goto out;
-	for (unsigned i = 0; i < m.vcpus; i++)
-		if (read_state(dirfd, &m.vcpu_state[i], &vcbuf[i], &vclen[i], err) < 0)
+	for (unsigned i = 0; i < m->vcpus; i++)
+		if (read_state(sp->dirfd, &m->vcpu_state[i], &vcbuf[i], &vclen[i], err) < 0)
 			goto out;
-	/* The CPUID the guest booted with, checked against this host. */
-	if (vmm_vm_load_cpuid(vm, (uint8_t *)vmbuf, vmlen, m.vm_state.path, err) < 0)
+	if (vmm_vm_load_cpuid(vm, (uint8_t *)vmbuf, vmlen, m->vm_state.path, err) < 0)
 		goto out;
-	for (size_t i = 0; i < m.nchunks; i++)
-		if (map_chunk(vm, dirfd, &m.chunks[i], err) < 0)
-			goto out;
+	uint64_t t_files = vmm_now_ns();
+	if (load_chunks(vm, sp->dirfd, m, opts, st, err) < 0)
+		goto out;
 	uint64_t t1 = vmm_now_ns();
-	if (vmm_slot_join(vm, err) < 0)
+	if (vmm_vm_load(vm, (uint8_t *)vmbuf, vmlen, m->vm_state.path, err) < 0)
 		goto out;
-	if (vmm_vm_load(vm, (uint8_t *)vmbuf, vmlen, m.vm_state.path, err) < 0)
-		goto out;
-	for (unsigned i = 0; i < m.vcpus; i++)
-		if (vmm_vcpu_load(vm, &vm->vcpus[i], (uint8_t *)vcbuf[i], vclen[i], m.vcpu_state[i].path, err) < 0)
+	for (unsigned i = 0; i < m->vcpus; i++)
+		if (vmm_vcpu_load(vm, &vm->vcpus[i], (uint8_t *)vcbuf[i], vclen[i], m->vcpu_state[i].path, err) < 0)
 			goto out;
 	/* A restored guest is a new instance: it must never see an id it (or
 	 * a sibling) already had. */
 	if (vmm_spore_dev_new_generation(vm, err) < 0)
 		goto out;
 	vm->restored = true;
-	sl_digest_format(&mdig, vm->parent_manifest_digest);
-	snprintf(vm->spore_gen_id, sizeof(vm->spore_gen_id), "%s", m.gen_id);
-	vm->depth = m.depth;
+	sl_digest_format(&sp->digest, vm->parent_manifest_digest);
+	snprintf(vm->spore_gen_id, sizeof(vm->spore_gen_id), "%s", m->gen_id);
+	vm->depth = m->depth;
 	if (st) {
-		st->verify_ns = t1 - t0;
-		st->map_ns = 0;
-		st->state_ns = vmm_now_ns() - t1;
-		st->chunks = m.nchunks;
-		st->zero_chunks = vm->nchunks - m.nchunks;
+		st->manifest_ns = sp->open_ns;
+		st->files_ns = t_files - t0;
+		st->chunks_ns = t1 - t_files;
+		st->load_ns = vmm_now_ns() - t1;
+		st->chunks = m->nchunks;
+		st->zero_chunks = vm->nchunks - m->nchunks;
 	}
 	rc = 0;
 out:
 	for (unsigned i = 0; i < VMM_MAX_VCPUS; i++)
 		free(vcbuf[i]);
-	spore_manifest_free(&m);
 	return rc;
 }
 
-int vmm_restore(struct vmm_vm *vm, const char *spore_dir, struct vmm_restore_stats *st, sl_error_t *err)
+int vmm_restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restore_opts *opts,
+		struct vmm_restore_stats *st, sl_error_t *err)
 {
 	if (vm->started || vm->restored)
 		return sl_error_set(err, SL_E_INVALID, "restore needs a fresh VM");
-	int dirfd = open(spore_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (st)
+		memset(st, 0, sizeof(*st));
+	int dirfd = fcntl(sp->dirfd, F_DUPFD_CLOEXEC, 0);
 	if (dirfd < 0)
-		return sl_error_sys(err, "open spore %s", spore_dir);
-	if (restore(vm, dirfd, st, err) < 0) {
+		return sl_error_sys(err, "dup spore directory fd");
+	if (restore(vm, sp, opts, st, err) < 0) {
 		close(dirfd);
-		return sl_error_wrap(err, "restore %s", spore_dir);
+		return sl_error_wrap(err, "restore %s", sp->dir);
 	}
 	vm->src_dirfd = dirfd;
 	vm->src_dirfd_valid = true;

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "sl/digest.h"
 #include "sl/error.h"
@@ -113,12 +114,6 @@ struct vmm_vm {
 	/* lineage of the running state, recorded by capture */
 	bool restored;
 	int src_dirfd; /* the spore restored from (chunk reuse on capture) */
-	/* The RAM slot is registered on its own thread: on PVM hosts the first
-	 * slot costs milliseconds, which overlap with reading the spore. */
-	pthread_t slot_thread;
-	bool slot_pending;
-	int slot_rc;
-	sl_error_t slot_err;
 	bool src_dirfd_valid;
 	char parent_manifest_digest[SL_DIGEST_STRLEN];
 	char spore_gen_id[33];
@@ -135,14 +130,31 @@ int vmm_kvm_open(int *kvm_fd, sl_error_t *err);
 int vmm_kvm_check_caps(int kvm_fd, sl_error_t *err);
 int vmm_kvm_create_vm(struct vmm_vm *vm, sl_error_t *err);
 int vmm_kvm_set_memory(struct vmm_vm *vm, sl_error_t *err);
+/* In-kernel irqchip and PIT2; after the RAM slot (see vmm_create). */
+int vmm_kvm_create_irqchip(struct vmm_vm *vm, sl_error_t *err);
 extern const struct vmm_kvm_cap {
 	int cap;
 	const char *name;
 } vmm_required_caps[];
 extern const unsigned vmm_required_ncaps;
 
-/* Waits for the RAM slot; every path that runs or loads state calls it. */
-int vmm_slot_join(struct vmm_vm *vm, sl_error_t *err);
+/* seal.c: what identifies one version of a chunk file's bytes */
+struct vmm_seal_id {
+	uint32_t mode;
+	uint32_t dev_major, dev_minor;
+	uint64_t ino;
+	uint64_t size;
+	uint32_t generation;
+	struct statx_timestamp mtime, ctime, btime;
+};
+/* Opens (creating it 0700 if missing) a seal directory, refusing one that
+ * another user owns or can write. */
+int vmm_seal_open(const char *dir, int *out_fd, sl_error_t *err);
+int vmm_seal_stat(int fd, struct vmm_seal_id *id, sl_error_t *err);
+/* True if this exact inode version was sealed as matching d. */
+bool vmm_seal_check(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d);
+/* Best effort: seals an inode version that just matched d. */
+bool vmm_seal_record(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d);
 
 /* memory.c */
 int vmm_mem_alloc(struct vmm_vm *vm, sl_error_t *err);
