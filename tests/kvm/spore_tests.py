@@ -29,6 +29,7 @@ GEN_RE = re.compile(r"^tg: gen counter=(\d+) id=([0-9a-f]{32})$")
 CHECK_RE = re.compile(r"^tg: check cpu=(\d+) ticks=(\d+) iter=(\d+) sum=([0-9a-f]{16}) ok$")
 CAPTURED_RE = re.compile(
     r'msg="captured" dir=(\S+) ms=[\d.]+ chunks_written=(\d+) chunks_reused=(\d+) zero_chunks=(\d+)')
+RESTORED_RE = re.compile(r'msg="restored" .* chunks=(\d+) chunks_hashed=(\d+) chunks_sealed=(\d+)')
 BAD_LINE_RE = re.compile(r"^tg: (fault|error)|FAIL")
 
 
@@ -71,7 +72,8 @@ def indent(s, limit=6000):
 class Ctx:
     def __init__(self, spore, guest, tmp):
         self.spore_bin, self.guest, self.tmp = spore, guest, tmp
-        self.env = dict(os.environ, SPORE_LOG="info")
+        # Seals (vmm/src/seal.c) live with the test, not in /var/lib/sporelet.
+        self.env = dict(os.environ, SPORE_LOG="info", SPORE_STATE_DIR=os.path.join(tmp, ".state"))
         self.cleanup = []  # extra directories to remove
 
     def path(self, *parts):
@@ -744,6 +746,82 @@ def test_fail_closed(ctx):
 
 # ---- sharing -----------------------------------------------------------------
 
+def test_seals(ctx):
+    """A restore hashes each chunk it has no seal for and seals it; the next
+    restore of the same unchanged inodes (also through a fork's hard links)
+    skips the hash; any write to a chunk, even with its mtime put back, or
+    --verify full, brings the hash back; an unsafe seal directory is refused."""
+    a = ctx.path("A")
+    boot_capture(ctx, a)
+    n = len(manifest(a)["memory"]["chunks"])
+    check(n >= 2, "the test guest should leave at least 2 non-zero chunks, got %d" % n)
+    seals = os.path.join(ctx.env["SPORE_STATE_DIR"], "seals")
+    ctx.env["SPORE_LOG"] = "debug"
+    time.sleep(0.05)  # chunks are sealed once their mtime is two clock ticks old
+
+    def resume(d, *extra, expect=0):
+        r = ctx.spore("resume", d, "--for", "200ms", *extra, timeout=60, expect=expect)
+        if expect != 0:
+            return r
+        m = RESTORED_RE.search(r.err)
+        check(m, "no restored line in the debug log\n" + r.describe())
+        return tuple(int(x) for x in m.groups())
+
+    got = resume(a)
+    check(got == (n, n, 0), "first restore: (chunks, hashed, sealed) = %s, want %s" % (got, (n, n, 0)))
+    check(len(os.listdir(seals)) == n, "want %d seals in %s, found %s" % (n, seals, os.listdir(seals)))
+    for name in os.listdir(seals):
+        st = os.stat(os.path.join(seals, name))
+        check(st.st_mode & 0o077 == 0, "seal %s is mode %o: must be private" % (name, st.st_mode & 0o777))
+    got = resume(a)
+    check(got == (n, 0, n), "second restore: %s, want every chunk sealed %s" % (got, (n, 0, n)))
+    got = resume(a, "--verify", "full")
+    check(got == (n, n, 0), "--verify full: %s, want every chunk hashed %s" % (got, (n, n, 0)))
+
+    f = ctx.path("F")
+    ctx.spore("fork", a, "--count", 2, "--out", f, timeout=60, expect=0)
+    got = resume(os.path.join(f, "child-01"))
+    check(got == (n, 0, n), "fork child (hard links, same inodes): %s, want %s" % (got, (n, 0, n)))
+
+    # Someone else's chunk files could have had their mtime put back by their
+    # owner: never sealed, always hashed (running as root, hand a copy to nobody).
+    if os.geteuid() == 0:
+        b = ctx.path("B")
+        shutil.copytree(a, b)
+        for root, dirs, files in os.walk(b):
+            for name in files:
+                os.chown(os.path.join(root, name), 65534, 65534)
+        time.sleep(0.05)
+        for i in range(2):
+            got = resume(b)
+            check(got == (n, n, 0), "restore %d of chunks owned by another user: %s, want %s" % (i + 1, got, (n, n, 0)))
+
+    # An unsafe seal directory is an error, not a silent fallback.
+    os.chmod(seals, 0o777)
+    r = resume(a, expect=EXIT_SPORE_FAILED)
+    check("seal directory" in r.err and "not group/other-writable" in r.err,
+          "a world-writable seal directory must be refused by name\n" + r.describe())
+    os.chmod(seals, 0o700)
+
+    # Flip a byte in place (the inode every child shares): mtime moves, the
+    # seal no longer matches and the hash catches it.
+    first = manifest(a)["memory"]["chunks"][0]
+    p = chunk_file(a, first["digest"])
+    st = os.stat(p)
+    os.chmod(p, 0o644)
+    with open(p, "r+b") as fh:
+        fh.seek(4096 * 5 + 3)
+        b = fh.read(1)
+        fh.seek(4096 * 5 + 3)
+        fh.write(bytes([b[0] ^ 0x10]))
+    os.chmod(p, 0o444)
+    check(os.stat(p).st_mtime_ns != st.st_mtime_ns, "the write did not move the mtime")
+    for d in (a, os.path.join(f, "child-02")):
+        r = resume(d, expect=EXIT_SPORE_FAILED)
+        check(re.search(r"chunk %d does not match its digest: want %s" % (first["index"], first["digest"]), r.err),
+              "an in-place write under a seal must be caught\n" + r.describe())
+
+
 def test_sharing(ctx):
     a, f = ctx.path("A"), ctx.path("F")
     n, mem = 20, 256
@@ -929,6 +1007,7 @@ TESTS = {
     "fanout_report": test_fanout_report,
     "fail_closed": test_fail_closed,
     "sharing": test_sharing,
+    "seals": test_seals,
     "cli_errors": test_cli_errors,
 }
 

@@ -65,8 +65,9 @@ void vmm_spore_shape(const struct vmm_spore *sp, struct vmm_machine *m);
 /* How restore makes sure chunk bytes match their digests. */
 enum vmm_verify {
 	/* Hash every chunk unless a seal in seal_dir shows this very inode,
-	 * unchanged since (same ctime, mtime, size, generation), matched
-	 * the digest before. docs/spore-format.md, "Verification". */
+	 * unchanged since (same size, mtime, birth time, generation; owned by
+	 * us or root), matched the digest before. docs/spore-format.md,
+	 * "Verification". */
 	VMM_VERIFY_SEALED = 0,
 	/* Hash every chunk; seals are still written, never trusted. */
 	VMM_VERIFY_FULL,

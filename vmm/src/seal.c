@@ -16,11 +16,17 @@
 /*
  * A seal is one small file in the seal directory, named after the chunk's
  * inode, whose whole content is the line seal_line() builds: the digest the
- * bytes matched plus everything the kernel changes when the bytes change
- * (size, mtime, ctime) or when the inode is reused (birth time, generation).
- * Nobody can set ctime, so a chunk written after it was sealed no longer
- * matches its seal and is hashed again. The directory is private to the
- * VMM's user: whoever can write it could also ptrace the VMM.
+ * bytes matched plus what changes when the bytes change (size, mtime) or
+ * when the inode is reused (birth time, generation).
+ *
+ * Why mtime and not ctime: ctime also moves on link(2), and `spore fork`
+ * hard-links every chunk, which would void the seals of every spore it
+ * forks from. Every write moves mtime forward; only the file's owner (or
+ * root) may set it back to an arbitrary value. So seals are made and
+ * trusted only for chunk files owned by the VMM's own user or root, who
+ * are trusted anyway, and anyone else who writes a chunk leaves an mtime
+ * that no longer matches its seal. The directory is private to the VMM's
+ * user: whoever can write it could also ptrace the VMM.
  */
 
 /* mkdir -p for a path the operator chose (so symlinks on it are theirs). */
@@ -79,8 +85,8 @@ int vmm_seal_stat(int fd, struct vmm_seal_id *id, sl_error_t *err)
 	id->dev_minor = sx.stx_dev_minor;
 	id->ino = sx.stx_ino;
 	id->size = sx.stx_size;
+	id->uid = sx.stx_uid;
 	id->mtime = sx.stx_mtime;
-	id->ctime = sx.stx_ctime;
 	if (sx.stx_mask & STATX_BTIME)
 		id->btime = sx.stx_btime;
 	/* Not every filesystem has generations; then birth time tells reuse. */
@@ -100,16 +106,21 @@ static int seal_line(const struct vmm_seal_id *id, const sl_digest *d, char *buf
 	char dig[SL_DIGEST_STRLEN];
 	sl_digest_format(d, dig);
 	return snprintf(buf, cap,
-			"spore-seal 1 %s size=%" PRIu64 " gen=%" PRIu32 " mtime=%lld.%09u ctime=%lld.%09u "
+			"spore-seal 1 %s size=%" PRIu64 " uid=%" PRIu32 " gen=%" PRIu32 " mtime=%lld.%09u "
 			"btime=%lld.%09u\n",
-			dig, (uint64_t)id->size, id->generation, (long long)id->mtime.tv_sec, id->mtime.tv_nsec,
-			(long long)id->ctime.tv_sec, id->ctime.tv_nsec, (long long)id->btime.tv_sec,
-			id->btime.tv_nsec);
+			dig, (uint64_t)id->size, id->uid, id->generation, (long long)id->mtime.tv_sec,
+			id->mtime.tv_nsec, (long long)id->btime.tv_sec, id->btime.tv_nsec);
+}
+
+/* Only the owner and root can put an mtime back (see the top of the file). */
+static bool owner_trusted(const struct vmm_seal_id *id)
+{
+	return id->uid == 0 || id->uid == (uint32_t)geteuid();
 }
 
 bool vmm_seal_check(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d)
 {
-	if (seal_fd < 0)
+	if (seal_fd < 0 || !owner_trusted(id))
 		return false;
 	char name[64], want[256], got[257];
 	seal_name(id, name);
@@ -123,22 +134,22 @@ bool vmm_seal_check(int seal_fd, const struct vmm_seal_id *id, const sl_digest *
 }
 
 /* Timestamps are taken from a coarse clock; a write within the same tick as
- * the sealed ctime could leave ctime unchanged. Only seal files whose ctime
- * is at least two ticks old, so any later change gets a newer ctime. */
-static bool ctime_settled(const struct vmm_seal_id *id)
+ * the sealed mtime could leave mtime unchanged. Only seal files whose mtime
+ * is at least two ticks old, so any later write gets a newer one. */
+static bool mtime_settled(const struct vmm_seal_id *id)
 {
 	struct timespec res, now;
 	if (clock_getres(CLOCK_REALTIME_COARSE, &res) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
 		return false;
 	int64_t tick = (int64_t)res.tv_sec * 1000000000 + res.tv_nsec;
-	int64_t age = ((int64_t)now.tv_sec - id->ctime.tv_sec) * 1000000000 +
-		      ((int64_t)now.tv_nsec - (int64_t)id->ctime.tv_nsec);
+	int64_t age = ((int64_t)now.tv_sec - id->mtime.tv_sec) * 1000000000 +
+		      ((int64_t)now.tv_nsec - (int64_t)id->mtime.tv_nsec);
 	return age > 2 * tick;
 }
 
 bool vmm_seal_record(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d)
 {
-	if (seal_fd < 0 || !ctime_settled(id))
+	if (seal_fd < 0 || !owner_trusted(id) || !mtime_settled(id))
 		return false;
 	char name[64], line[256];
 	seal_name(id, name);

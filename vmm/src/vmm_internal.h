@@ -144,14 +144,16 @@ struct vmm_seal_id {
 	uint32_t dev_major, dev_minor;
 	uint64_t ino;
 	uint64_t size;
+	uint32_t uid;
 	uint32_t generation;
-	struct statx_timestamp mtime, ctime, btime;
+	struct statx_timestamp mtime, btime;
 };
 /* Opens (creating it 0700 if missing) a seal directory, refusing one that
  * another user owns or can write. */
 int vmm_seal_open(const char *dir, int *out_fd, sl_error_t *err);
 int vmm_seal_stat(int fd, struct vmm_seal_id *id, sl_error_t *err);
-/* True if this exact inode version was sealed as matching d. */
+/* True if this exact inode version was sealed as matching d (and its
+ * owner is one whose mtime we trust). */
 bool vmm_seal_check(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d);
 /* Best effort: seals an inode version that just matched d. */
 bool vmm_seal_record(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d);
