@@ -822,6 +822,109 @@ def test_seals(ctx):
               "an in-place write under a seal must be caught\n" + r.describe())
 
 
+def test_pool(ctx):
+    """spore pool: pre-started workers each serve one restore request from
+    `spore resume --pool`, with a fresh generation each; shape mismatches,
+    corrupt spores, malformed requests and other users get errors; SIGTERM
+    stops the pool and removes its socket."""
+    import socket
+    a = ctx.path("A")
+    boot_capture(ctx, a)
+    sock = ctx.path("pool.sock")
+    pool = subprocess.Popen([ctx.spore_bin, "pool", "--size", "2", "--socket", sock], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ctx.env, cwd=ctx.tmp,
+                            start_new_session=True, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            check(pool.poll() is None and time.monotonic() < deadline,
+                  "pool did not create %s: %s" % (sock, pool.poll()))
+            time.sleep(0.02)
+        check(os.stat(sock).st_mode & 0o077 == 0, "pool socket must be private to its owner")
+        ids = []
+        for i in range(3):  # more requests than workers: used ones are replaced
+            r = ctx.spore("resume", "--pool", sock, a, "--for", "300ms", timeout=60, expect=0)
+            lines = r.lines()
+            assert_clean(r, lines)
+            ids.append(one_gen(r, lines, 1))
+        check(len(set(ids)) == 3, "pooled restores must each get a new generation id: %s" % ids)
+
+        small = ctx.path("S")
+        boot_capture(ctx, small, mem=64)
+        r = ctx.spore("resume", "--pool", sock, small, timeout=60, expect=EXIT_SPORE_FAILED)
+        check("spore needs 1 vcpus and 64 MiB, this VM has 1 and 128" in r.err,
+              "a shape the pool cannot serve must be named\n" + r.describe())
+
+        c = ctx.path("C")
+        shutil.copytree(a, c)
+        ch = manifest(c)["memory"]["chunks"][0]
+        p = chunk_file(c, ch["digest"])
+        data = bytearray(read(p))
+        data[100] ^= 1
+        replace_file(p, bytes(data))
+        r = ctx.spore("resume", "--pool", sock, c, timeout=60, expect=EXIT_SPORE_FAILED)
+        check("chunk %d does not match its digest" % ch["index"] in r.err,
+              "a corrupt chunk must fail a pooled restore by name\n" + r.describe())
+
+        def raw(msg, uid=None):
+            rfd, wfd = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.close(rfd)
+                    if uid is not None:
+                        os.setgid(uid)
+                        os.setuid(uid)
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                    s.settimeout(20)
+                    s.connect(sock)
+                    s.send(msg)
+                    os.write(wfd, s.recv(600))
+                except OSError as e:
+                    os.write(wfd, ("client error: %s" % e).encode())
+                finally:
+                    os._exit(0)
+            os.close(wfd)
+            out = b""
+            while True:
+                b = os.read(rfd, 600)
+                if not b:
+                    break
+                out += b
+            os.close(rfd)
+            os.waitpid(pid, 0)
+            return out.decode(errors="replace")
+
+        for msg, want in ((b"restore\x000x\x00\x00/x\x00", "error pool request: bad duration"),
+                          (b"restore\x0007\x00\x00/x\x00", "error pool request: bad duration"),
+                          (b"resume\x000\x00\x00/x\x00", "error pool request: unknown verb"),
+                          (b"restore\x000\x00\x00/x", "error pool request: want 4 NUL-terminated fields")):
+            got = raw(msg)
+            check(got.startswith(want), "request %r: reply %r, want %r" % (msg, got, want))
+        if os.geteuid() == 0:
+            # Let another user reach the socket: the credential check must still refuse.
+            os.chmod(ctx.tmp, 0o711)
+            os.chmod(sock, 0o666)
+            try:
+                got = raw(b"restore\x000\x00\x00" + a.encode() + b"\x00", uid=65534)
+            finally:
+                os.chmod(sock, 0o600)
+                os.chmod(ctx.tmp, 0o700)
+            check(got.startswith("error pool serves uid 0 only"), "uid 65534 got %r" % got)
+    finally:
+        pool.send_signal(signal.SIGTERM)
+        try:
+            _, err = pool.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,cmd", "-s", str(pool.pid)],
+                                stdout=subprocess.PIPE, text=True).stdout
+            os.killpg(pool.pid, signal.SIGKILL)
+            pool.communicate()
+            raise Fail("pool did not stop on SIGTERM; its session:\n" + ps)
+    check(pool.returncode == 0, "pool exit status %s on SIGTERM\n%s" % (pool.returncode, err))
+    check(not os.path.exists(sock), "the pool left its socket behind")
+
+
 def test_sharing(ctx):
     a, f = ctx.path("A"), ctx.path("F")
     n, mem = 20, 256
@@ -1008,6 +1111,7 @@ TESTS = {
     "fail_closed": test_fail_closed,
     "sharing": test_sharing,
     "seals": test_seals,
+    "pool": test_pool,
     "cli_errors": test_cli_errors,
 }
 

@@ -43,7 +43,22 @@ static int worker(int lfd, const struct vmm_machine *m, const struct vmm_restore
 	}
 	uint64_t t0 = cli_now_ns();
 	struct pool_request req;
-	if (pool_recv_request(conn, &req, &err) < 0) {
+	int rrc = pool_recv_request(conn, &req, &err);
+	/* The socket is created 0600, but a pool started by root in a directory
+	 * others can reach must still serve only its own user (and root). The
+	 * request is read first so the refusal reaches a client that is still
+	 * sending rather than breaking its pipe. */
+	struct ucred cred;
+	socklen_t clen = sizeof(cred);
+	if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
+	    (cred.uid != 0 && cred.uid != geteuid())) {
+		sl_error_free(&err);
+		sl_error_set(&err, SL_E_INVALID, "pool serves uid %u only", (unsigned)geteuid());
+		if (rrc == 0 && req.console_fd >= 0)
+			close(req.console_fd);
+		rrc = -1;
+	}
+	if (rrc < 0) {
 		reply(conn, "error %s\n", sl_error_msg(err));
 		vmm_destroy(vm);
 		return cli_fail(&err);
@@ -51,7 +66,7 @@ static int worker(int lfd, const struct vmm_machine *m, const struct vmm_restore
 	struct vmm_console con = {.fd = req.console_fd, .prefix = req.prefix[0] ? req.prefix : NULL};
 	struct vmm_restore_stats rs;
 	struct vmm_spore *sp = NULL;
-	int rrc = vmm_set_console(vm, &con, &err);
+	rrc = vmm_set_console(vm, &con, &err);
 	if (rrc == 0)
 		rrc = vmm_spore_open(req.dir, &sp, &err);
 	if (rrc == 0)
@@ -155,16 +170,26 @@ int cmd_pool(int argc, char **argv)
 		return cli_usage("out of memory");
 	sl_info("pool ready", "socket=%s size=%llu mem_mib=%llu vcpus=%u", path, (unsigned long long)size,
 		(unsigned long long)m.mem_mib, m.vcpus);
+	/* SIGTERM/SIGINT stay blocked across fork until a new worker has its
+	 * default actions back: one arriving in between must kill it, not set a
+	 * flag in its copy of the pool's handler (then stopping waited forever). */
+	sigset_t stopsigs, oldmask;
+	sigemptyset(&stopsigs);
+	sigaddset(&stopsigs, SIGTERM);
+	sigaddset(&stopsigs, SIGINT);
 	while (!stopping) {
 		for (uint64_t i = 0; i < size && !stopping; i++) {
 			if (pids[i] > 0)
 				continue;
+			sigprocmask(SIG_BLOCK, &stopsigs, &oldmask);
 			pid_t pid = fork();
 			if (pid == 0) {
 				signal(SIGTERM, SIG_DFL);
 				signal(SIGINT, SIG_DFL);
+				sigprocmask(SIG_SETMASK, &oldmask, NULL);
 				_exit(worker(lfd, &m, &cv.opts));
 			}
+			sigprocmask(SIG_SETMASK, &oldmask, NULL);
 			if (pid < 0) {
 				sl_err("pool: fork failed", "errno=%d", errno);
 				sleep(1);

@@ -1,5 +1,6 @@
 /* Encoding and strict decoding of warm-pool restore requests. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,15 +9,23 @@
 
 #include "pool_proto.h"
 
+int pool_encode_request(char *buf, size_t cap, const char *dir, uint64_t for_ms, const char *prefix)
+{
+	int n = snprintf(buf, cap, "restore%c%llu%c%s%c%s", 0, (unsigned long long)for_ms, 0, prefix ? prefix : "",
+			 0, dir);
+	if (n < 0 || (size_t)n + 1 > cap)
+		return -1;
+	return n + 1; /* the final NUL is part of the message */
+}
+
 int pool_send_request(int sock, const char *dir, uint64_t for_ms, const char *prefix, int console_fd,
 		      sl_error_t *err)
 {
 	char buf[POOL_MSG_MAX];
-	int n = snprintf(buf, sizeof(buf), "restore%c%llu%c%s%c%s", 0, (unsigned long long)for_ms, 0,
-			 prefix ? prefix : "", 0, dir);
-	if (n < 0 || (size_t)n + 1 > sizeof(buf))
+	int n = pool_encode_request(buf, sizeof(buf), dir, for_ms, prefix);
+	if (n < 0)
 		return sl_error_set(err, SL_E_LIMIT, "pool request too long");
-	struct iovec iov = {buf, (size_t)n + 1};
+	struct iovec iov = {buf, (size_t)n};
 	union {
 		char b[CMSG_SPACE(sizeof(int))];
 		struct cmsghdr align;
@@ -55,10 +64,16 @@ int pool_parse_request(const char *buf, size_t len, struct pool_request *req, sl
 		return sl_error_set(err, SL_E_INVALID, "pool request: want 4 NUL-terminated fields");
 	if (strcmp(verb, "restore") != 0)
 		return sl_error_set(err, SL_E_INVALID, "pool request: unknown verb");
-	char *e;
-	errno = 0;
-	unsigned long long v = strtoull(ms, &e, 10);
-	if (!*ms || *e || errno || ms[0] == '-' || v > 1000ull * 3600 * 24 * 365)
+	/* Canonical decimal only (no sign, space or leading zero): one request
+	 * has exactly one spelling. */
+	unsigned long long v = 0;
+	size_t nd = strlen(ms);
+	bool ok = nd > 0 && nd <= 12 && (ms[0] != '0' || nd == 1);
+	for (size_t i = 0; ok && i < nd; i++) {
+		ok = ms[i] >= '0' && ms[i] <= '9';
+		v = v * 10 + (unsigned)(ms[i] - '0');
+	}
+	if (!ok || v > 1000ull * 3600 * 24 * 365)
 		return sl_error_set(err, SL_E_INVALID, "pool request: bad duration");
 	if (strlen(prefix) >= sizeof(req->prefix) || !*dir || strlen(dir) >= sizeof(req->dir))
 		return sl_error_set(err, SL_E_INVALID, "pool request: prefix or directory too long or empty");

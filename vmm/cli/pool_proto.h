@@ -16,6 +16,8 @@ struct pool_request {
 	int console_fd; /* received with SCM_RIGHTS; -1 if none */
 };
 
+/* Encodes a request into buf; returns its length or -1 if it does not fit. */
+int pool_encode_request(char *buf, size_t cap, const char *dir, uint64_t for_ms, const char *prefix);
 /* One SOCK_SEQPACKET message: "restore\0<for_ms>\0<prefix>\0<dir>\0" with
  * the console fd attached. */
 int pool_send_request(int sock, const char *dir, uint64_t for_ms, const char *prefix, int console_fd,

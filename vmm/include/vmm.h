@@ -91,6 +91,12 @@ int vmm_set_console(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t
 int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline,
 		 sl_error_t *err);
 
+/* Checks every chunk of a spore against its digest (or seal), as a restore
+ * would, without a VM, sealing what it hashed: run once before resuming
+ * many children that share the chunk files, so they need not each hash. */
+int vmm_spore_verify(struct vmm_spore *sp, const struct vmm_restore_opts *opts,
+		     struct vmm_restore_stats *stats, sl_error_t *err);
+
 /* Restores the VM from an opened spore (maps chunks MAP_PRIVATE, verifies
  * them, loads state, gives the guest a new generation). The machine shape
  * must match the spore's (vmm_spore_shape). opts may be NULL (hash every
@@ -124,11 +130,16 @@ int vmm_next_event(struct vmm_vm *vm, struct vmm_event *ev);
 /* The guest-visible generation (counter, 128-bit id as 32 hex digits). */
 void vmm_generation(struct vmm_vm *vm, uint64_t *counter, char id_hex[33]);
 
-/* Private memory of a process: the anonymous pages of smaps_rollup, i.e.
- * its heap and every guest page it wrote. Clean pages mapped from chunk
- * files are page cache shared with every other child of the spore (and
- * counted once, by the cache), so they are not part of it. */
-int vmm_private_kib(int pid, uint64_t *kib, sl_error_t *err);
+/* Private memory of a VMM process: its anonymous pages (smaps), i.e. its
+ * heap, stacks and every guest page the guest wrote. Clean pages mapped
+ * from chunk files are page cache shared with every other child of the
+ * spore (and counted once, by the cache), so they are not part of it.
+ * guest_kib is the part inside guest RAM: the pages the guest wrote. */
+struct vmm_private_mem {
+	uint64_t total_kib;
+	uint64_t guest_kib;
+};
+int vmm_private_mem(int pid, struct vmm_private_mem *out, sl_error_t *err);
 
 const char *vmm_version(void);
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include "sl/file.h"
 #include "vmm_internal.h"
@@ -34,6 +35,11 @@ int vmm_mem_alloc(struct vmm_vm *vm, sl_error_t *err)
 	 * 4 KiB copy-on-write keeps forked children small. */
 	madvise(vm->mem, vm->mem_size, MADV_NOHUGEPAGE);
 	madvise(vm->mem, vm->mem_size, MADV_DONTFORK);
+	/* Named, so memory accounting can tell guest pages from the VMM's own
+	 * (vmm_private_mem); kernels without CONFIG_ANON_VMA_NAME refuse, and
+	 * then guest pages written into zero chunks count as the VMM's. */
+	prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)vm->mem, vm->mem_size,
+	      (unsigned long)VMM_RAM_VMA_NAME);
 	vm->chunk_digest = calloc(vm->nchunks, sizeof(*vm->chunk_digest));
 	vm->chunk_state = calloc(vm->nchunks, 1);
 	if (!vm->chunk_digest || !vm->chunk_state)
@@ -109,23 +115,38 @@ int vmm_mem_dirty_chunks(struct vmm_vm *vm, uint8_t *dirty, sl_error_t *err)
 	return 0;
 }
 
-int vmm_private_kib(int pid, uint64_t *kib, sl_error_t *err)
+/* smaps names of guest RAM: the anonymous reservation (named at
+ * allocation) and every chunk file mapped over it. */
+static bool is_guest_ram(const char *name)
+{
+	return strcmp(name, "[anon:" VMM_RAM_VMA_NAME "]") == 0 || strstr(name, "/chunks/sha256/") != NULL;
+}
+
+int vmm_private_mem(int pid, struct vmm_private_mem *out, sl_error_t *err)
 {
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
+	snprintf(path, sizeof(path), "/proc/%d/smaps", pid);
 	_cleanup_free_ char *buf = NULL;
 	size_t len;
-	if (sl_read_path(path, 1 << 20, &buf, &len, err) < 0)
+	if (sl_read_path(path, 64 << 20, &buf, &len, err) < 0)
 		return -1;
-	uint64_t total = 0;
+	out->total_kib = out->guest_kib = 0;
+	bool guest = false;
 	for (char *line = buf; line && *line;) {
-		unsigned long long v;
-		if (sscanf(line, "Anonymous: %llu kB", &v) == 1)
-			total += v;
-		line = strchr(line, '\n');
-		if (line)
-			line++;
+		char *nl = strchr(line, '\n');
+		if (nl)
+			*nl = '\0';
+		unsigned long long v, lo, hi;
+		int name_at = -1;
+		/* "lo-hi perms offset dev inode [name]": a new mapping starts. */
+		if (sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &lo, &hi, &name_at) == 2 && name_at > 0) {
+			guest = is_guest_ram(line + name_at);
+		} else if (sscanf(line, "Anonymous: %llu kB", &v) == 1) {
+			out->total_kib += v;
+			if (guest)
+				out->guest_kib += v;
+		}
+		line = nl ? nl + 1 : NULL;
 	}
-	*kib = total;
 	return 0;
 }

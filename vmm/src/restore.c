@@ -108,12 +108,14 @@ void vmm_spore_shape(const struct vmm_spore *sp, struct vmm_machine *m)
  * will see and warms the page cache the guest then uses. */
 struct chunk_job {
 	const struct spore_chunk *c;
+	uint8_t *addr; /* where its bytes are mapped */
 	struct vmm_seal_id id;
 	bool hash;     /* no valid seal: must be hashed */
 	sl_digest got; /* hash result */
 };
 
-static int map_chunk(struct vmm_vm *vm, int dirfd, int seal_fd, struct chunk_job *j, sl_error_t *err)
+/* With mem NULL the chunk is mapped anywhere (a check without a VM). */
+static int map_chunk(uint8_t *mem, int dirfd, int seal_fd, struct chunk_job *j, sl_error_t *err)
 {
 	const struct spore_chunk *c = j->c;
 	char path[96], want[SL_DIGEST_STRLEN];
@@ -140,18 +142,24 @@ static int map_chunk(struct vmm_vm *vm, int dirfd, int seal_fd, struct chunk_job
 				    (unsigned long long)c->index, want, path, (unsigned long long)j->id.size,
 				    VMM_CHUNK_SIZE);
 	}
-	uint8_t *slot = vm->mem + c->index * VMM_CHUNK_SIZE;
-	void *p = mmap(slot, VMM_CHUNK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, 0);
+	j->hash = !vmm_seal_check(seal_fd, &j->id, &c->digest);
+	if (!mem && !j->hash) {
+		close(fd);
+		return 0;
+	}
+	uint8_t *slot = mem ? mem + c->index * VMM_CHUNK_SIZE : NULL;
+	void *p = mmap(slot, VMM_CHUNK_SIZE, mem ? PROT_READ | PROT_WRITE : PROT_READ,
+		       MAP_PRIVATE | MAP_NORESERVE | (mem ? MAP_FIXED : 0), fd, 0);
 	close(fd);
 	if (p == MAP_FAILED)
 		return sl_error_sys(err, "map chunk %llu", (unsigned long long)c->index);
-	madvise(slot, VMM_CHUNK_SIZE, MADV_NOHUGEPAGE);
-	j->hash = !vmm_seal_check(seal_fd, &j->id, &c->digest);
+	j->addr = p;
+	if (mem)
+		madvise(p, VMM_CHUNK_SIZE, MADV_NOHUGEPAGE);
 	return 0;
 }
 
 struct hash_pool {
-	struct vmm_vm *vm;
 	struct chunk_job *jobs;
 	size_t njobs;
 	_Atomic size_t next;
@@ -166,16 +174,16 @@ static void *hash_worker(void *arg)
 			return NULL;
 		struct chunk_job *j = &hp->jobs[i];
 		if (j->hash)
-			sl_sha256(hp->vm->mem + j->c->index * VMM_CHUNK_SIZE, VMM_CHUNK_SIZE, &j->got);
+			sl_sha256(j->addr, VMM_CHUNK_SIZE, &j->got);
 	}
 }
 
 /* Hashes the unsealed chunks on up to one thread per online CPU: restoring
  * a spore the first time on a node is bound by sha256 (about 1.4 ms per
  * chunk here), and chunks are independent. */
-static void hash_chunks(struct vmm_vm *vm, struct chunk_job *jobs, size_t njobs, size_t nhash)
+static void hash_chunks(struct chunk_job *jobs, size_t njobs, size_t nhash)
 {
-	struct hash_pool hp = {.vm = vm, .jobs = jobs, .njobs = njobs};
+	struct hash_pool hp = {.jobs = jobs, .njobs = njobs};
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 	size_t nthreads = cpus > 1 ? (size_t)cpus - 1 : 0; /* plus this thread */
 	if (nthreads > 7)
@@ -192,31 +200,32 @@ static void hash_chunks(struct vmm_vm *vm, struct chunk_job *jobs, size_t njobs,
 		pthread_join(t[i], NULL);
 }
 
-static int load_chunks(struct vmm_vm *vm, int dirfd, const struct spore_manifest *m,
-		       const struct vmm_restore_opts *opts, struct vmm_restore_stats *st, sl_error_t *err)
+/* Maps (into mem, or anywhere when mem is NULL) and verifies every chunk of
+ * m, sealing what it hashed. */
+static int check_chunks(uint8_t *mem, int dirfd, const struct spore_manifest *m,
+			const struct vmm_restore_opts *opts, struct vmm_restore_stats *st, sl_error_t *err)
 {
 	int seal_fd = -1;
 	if (opts && opts->seal_dir && vmm_seal_open(opts->seal_dir, &seal_fd, err) < 0)
 		return -1;
 	/* Full verification still records seals; it just never trusts them. */
 	int check_fd = opts && opts->verify == VMM_VERIFY_SEALED ? seal_fd : -1;
-	_cleanup_free_ struct chunk_job *jobs = calloc(m->nchunks ? m->nchunks : 1, sizeof(*jobs));
-	if (!jobs) {
-		if (seal_fd >= 0)
-			close(seal_fd);
-		return sl_error_set(err, SL_E_NOMEM, "chunk table");
-	}
+	struct chunk_job *jobs = calloc(m->nchunks ? m->nchunks : 1, sizeof(*jobs));
 	int rc = -1;
-	size_t nhash = 0;
-	for (size_t i = 0; i < m->nchunks; i++) {
+	size_t nhash = 0, i;
+	if (!jobs) {
+		sl_error_set(err, SL_E_NOMEM, "chunk table");
+		goto out;
+	}
+	for (i = 0; i < m->nchunks; i++) {
 		jobs[i].c = &m->chunks[i];
-		if (map_chunk(vm, dirfd, check_fd, &jobs[i], err) < 0)
+		if (map_chunk(mem, dirfd, check_fd, &jobs[i], err) < 0)
 			goto out;
 		nhash += jobs[i].hash;
 	}
 	if (nhash)
-		hash_chunks(vm, jobs, m->nchunks, nhash);
-	for (size_t i = 0; i < m->nchunks; i++) {
+		hash_chunks(jobs, m->nchunks, nhash);
+	for (i = 0; i < m->nchunks; i++) {
 		const struct spore_chunk *c = jobs[i].c;
 		if (jobs[i].hash && !sl_digest_equal(&jobs[i].got, &c->digest)) {
 			char want[SL_DIGEST_STRLEN], g[SL_DIGEST_STRLEN], path[96];
@@ -228,22 +237,50 @@ static int load_chunks(struct vmm_vm *vm, int dirfd, const struct spore_manifest
 			goto out;
 		}
 	}
-	for (size_t i = 0; i < m->nchunks; i++) {
-		const struct spore_chunk *c = jobs[i].c;
+	for (i = 0; i < m->nchunks; i++)
 		if (jobs[i].hash)
-			vmm_seal_record(seal_fd, &jobs[i].id, &c->digest);
-		vm->chunk_state[c->index] = VMM_CHUNK_FILE;
-		vm->chunk_digest[c->index] = c->digest;
-	}
+			vmm_seal_record(seal_fd, &jobs[i].id, &jobs[i].c->digest);
 	if (st) {
 		st->chunks_hashed = nhash;
 		st->chunks_sealed = m->nchunks - nhash;
 	}
 	rc = 0;
 out:
+	if (jobs && !mem)
+		for (i = 0; i < m->nchunks; i++)
+			if (jobs[i].addr)
+				munmap(jobs[i].addr, VMM_CHUNK_SIZE);
+	free(jobs);
 	if (seal_fd >= 0)
 		close(seal_fd);
 	return rc;
+}
+
+static int load_chunks(struct vmm_vm *vm, int dirfd, const struct spore_manifest *m,
+		       const struct vmm_restore_opts *opts, struct vmm_restore_stats *st, sl_error_t *err)
+{
+	if (check_chunks(vm->mem, dirfd, m, opts, st, err) < 0)
+		return -1;
+	for (size_t i = 0; i < m->nchunks; i++) {
+		vm->chunk_state[m->chunks[i].index] = VMM_CHUNK_FILE;
+		vm->chunk_digest[m->chunks[i].index] = m->chunks[i].digest;
+	}
+	return 0;
+}
+
+int vmm_spore_verify(struct vmm_spore *sp, const struct vmm_restore_opts *opts, struct vmm_restore_stats *st,
+		     sl_error_t *err)
+{
+	if (st)
+		memset(st, 0, sizeof(*st));
+	uint64_t t0 = vmm_now_ns();
+	if (check_chunks(NULL, sp->dirfd, &sp->m, opts, st, err) < 0)
+		return sl_error_wrap(err, "verify %s", sp->dir);
+	if (st) {
+		st->chunks = sp->m.nchunks;
+		st->chunks_ns = vmm_now_ns() - t0;
+	}
+	return 0;
 }
 
 static int restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restore_opts *opts,

@@ -159,6 +159,7 @@ bool vmm_seal_check(int seal_fd, const struct vmm_seal_id *id, const sl_digest *
 bool vmm_seal_record(int seal_fd, const struct vmm_seal_id *id, const sl_digest *d);
 
 /* memory.c */
+#define VMM_RAM_VMA_NAME "spore-guest-ram"
 int vmm_mem_alloc(struct vmm_vm *vm, sl_error_t *err);
 void vmm_mem_free(struct vmm_vm *vm);
 void *vmm_gpa(struct vmm_vm *vm, uint64_t gpa, uint64_t len); /* NULL if out of range */
