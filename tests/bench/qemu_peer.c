@@ -1,4 +1,4 @@
-/* QEMU restore peer for bench-restore: boots testguest under QEMU, saves its migration state, times restores. */
+/* QEMU peer for bench-restore and bench-fork: boots testguest, saves its migration state, restores it. */
 #include "qemu_peer.h"
 
 #include <errno.h>
@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -52,12 +53,6 @@
 #define QP_CPU "host,-arch-capabilities"
 #endif
 
-struct qp_proc {
-	pid_t pid;
-	int out_fd; /* QEMU stdout: the guest serial port */
-	int err_fd; /* QEMU stderr, for error messages */
-};
-
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
@@ -90,7 +85,7 @@ static bool path_ok(const char *p)
 }
 
 /* Appends up to `max` bytes of QEMU's stderr (non-blocking) to errbuf. */
-static void append_stderr(struct qp_proc *p, char *errbuf, size_t errlen)
+static void append_stderr(struct qemu_peer_proc *p, char *errbuf, size_t errlen)
 {
 	if (p->err_fd < 0 || !errbuf || !errlen)
 		return;
@@ -109,7 +104,7 @@ static void append_stderr(struct qp_proc *p, char *errbuf, size_t errlen)
 		snprintf(errbuf + used, errlen - used, " (qemu: %s)", buf);
 }
 
-static void proc_kill(struct qp_proc *p)
+static void proc_kill(struct qemu_peer_proc *p)
 {
 	if (p->pid > 0) {
 		/* QEMU runs in its own process group (with the exec: shell and cat). */
@@ -121,7 +116,7 @@ static void proc_kill(struct qp_proc *p)
 	}
 }
 
-static void proc_close(struct qp_proc *p)
+void qemu_peer_stop(struct qemu_peer_proc *p)
 {
 	proc_kill(p);
 	if (p->out_fd >= 0)
@@ -132,7 +127,7 @@ static void proc_close(struct qp_proc *p)
 }
 
 /* Waits up to timeout_ms for the process to exit by itself. */
-static bool proc_wait(struct qp_proc *p, int timeout_ms)
+static bool proc_wait(struct qemu_peer_proc *p, int timeout_ms)
 {
 	double end = now_ms() + timeout_ms;
 	while (p->pid > 0) {
@@ -149,13 +144,14 @@ static bool proc_wait(struct qp_proc *p, int timeout_ms)
 }
 
 /* fork + exec QEMU with stdin from /dev/null and stdout/stderr on pipes.
- * *t_fork is the time taken just before fork(). */
-static int proc_start(struct qp_proc *p, char *const argv[], double *t_fork, char *errbuf,
-		      size_t errlen)
+ * p->start_ms is the time taken just before fork(). */
+static int proc_start(struct qemu_peer_proc *p, char *const argv[], char *errbuf, size_t errlen)
 {
 	int out[2] = {-1, -1}, err[2] = {-1, -1};
 	p->pid = -1;
 	p->out_fd = p->err_fd = -1;
+	p->first_output_ms = -1;
+	pid_t parent = getpid();
 	if (pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) {
 		set_err(errbuf, errlen, "pipe: %s", strerror(errno));
 		goto fail;
@@ -165,8 +161,7 @@ static int proc_start(struct qp_proc *p, char *const argv[], double *t_fork, cha
 		set_err(errbuf, errlen, "open /dev/null: %s", strerror(errno));
 		goto fail;
 	}
-	if (t_fork)
-		*t_fork = now_ms();
+	p->start_ms = now_ms();
 	pid_t pid = fork();
 	if (pid < 0) {
 		set_err(errbuf, errlen, "fork: %s", strerror(errno));
@@ -175,6 +170,11 @@ static int proc_start(struct qp_proc *p, char *const argv[], double *t_fork, cha
 	}
 	if (pid == 0) {
 		setpgid(0, 0);
+		/* A caller killed outright (SIGKILL, a crash) must not leave QEMUs
+		 * behind: they hold GiBs and /dev/kvm. The getppid() check closes the
+		 * race with a parent that died before prctl(). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		if (dup2(devnull, 0) < 0 || dup2(out[1], 1) < 0 || dup2(err[1], 2) < 0)
 			_exit(127);
 		execvp(argv[0], argv);
@@ -228,7 +228,7 @@ struct qmp {
 };
 
 /* Discards whatever the guest printed, so QEMU never blocks on a full pipe. */
-static void drain_serial(struct qp_proc *p)
+static void drain_serial(struct qemu_peer_proc *p)
 {
 	char buf[4096];
 	while (p->out_fd >= 0) {
@@ -242,8 +242,8 @@ static void drain_serial(struct qp_proc *p)
 
 /* Reads one QMP message line (without the line end) into line[]. While waiting,
  * keeps draining the serial output. */
-static int qmp_read_line(struct qmp *q, struct qp_proc *p, char *line, size_t cap, double end,
-			 char *errbuf, size_t errlen)
+static int qmp_read_line(struct qmp *q, struct qemu_peer_proc *p, char *line, size_t cap,
+			 double end, char *errbuf, size_t errlen)
 {
 	for (;;) {
 		char *nl = memchr(q->buf, '\n', q->len);
@@ -290,8 +290,8 @@ static int qmp_read_line(struct qmp *q, struct qp_proc *p, char *line, size_t ca
 
 /* Sends one command and waits for its {"return" ...} (events are skipped).
  * The reply is left in reply[]. */
-static int qmp_cmd(struct qmp *q, struct qp_proc *p, const char *json, char *reply, size_t cap,
-		   char *errbuf, size_t errlen)
+static int qmp_cmd(struct qmp *q, struct qemu_peer_proc *p, const char *json, char *reply,
+		   size_t cap, char *errbuf, size_t errlen)
 {
 	size_t len = strlen(json), off = 0;
 	while (off < len) {
@@ -319,7 +319,7 @@ static int qmp_cmd(struct qmp *q, struct qp_proc *p, const char *json, char *rep
 	}
 }
 
-static int qmp_connect(struct qmp *q, struct qp_proc *p, const char *path, char *errbuf,
+static int qmp_connect(struct qmp *q, struct qemu_peer_proc *p, const char *path, char *errbuf,
 		       size_t errlen)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -362,7 +362,7 @@ static int qmp_connect(struct qmp *q, struct qp_proc *p, const char *path, char 
 }
 
 /* Reads the serial output until a line "tg: ready" (bounded). */
-static int wait_ready(struct qp_proc *p, char *errbuf, size_t errlen)
+static int wait_ready(struct qemu_peer_proc *p, char *errbuf, size_t errlen)
 {
 	char win[256]; /* the current, possibly partial, line */
 	size_t wl = 0;
@@ -442,8 +442,8 @@ int qemu_peer_prepare(const char *qemu, const char *elf, const char *cmdline, un
 
 	int ret = -1;
 	struct qmp q = {.fd = -1};
-	struct qp_proc p;
-	if (proc_start(&p, (char *const *)argv, NULL, errbuf, errlen) < 0)
+	struct qemu_peer_proc p;
+	if (proc_start(&p, (char *const *)argv, errbuf, errlen) < 0)
 		goto out;
 	if (wait_ready(&p, errbuf, errlen) < 0)
 		goto out_qemu;
@@ -494,20 +494,55 @@ out_qemu:
 		append_stderr(&p, errbuf, errlen);
 	if (q.fd >= 0)
 		close(q.fd);
-	proc_close(&p);
+	qemu_peer_stop(&p);
 out:
 	unlink(sock);
 	rmdir(dir);
 	return ret;
 }
 
-int qemu_peer_restore_once(const char *qemu, const char *elf, unsigned mem_mib,
-			   const char *state_path, double *ms_out, char *errbuf, size_t errlen)
+/* Describes how QEMU ended, reaping it if it has exited (waits at most a
+ * moment: its stdout has just closed, so it is on its way out). */
+static void describe_exit(struct qemu_peer_proc *p, char *errbuf, size_t errlen)
+{
+	siginfo_t si;
+	bool exited = false;
+	for (int i = 0; p->pid > 0 && i < 100 && !exited; i++) {
+		/* WNOWAIT: the zombie keeps its pid, so the group kill below cannot
+		 * reach a process that reused it */
+		si.si_pid = 0;
+		exited = waitid(P_PID, (id_t)p->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+			 si.si_pid == p->pid;
+		if (!exited)
+			usleep(2000);
+	}
+	if (!exited)
+		return; /* still running: qemu_peer_stop kills it */
+	kill(-p->pid, SIGKILL); /* the exec: shell and cat may outlive it */
+	while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	p->pid = -1;
+	size_t used = errbuf ? strlen(errbuf) : 0;
+	if (!errbuf || used + 32 >= errlen)
+		return;
+	if (si.si_code == CLD_EXITED)
+		snprintf(errbuf + used, errlen - used, " (exit status %d)", si.si_status);
+	else
+		snprintf(errbuf + used, errlen - used, " (killed by signal %d)", si.si_status);
+}
+
+int qemu_peer_start(const char *qemu, const char *elf, unsigned mem_mib, const char *state_path,
+		    struct qemu_peer_proc *out, char *errbuf, size_t errlen)
 {
 	if (errbuf && errlen)
 		errbuf[0] = 0;
-	if (!qemu || !elf || !mem_mib || !ms_out || !path_ok(state_path)) {
-		set_err(errbuf, errlen, "qemu_peer_restore_once: bad arguments");
+	if (!out)
+		return -1;
+	out->pid = -1;
+	out->out_fd = out->err_fd = -1;
+	out->first_output_ms = -1;
+	if (!qemu || !elf || !mem_mib || !path_ok(state_path)) {
+		set_err(errbuf, errlen, "qemu_peer_start: bad arguments");
 		return -1;
 	}
 	struct stat st;
@@ -523,47 +558,84 @@ int qemu_peer_restore_once(const char *qemu, const char *elf, unsigned mem_mib,
 	const char *argv[MAX_ARGS];
 	const char *extra[] = {"-incoming", incoming, NULL};
 	build_argv(argv, qemu, elf, mem_buf, mem_mib, extra);
-
-	struct qp_proc p;
-	double t0;
-	if (proc_start(&p, (char *const *)argv, &t0, errbuf, errlen) < 0)
+	if (proc_start(out, (char *const *)argv, errbuf, errlen) < 0)
 		return -1;
-	int ret = -1;
-	double end = t0 + RESTORE_TIMEOUT_MS;
-	for (;;) {
+	/* non-blocking, so callers draining many QEMUs from one poll() never stall */
+	fcntl(out->out_fd, F_SETFL, O_NONBLOCK);
+	return 0;
+}
+
+int qemu_peer_drain(struct qemu_peer_proc *p, char *errbuf, size_t errlen)
+{
+	if (p->out_fd < 0) {
+		set_err(errbuf, errlen, "QEMU pid %d: serial output already closed", (int)p->pid);
+		return -1;
+	}
+	char buf[4096];
+	/* bounded, so one chatty guest cannot starve the others sharing a poll loop */
+	for (int i = 0; i < 64; i++) {
+		ssize_t n = read(p->out_fd, buf, sizeof(buf));
+		if (n > 0) {
+			if (p->first_output_ms < 0)
+				p->first_output_ms = now_ms() - p->start_ms;
+			continue;
+		}
+		if (n == 0) {
+			set_err(errbuf, errlen, "QEMU pid %d exited %s", (int)p->pid,
+				p->first_output_ms < 0 ? "without guest output" : "after guest output");
+			describe_exit(p, errbuf, errlen);
+			usleep(20000); /* let its stderr arrive (the exec: cat may hold the pipe) */
+			append_stderr(p, errbuf, errlen);
+			return -1;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		set_err(errbuf, errlen, "QEMU pid %d: read serial: %s", (int)p->pid, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int qemu_peer_wait_output(struct qemu_peer_proc *p, int timeout_ms, char *errbuf, size_t errlen)
+{
+	if (errbuf && errlen)
+		errbuf[0] = 0;
+	double end = now_ms() + timeout_ms;
+	while (p->first_output_ms < 0) {
 		double left = end - now_ms();
 		if (left <= 0) {
 			set_err(errbuf, errlen, "no guest output within %d ms of the restore",
-				RESTORE_TIMEOUT_MS);
-			break;
+				timeout_ms);
+			append_stderr(p, errbuf, errlen);
+			return -1;
 		}
-		struct pollfd pfd = {.fd = p.out_fd, .events = POLLIN};
+		struct pollfd pfd = {.fd = p->out_fd, .events = POLLIN};
 		int r = poll(&pfd, 1, (int)left + 1);
 		if (r < 0 && errno != EINTR) {
 			set_err(errbuf, errlen, "poll: %s", strerror(errno));
-			break;
+			return -1;
 		}
-		if (r <= 0)
-			continue;
-		char c;
-		ssize_t n = read(p.out_fd, &c, 1);
-		if (n == 1) {
-			*ms_out = now_ms() - t0;
-			ret = 0;
-			break;
-		}
-		if (n == 0) {
-			set_err(errbuf, errlen, "QEMU exited without guest output");
-			usleep(20000); /* let its stderr arrive */
-			break;
-		}
-		if (errno != EINTR) {
-			set_err(errbuf, errlen, "read: %s", strerror(errno));
-			break;
-		}
+		if (r > 0 && qemu_peer_drain(p, errbuf, errlen) < 0)
+			return -1;
 	}
-	if (ret < 0)
-		append_stderr(&p, errbuf, errlen);
-	proc_close(&p);
+	return 0;
+}
+
+int qemu_peer_restore_once(const char *qemu, const char *elf, unsigned mem_mib,
+			   const char *state_path, double *ms_out, char *errbuf, size_t errlen)
+{
+	if (!ms_out) {
+		set_err(errbuf, errlen, "qemu_peer_restore_once: bad arguments");
+		return -1;
+	}
+	struct qemu_peer_proc p;
+	if (qemu_peer_start(qemu, elf, mem_mib, state_path, &p, errbuf, errlen) < 0)
+		return -1;
+	int ret = qemu_peer_wait_output(&p, RESTORE_TIMEOUT_MS, errbuf, errlen);
+	if (ret == 0)
+		*ms_out = p.first_output_ms;
+	qemu_peer_stop(&p);
 	return ret;
 }
