@@ -136,6 +136,10 @@ int cli_parse_machine_opt(int opt, const char *arg, struct vmm_machine *m, sl_er
 	if (opt == 'm') {
 		if (cli_parse_u64(arg, "--mem", 2, VMM_MAX_MEM_MIB, &v, err) < 0)
 			return -1;
+		/* Guest RAM is whole 2 MiB chunks. */
+		if (v % 2)
+			return sl_error_set(err, SL_E_INVALID, "--mem must be an even number of MiB, got %llu",
+					    (unsigned long long)v);
 		m->mem_mib = v;
 	} else {
 		if (cli_parse_u64(arg, "--vcpus", 1, VMM_MAX_VCPUS, &v, err) < 0)

@@ -1,10 +1,12 @@
 /* spore run and spore resume: boot a kernel or resume a spore, then drive it. */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -61,6 +63,27 @@ static int check_capture(const struct drive_opts *o)
 		return cli_usage("--capture needs --capture-on");
 	if (!o->capture_dir && o->capture_on)
 		return cli_usage("--capture-on needs --capture DIR");
+	if (!o->capture_dir)
+		return 0;
+	/* Fail now, not after the guest has run and warmed for minutes. The
+	 * capture itself checks again (something may appear meanwhile). */
+	struct stat st;
+	if (lstat(o->capture_dir, &st) == 0)
+		return cli_usage("--capture %s: already exists; a spore is never written over", o->capture_dir);
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", o->capture_dir);
+	char *slash = strrchr(parent, '/');
+	if (slash == parent)
+		slash[1] = '\0';
+	else if (slash)
+		*slash = '\0';
+	else
+		snprintf(parent, sizeof(parent), ".");
+	if (stat(parent, &st) < 0 || !S_ISDIR(st.st_mode))
+		return cli_usage("--capture %s: %s is not a directory", o->capture_dir, parent);
+	if (access(parent, W_OK | X_OK) < 0)
+		return cli_usage("--capture %s: cannot create entries in %s: %s", o->capture_dir, parent,
+				 strerror(errno));
 	return 0;
 }
 
