@@ -42,7 +42,8 @@ int oci_creds_from_config(const char *json, size_t len, const char *registry, st
 int oci_creds_load(const char *registry, struct oci_creds *out, sl_error_t *err);
 
 /* A token endpoint's JSON reply: "token" or "access_token" (first non-empty),
- * "expires_in" seconds (absent or < 60 -> 60). Token at most cap-1 bytes. */
+ * "expires_in" seconds (absent or < 60 -> 60; > 86400 -> 86400, so adding it
+ * to a time cannot overflow). Token at most cap-1 bytes. */
 int oci_token_parse(const char *json, size_t len, char *token, size_t cap, long *expires_in, sl_error_t *err);
 
 /* base64 (RFC 4648, with padding) for Basic auth. Returns length or -1. */

@@ -21,6 +21,9 @@
 #define SPORE_MT_FILE "application/vnd.sporelet.spore.file.v1"
 
 #define OCI_ANN_TITLE "org.opencontainers.image.title"
+/* SPORE_SHAPE_TAR: title of the one layer holding spore/manifest.json and
+ * the state files. */
+#define SPORE_META_TITLE "spore-meta.tar"
 #define OCI_ANN_CREATED "org.opencontainers.image.created"
 /* On a chunk layer: "<hex>@<offset>,<hex>@<offset>,..." (offset of the
  * chunk's bytes in the tar; every chunk is SPORE_CHUNK_SIZE bytes). */
@@ -59,8 +62,11 @@ struct spore_image {
 	char config_media_type[128];
 	sl_digest config_digest;
 	uint64_t config_size;
-	bool has_spore_manifest; /* SPORE_SHAPE_TAR: annotation SPORE_LABEL_MANIFEST */
+	bool has_spore_manifest; /* TAR: annotation SPORE_LABEL_MANIFEST; FILES: the
+				  * digest of the spore/manifest.json layer */
 	sl_digest spore_manifest; /* digest of spore/manifest.json */
+	bool has_parent;  /* SPORE_SHAPE_TAR: annotation SPORE_LABEL_PARENT */
+	sl_digest parent; /* parent spore's manifest digest */
 	struct oci_layer *layers;
 	size_t nlayers;
 };
@@ -71,8 +77,9 @@ struct spore_image {
  * descriptors with valid sha256 digests and sizes, titles that are safe
  * relative paths, chunk tables well formed (offsets 512-aligned, inside the
  * layer). The shape comes from the config media type: OCI_MT_CONFIG ->
- * TAR, OCI_MT_EMPTY -> FILES. Errors name the field (SL_E_INVALID) or the
- * unsupported type (SL_E_UNSUPPORTED). */
+ * TAR, OCI_MT_EMPTY (or SPORE_ARTIFACT_TYPE: `oras push --image-spec v1.0`)
+ * -> FILES. Errors name the field (SL_E_INVALID) or the unsupported type
+ * (SL_E_UNSUPPORTED). */
 int spore_image_decode(const char *json, size_t len, struct spore_image *img, sl_error_t *err);
 /* Encodes img (shape TAR) as compact JSON with stable key order. */
 int spore_image_encode(const struct spore_image *img, char **json, size_t *len, sl_error_t *err);
@@ -87,7 +94,8 @@ int spore_config_encode(const struct spore_image *img, const struct spore_manife
  * linux/amd64, diff_ids equal to the layer digests in order. */
 int spore_config_check(const char *json, size_t len, const struct spore_image *img, sl_error_t *err);
 
-/* Where a chunk's bytes are in an image: the layer and offset. */
+/* Where a chunk's bytes are in an image (SPORE_SHAPE_TAR chunk tables): the
+ * layer and offset. Returns 0, or -1 when no layer holds it. */
 int spore_image_find_chunk(const struct spore_image *img, const sl_digest *chunk, size_t *layer,
 			   uint64_t *offset);
 

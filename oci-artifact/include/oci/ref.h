@@ -31,9 +31,13 @@ int oci_ref_parse(const char *s, struct oci_ref *ref, sl_error_t *err);
  * not fit in cap. */
 int oci_ref_format(const struct oci_ref *ref, char *out, size_t cap);
 
+/* Room for what oci_ref_reference writes: a tag (up to 128 bytes) or a
+ * digest (71), plus the NUL. SL_DIGEST_STRLEN is too small for long tags. */
+#define OCI_REF_REFERENCE_MAX 129
+
 /* What goes in /v2/<name>/manifests/<reference>: the digest if set, else
- * the tag, else "latest". out needs SL_DIGEST_STRLEN bytes. */
-void oci_ref_reference(const struct oci_ref *ref, char out[SL_DIGEST_STRLEN]);
+ * the tag, else "latest". out needs OCI_REF_REFERENCE_MAX bytes. */
+void oci_ref_reference(const struct oci_ref *ref, char out[OCI_REF_REFERENCE_MAX]);
 
 /* The host to talk HTTP to for a registry name (docker.io -> registry-1.docker.io). */
 const char *oci_registry_api_host(const char *registry);

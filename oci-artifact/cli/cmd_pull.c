@@ -1,0 +1,319 @@
+/* spore pull: an image from a registry into the node cache and a spore directory. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "oci/tar.h"
+#include "ocli.h"
+#include "pull_plan.h"
+#include "sl/file.h"
+#include "sl/log.h"
+#include "sl/spore_manifest.h"
+
+static const char usage[] =
+	"usage: spore pull REF --out DIR [--insecure-registry] [--json] [--parallel N]\n"
+	"Resolves REF to a manifest digest, fetches and verifies every chunk the\n"
+	"node cache lacks, and writes the spore to DIR (which must not exist) with\n"
+	"its chunks hard-linked from the cache. Prints the manifest digest.\n";
+
+#define META_MAX (64u << 20) /* spore/ files: manifest and state, a few MiB at most */
+#define META_TITLE "spore-meta.tar"
+
+/* Only these files may come out of an image: anything else (or any other
+ * path) is refused, so an image cannot write outside spore/ and chunks/. */
+static bool spore_meta_path(const char *p)
+{
+	if (!strcmp(p, SPORE_MANIFEST_PATH) || !strcmp(p, "spore/vm.state"))
+		return true;
+	unsigned n;
+	int end = 0;
+	return sscanf(p, "spore/vcpu-%u.state%n", &n, &end) == 1 && p[end] == '\0' && n < SPORE_MAX_VCPUS &&
+	       (n == 0 || p[11] != '0');
+}
+
+/* <out>.tmp.<pid> directories of pulls that died (SIGKILL, power loss). */
+static void remove_stale(const char *out)
+{
+	char parent[4096], base[256];
+	const char *slash = strrchr(out, '/');
+	if (slash) {
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - out) ? (int)(slash - out) : 1, out);
+		snprintf(base, sizeof(base), "%s", slash + 1);
+	} else {
+		snprintf(parent, sizeof(parent), ".");
+		snprintf(base, sizeof(base), "%s", out);
+	}
+	DIR *d = opendir(parent);
+	if (!d)
+		return;
+	size_t bl = strlen(base);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, base, bl) || strncmp(de->d_name + bl, ".tmp.", 5))
+			continue;
+		char *end;
+		long pid = strtol(de->d_name + bl + 5, &end, 10);
+		if (*end || pid <= 0 || (kill((pid_t)pid, 0) == 0 || errno != ESRCH))
+			continue;
+		sl_error_t err = NULL;
+		sl_remove_tree(dirfd(d), de->d_name, &err);
+		sl_error_free(&err);
+	}
+	closedir(d);
+}
+
+/* Removes a directory tree given by any path (sl_remove_tree wants one
+ * relative to a directory fd). */
+static void remove_path(const char *path)
+{
+	char parent[4096];
+	const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+	snprintf(parent, sizeof(parent), "%.*s", slash ? (slash == path ? 1 : (int)(slash - path)) : 1,
+		 slash ? path : ".");
+	int pfd = open(parent, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (pfd < 0)
+		return;
+	sl_error_t err = NULL;
+	sl_remove_tree(pfd, base, &err);
+	sl_error_free(&err);
+	close(pfd);
+}
+
+static int write_meta_file(int dirfd, const char *path, const void *buf, size_t len, sl_error_t *err)
+{
+	if (!spore_meta_path(path))
+		return sl_error_set(err, SL_E_INVALID, "image holds \"%.80s\": not a spore file (want %s, spore/vm.state "
+				    "or spore/vcpu-<n>.state)", path, SPORE_MANIFEST_PATH);
+	return sl_write_atomic(dirfd, path, buf, len, 0444, err);
+}
+
+/* spore-meta.tar: the spore/ files of a TAR-shaped image. */
+static int meta_from_tar(struct oci_client *c, const struct spore_image *img, int dirfd, sl_error_t *err)
+{
+	const struct oci_layer *meta = NULL;
+	for (size_t i = 0; i < img->nlayers && !meta; i++)
+		if (!strcmp(img->layers[i].title, META_TITLE))
+			meta = &img->layers[i];
+	if (!meta)
+		return sl_error_set(err, SL_E_INVALID, "image has no %s layer", META_TITLE);
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	if (oci_blob_get(c, &meta->digest, META_MAX, &buf, &len, err) < 0)
+		return sl_error_wrap(err, "%s", META_TITLE);
+	struct oci_tar_mem mem = {(const uint8_t *)buf, len};
+	_cleanup_free_ struct oci_tar_entry *es = NULL;
+	size_t n;
+	if (oci_tar_index(oci_tar_read_mem, &mem, len, 64, &es, &n, err) < 0)
+		return sl_error_wrap(err, "%s", META_TITLE);
+	for (size_t i = 0; i < n; i++) {
+		if (es[i].type == '5') {
+			if (strcmp(es[i].path, "spore"))
+				return sl_error_set(err, SL_E_INVALID, "%s: unexpected directory \"%s\"", META_TITLE,
+						    es[i].path);
+			continue;
+		}
+		if (write_meta_file(dirfd, es[i].path, buf + es[i].data_offset, es[i].size, err) < 0)
+			return sl_error_wrap(err, "%s", META_TITLE);
+	}
+	return 0;
+}
+
+/* The oras shape: spore/ files are titled blobs of their own. */
+static int meta_from_files(struct oci_client *c, const struct spore_image *img, int dirfd, sl_error_t *err)
+{
+	for (size_t i = 0; i < img->nlayers; i++) {
+		const struct oci_layer *l = &img->layers[i];
+		if (strncmp(l->title, "spore/", 6))
+			continue;
+		_cleanup_free_ char *buf = NULL;
+		size_t len;
+		if (oci_blob_get(c, &l->digest, META_MAX, &buf, &len, err) < 0 ||
+		    write_meta_file(dirfd, l->title, buf, len, err) < 0)
+			return sl_error_wrap(err, "%s", l->title);
+	}
+	return 0;
+}
+
+/* State files are checked now, not only at restore: a pulled spore is whole. */
+static int check_state(int dirfd, const struct spore_file_ref *r, sl_error_t *err)
+{
+	_cleanup_free_ char *buf = NULL;
+	size_t len;
+	if (sl_read_beneath(dirfd, r->path, SPORE_STATE_MAX, &buf, &len, err) < 0)
+		return sl_error_wrap(err, "image lacks %s", r->path);
+	sl_digest d;
+	sl_sha256(buf, len, &d);
+	if (len != r->size || !sl_digest_equal(&d, &r->digest))
+		return sl_error_set(err, SL_E_INTEGRITY, "%s does not match the spore manifest's digest", r->path);
+	return 0;
+}
+
+int cmd_pull(int argc, char **argv)
+{
+	static const struct option opts[] = {{"out", required_argument, NULL, 'o'},
+					     {"insecure-registry", no_argument, NULL, OPT_INSECURE},
+					     {"json", no_argument, NULL, OPT_JSON},
+					     {"parallel", required_argument, NULL, OPT_PARALLEL},
+					     {"help", no_argument, NULL, 'h'},
+					     {0}};
+	struct ocli_reg_opts ro = {0};
+	const char *out_dir = NULL;
+	sl_error_t err = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+		int r = ocli_reg_opt(c, optarg, &ro, &err);
+		if (r < 0)
+			return ocli_fail(&err);
+		if (r)
+			continue;
+		switch (c) {
+		case 'o': out_dir = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return EXIT_SPORE_FAILED;
+		}
+	}
+	if (optind != argc - 1 || !out_dir)
+		return ocli_usage("pull: need REF and --out DIR\n%s", usage);
+	const char *refs = argv[optind];
+	struct oci_ref ref;
+	if (oci_ref_parse(refs, &ref, &err) < 0)
+		return ocli_fail(&err);
+	struct stat st;
+	if (lstat(out_dir, &st) == 0)
+		return ocli_usage("pull: --out %s already exists", out_dir);
+	remove_stale(out_dir);
+	uint64_t t0 = ocli_now_ns();
+	char tmp[4200];
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%d", out_dir, (int)getpid());
+	struct oci_cache *cache = NULL;
+	struct oci_client *client = NULL;
+	struct ocli_out *out = ocli_out_new(ro.json, "pull");
+	struct spore_image img = {0};
+	bool have_img = false, have_m = false, made_tmp = false;
+	struct spore_manifest m;
+	char *body = NULL;
+	size_t blen = 0;
+	sl_digest *ds = NULL;
+	int tmpfd = -1, rc = EXIT_SPORE_FAILED;
+	char mt[128] = "", reference[OCI_REF_REFERENCE_MAX];
+	sl_digest digest, sdig;
+	oci_ref_reference(&ref, reference);
+	if (ocli_open_cache(&cache, &err) < 0 || ocli_client(&ref, &ro, out, &client, &err) < 0 ||
+	    oci_manifest_get(client, reference, &body, &blen, mt, &digest, &err) < 0)
+		goto out;
+	if (!strcmp(mt, OCI_MT_INDEX)) {
+		sl_error_set(&err, SL_E_UNSUPPORTED, "%s is an image index; pull the spore's manifest digest", reference);
+		goto out;
+	}
+	if (spore_image_decode(body, blen, &img, &err) < 0)
+		goto out;
+	have_img = true;
+	if (img.shape == SPORE_SHAPE_TAR) {
+		_cleanup_free_ char *cfg = NULL;
+		size_t clen;
+		if (oci_blob_get(client, &img.config_digest, 1u << 20, &cfg, &clen, &err) < 0 ||
+		    spore_config_check(cfg, clen, &img, &err) < 0) {
+			sl_error_wrap(&err, "image config");
+			goto out;
+		}
+	}
+	if (mkdir(tmp, 0755) < 0) {
+		sl_error_sys(&err, "create %s", tmp);
+		goto out;
+	}
+	made_tmp = true;
+	tmpfd = open(tmp, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (tmpfd < 0 || mkdirat(tmpfd, "spore", 0755) < 0 || mkdirat(tmpfd, "chunks", 0755) < 0 ||
+	    mkdirat(tmpfd, "chunks/sha256", 0755) < 0) {
+		sl_error_sys(&err, "create %s", tmp);
+		goto out;
+	}
+	if ((img.shape == SPORE_SHAPE_TAR ? meta_from_tar : meta_from_files)(client, &img, tmpfd, &err) < 0)
+		goto out;
+	if (spore_manifest_load(tmpfd, &m, &sdig, &err) < 0) {
+		sl_error_wrap(&err, "image's spore manifest");
+		goto out;
+	}
+	have_m = true;
+	if (img.has_spore_manifest && !sl_digest_equal(&sdig, &img.spore_manifest)) {
+		sl_error_set(&err, SL_E_INTEGRITY, "spore/manifest.json does not match the image's %s annotation",
+			     SPORE_LABEL_MANIFEST);
+		goto out;
+	}
+	if (check_state(tmpfd, &m.vm_state, &err) < 0)
+		goto out;
+	for (unsigned i = 0; i < m.vcpus; i++)
+		if (check_state(tmpfd, &m.vcpu_state[i], &err) < 0)
+			goto out;
+	ds = calloc(m.nchunks ? m.nchunks : 1, sizeof(*ds));
+	if (!ds) {
+		sl_error_set(&err, SL_E_NOMEM, "chunk list");
+		goto out;
+	}
+	for (size_t i = 0; i < m.nchunks; i++)
+		ds[i] = m.chunks[i].digest;
+	ocli_out_total(out, (uint64_t)m.nchunks * SPORE_CHUNK_SIZE, m.nchunks);
+	size_t fetched;
+	if (ocli_fetch_chunks(client, cache, &img, ds, m.nchunks, &fetched, &err) < 0)
+		goto out;
+	for (size_t i = 0; i < m.nchunks; i++) {
+		char path[96];
+		spore_chunk_path(&ds[i], path);
+		if (faccessat(tmpfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+			continue; /* a digest used at several indices */
+		if (oci_cache_link(cache, &ds[i], tmpfd, path, &err) < 0)
+			goto out;
+	}
+	if (syncfs(tmpfd) < 0 || rename(tmp, out_dir) < 0) {
+		sl_error_sys(&err, "move %s into place as %s", tmp, out_dir);
+		goto out;
+	}
+	made_tmp = false;
+	sl_error_t ierr = NULL;
+	if (ocli_index_record(cache, &sdig, &ref, &digest, body, blen, &ierr) < 0)
+		sl_warn("image index not updated", "error=\"%s\"", sl_error_msg(ierr));
+	sl_error_free(&ierr);
+	struct oci_client_stats cs;
+	oci_client_stats(client, &cs);
+	char dstr[SL_DIGEST_STRLEN];
+	sl_digest_format(&digest, dstr);
+	ocli_out_finish(out);
+	ocli_event(out, "{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "event", "pulled", "digest", dstr, "ref", refs,
+		   "chunks_fetched", (json_int_t)fetched, "chunks_cached", (json_int_t)(m.nchunks - fetched),
+		   "bytes_downloaded", (json_int_t)cs.bytes_downloaded, "ms", (ocli_now_ns() - t0) / 1e6);
+	if (!ro.json)
+		printf("%s\n", dstr);
+	sl_info("pulled", "ref=%s digest=%s chunks=%zu fetched=%zu bytes_downloaded=%llu ms=%.1f", refs, dstr,
+		m.nchunks, fetched, (unsigned long long)cs.bytes_downloaded, (ocli_now_ns() - t0) / 1e6);
+	rc = 0;
+out:
+	if (rc != 0) {
+		ocli_out_finish(out);
+		sl_error_wrap(&err, "pull %s", refs);
+		rc = ocli_fail(&err);
+	}
+	if (tmpfd >= 0)
+		close(tmpfd);
+	if (made_tmp)
+		remove_path(tmp);
+	free(ds);
+	free(body);
+	if (have_m)
+		spore_manifest_free(&m);
+	if (have_img)
+		spore_image_free(&img);
+	oci_client_free(client);
+	oci_cache_close(cache);
+	ocli_out_free(out);
+	return rc;
+}

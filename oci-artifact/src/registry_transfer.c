@@ -1,0 +1,494 @@
+/* Registry client bulk transfers: verified parallel blob/range downloads into fds, and blob uploads (skip, mount, POST+PUT or PATCH chunks). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "oci/registry.h"
+#include "registry_int.h"
+
+/* ---- downloads ---- */
+
+static int fetch_begin(struct job *j, sl_error_t *err)
+{
+	struct oci_fetch *f = j->arg;
+	struct oci_client *c = j->c;
+	struct req *r = &j->r;
+	char d[SL_DIGEST_STRLEN];
+
+	sl_digest_format(&f->blob, d);
+	if (!f->length && f->offset)
+		return sl_error_set(err, SL_E_INVALID, "registry %s: fetch of %s: offset %" PRIu64 " without a length",
+				    c->registry, d, f->offset);
+	if (f->fd < 0 || f->offset > UINT64_MAX - f->length || f->dst_off > (uint64_t)INT64_MAX - f->length)
+		return sl_error_set(err, SL_E_INVALID, "registry %s: fetch of %s: bad fd or range", c->registry, d);
+	if (j->hash) {
+		sl_digest junk;
+
+		sl_sha256_final(j->hash, &junk);
+	}
+	j->hash = sl_sha256_new();
+	if (!j->hash)
+		return sl_error_set(err, SL_E_NOMEM, "out of memory");
+	j->pos = 0;
+	j->skip = 0;
+	j->limit = f->length ? f->length : UINT64_MAX;
+	j->stop_at_limit = false;
+	j->blob = &f->blob;
+	j->total = f->length;
+	reg_req(j, "GET", reg_url(c, "blobs/%s", d));
+	r->follow = true;
+	r->sink = SINK_FETCH;
+	if (f->length) {
+		snprintf(r->range, sizeof(r->range), "bytes=%" PRIu64 "-%" PRIu64, f->offset, f->offset + f->length - 1);
+		snprintf(r->what, sizeof(r->what), "GET blob %s bytes %" PRIu64 "-%" PRIu64, d, f->offset,
+			 f->offset + f->length - 1);
+	} else {
+		snprintf(r->what, sizeof(r->what), "GET blob %s", d);
+	}
+	return 0;
+}
+
+static void fetch_started(struct job *j, uint64_t total)
+{
+	j->total = total;
+	j->started = true;
+	reg_progress(j->c, OCI_EV_START, j->blob, 0, total, NULL);
+}
+
+/* First bytes of a 2xx: decide what of the body is ours. */
+static int fetch_headers(struct job *j)
+{
+	struct oci_fetch *f = j->arg;
+	struct req *r = &j->r;
+	curl_off_t cl = -1;
+
+	curl_easy_getinfo(j->eh, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+	if (r->status == 206) {
+		const char *cr = reg_hdr(j, "Content-Range");
+		uint64_t first, last, total;
+
+		if (!f->length) {
+			reg_error(j, &r->cb_err, SL_E_INVALID, "206 to a request without Range");
+			r->cb_retry = true;
+			return -1;
+		}
+		if (!cr || reg_parse_content_range(cr, &first, &last, &total) < 0 || first != f->offset ||
+		    last != f->offset + f->length - 1) {
+			reg_error(j, &r->cb_err, SL_E_INTEGRITY, "206 with Content-Range \"%.80s\", asked for %s",
+				  cr ? cr : "", r->range);
+			r->cb_retry = true;
+			return -1;
+		}
+	} else if (r->status == 200) {
+		if (f->length) {
+			/* The registry (or a proxy) ignored Range: take our window
+			 * out of the whole blob and hang up once we have it. */
+			j->skip = f->offset;
+			j->stop_at_limit = true;
+		} else if (cl >= 0) {
+			j->limit = (uint64_t)cl;
+		}
+	} else {
+		reg_error(j, &r->cb_err, SL_E_INVALID, "unexpected status %ld", r->status);
+		r->cb_retry = false;
+		return -1;
+	}
+	fetch_started(j, f->length ? f->length : cl >= 0 ? (uint64_t)cl : 0);
+	return 0;
+}
+
+static size_t fetch_write(struct job *j, const char *p, size_t n)
+{
+	struct oci_fetch *f = j->arg;
+	struct req *r = &j->r;
+	size_t in = n;
+
+	j->c->stats.bytes_downloaded += n;
+	if (j->skip) {
+		size_t k = n < j->skip ? n : (size_t)j->skip;
+
+		p += k;
+		n -= k;
+		j->skip -= k;
+	}
+	if (n > j->limit - j->pos) {
+		if (!j->stop_at_limit) {
+			reg_error(j, &r->cb_err, SL_E_INTEGRITY, "more than the %" PRIu64 " bytes asked for", j->limit);
+			r->cb_retry = true;
+			return 0;
+		}
+		n = (size_t)(j->limit - j->pos);
+	}
+	if (n) {
+		const char *q = p;
+		size_t left = n;
+		uint64_t at = f->dst_off + j->pos;
+
+		while (left) {
+			ssize_t w = pwrite(f->fd, q, left, (off_t)at);
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				int e = w < 0 ? errno : EIO;
+				char *msg = NULL;
+
+				if (asprintf(&msg, "registry %s: %s: writing at offset %" PRIu64, j->c->registry, r->what,
+					     at) < 0)
+					msg = NULL;
+				sl_error_errno(&r->cb_err, e, "%s", msg ? msg : "write");
+				free(msg);
+				r->cb_retry = false;
+				return 0;
+			}
+			q += w;
+			left -= (size_t)w;
+			at += (uint64_t)w;
+		}
+		sl_sha256_update(j->hash, p, n);
+		j->pos += n;
+		if (j->pos - j->last_prog >= REG_PROGRESS_STEP) {
+			j->last_prog = j->pos;
+			reg_progress(j->c, OCI_EV_BYTES, j->blob, j->pos, j->total, NULL);
+		}
+	}
+	if (j->stop_at_limit && j->pos == j->limit) {
+		r->cb_stop_ok = true; /* have it all; curl ends the transfer */
+		return 0;
+	}
+	return in;
+}
+
+static enum step fetch_response(struct job *j, sl_error_t *err)
+{
+	struct oci_fetch *f = j->arg;
+	struct req *r = &j->r;
+	uint64_t expect;
+	char have[SL_DIGEST_STRLEN], want[SL_DIGEST_STRLEN];
+	sl_digest got;
+
+	if (r->status != 200 && r->status != 206)
+		return reg_http_error(j, err);
+	if (!j->started)
+		fetch_started(j, f->length);
+	expect = f->length ? f->length : j->limit != UINT64_MAX ? j->limit : j->pos;
+	if (j->pos != expect) {
+		reg_error(j, err, SL_E_INTEGRITY, "truncated: %" PRIu64 " of %" PRIu64 " bytes", j->pos, expect);
+		return STEP_RETRY;
+	}
+	sl_sha256_final(j->hash, &got);
+	j->hash = NULL;
+	if (!sl_digest_equal(&got, &f->want)) {
+		sl_digest_format(&got, have);
+		sl_digest_format(&f->want, want);
+		reg_error(j, err, SL_E_INTEGRITY, "%" PRIu64 " bytes with digest %s, want %s", j->pos, have, want);
+		return STEP_RETRY;
+	}
+	if (j->pos != j->last_prog)
+		reg_progress(j->c, OCI_EV_BYTES, j->blob, j->pos, j->total, NULL);
+	reg_progress(j->c, OCI_EV_DONE, j->blob, j->pos, j->pos, NULL);
+	return STEP_DONE;
+}
+
+static void fetch_finish(struct job *j, int rc, sl_error_t err)
+{
+	struct oci_fetch *f = j->arg;
+
+	f->rc = rc;
+	f->err = err;
+}
+
+static const struct job_ops fetch_ops = {
+	.begin = fetch_begin,
+	.response = fetch_response,
+	.headers = fetch_headers,
+	.write = fetch_write,
+	.finish = fetch_finish,
+};
+
+static void fetch_init(void *ctx, size_t i, struct job *j)
+{
+	struct oci_fetch *f = ctx;
+
+	j->ops = &fetch_ops;
+	j->arg = &f[i];
+}
+
+/* *err for a batch: the first failure, and how many others there were. */
+static int batch_error(const char *what, sl_error_t first, size_t failed, sl_error_t *err)
+{
+	if (!failed)
+		return 0;
+	if (failed > 1)
+		return sl_error_set(err, first ? first->code : SL_E_IO, "%s (and %zu more failed %s)", sl_error_msg(first),
+				    failed - 1, what);
+	return sl_error_set(err, first ? first->code : SL_E_IO, "%s", sl_error_msg(first));
+}
+
+int oci_fetch_many(struct oci_client *c, struct oci_fetch *f, size_t n, sl_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		/* Result fields may hold anything on entry. */
+		f[i].rc = -1;
+		f[i].err = NULL;
+	}
+	reg_run(c, n, fetch_init, f);
+	size_t failed = 0, first = n;
+
+	for (size_t i = 0; i < n; i++) {
+		if (f[i].rc < 0 && !failed++)
+			first = i;
+	}
+	return batch_error("downloads", failed ? f[first].err : NULL, failed, err);
+}
+
+/* ---- uploads ---- */
+
+enum { U_HEAD = 1, U_MOUNT, U_POST, U_PATCH, U_PUT };
+
+static int up_begin(struct job *j, sl_error_t *err)
+{
+	struct oci_upload *u = j->arg;
+	struct oci_client *c = j->c;
+	struct req *r = &j->r;
+	char d[SL_DIGEST_STRLEN];
+
+	sl_digest_format(&u->digest, d);
+	/* No segments: a blob only known by reference (a parent's layer), which
+	 * must already be there or be mountable; checked after the HEAD. */
+	if (u->mount_from && !reg_repo_ok(u->mount_from))
+		return sl_error_set(err, SL_E_INVALID, "registry %s: upload of %s: bad mount repository \"%.255s\"",
+				    c->registry, d, u->mount_from);
+	u->skipped = u->mounted = false;
+	j->blob = &u->digest;
+	j->total = u->size;
+	j->push = true;
+	j->mount_from = u->mount_from;
+	j->up_off = 0;
+	j->ustate = U_HEAD;
+	reg_req(j, "HEAD", reg_url(c, "blobs/%s", d));
+	snprintf(r->what, sizeof(r->what), "HEAD blob %s", d);
+	r->follow = true;
+	return 0;
+}
+
+static void set_patch(struct job *j, char *url)
+{
+	struct oci_upload *u = j->arg;
+	struct req *r = &j->r;
+	uint64_t chunk = j->c->opts.chunk_upload_bytes;
+	uint64_t n = u->size - j->up_off < chunk ? u->size - j->up_off : chunk;
+	char d[SL_DIGEST_STRLEN];
+
+	sl_digest_format(&u->digest, d);
+	reg_req(j, "PATCH", url);
+	snprintf(r->what, sizeof(r->what), "PATCH blob %s bytes %" PRIu64 "-%" PRIu64, d, j->up_off,
+		 j->up_off + n - 1);
+	r->content_type = "application/octet-stream";
+	snprintf(r->content_range, sizeof(r->content_range), "%" PRIu64 "-%" PRIu64, j->up_off, j->up_off + n - 1);
+	r->body = BODY_SEGS;
+	r->segs = u->segs;
+	r->nsegs = u->nsegs;
+	r->body_off = j->up_off;
+	r->body_len = n;
+	j->ustate = U_PATCH;
+}
+
+/* Closes the session: PUT <location>[?&]digest=..., with the whole blob
+ * when it was not PATCHed. */
+static void set_put(struct job *j, char *url, bool body)
+{
+	struct oci_upload *u = j->arg;
+	struct req *r = &j->r;
+	char d[SL_DIGEST_STRLEN], kv[SL_DIGEST_STRLEN + 8];
+	char *full;
+
+	sl_digest_format(&u->digest, d);
+	snprintf(kv, sizeof(kv), "digest=%s", d);
+	full = url ? reg_add_query(url, kv) : NULL;
+	free(url);
+	reg_req(j, "PUT", full);
+	snprintf(r->what, sizeof(r->what), "PUT blob %s", d);
+	r->content_type = "application/octet-stream";
+	if (body) {
+		r->body = BODY_SEGS;
+		r->segs = u->segs;
+		r->nsegs = u->nsegs;
+		r->body_off = 0;
+		r->body_len = u->size;
+	}
+	j->ustate = U_PUT;
+}
+
+/* A lost session (purged, or cancelled by a stale Location) is worth a new
+ * POST, although it is a 4xx. */
+static enum step session_error(struct job *j, sl_error_t *err)
+{
+	struct req *r = &j->r;
+	enum step step = reg_http_error(j, err);
+
+	if (r->status == 416 ||
+	    (r->status == 404 && r->buf && (strstr(r->buf, "BLOB_UPLOAD_UNKNOWN") || strstr(r->buf, "BLOB_UPLOAD_INVALID"))))
+		return STEP_RETRY;
+	return step;
+}
+
+static enum step up_response(struct job *j, sl_error_t *err)
+{
+	struct oci_upload *u = j->arg;
+	struct oci_client *c = j->c;
+	struct req *r = &j->r;
+	long st = r->status;
+	char d[SL_DIGEST_STRLEN];
+	const char *loc;
+	char *url;
+
+	sl_digest_format(&u->digest, d);
+	switch (j->ustate) {
+	case U_HEAD:
+		if (st == 200) {
+			u->skipped = true;
+			reg_progress(c, OCI_EV_SKIP, j->blob, u->size, u->size, NULL);
+			return STEP_DONE;
+		}
+		if (st != 404)
+			return reg_http_error(j, err);
+		if (u->size && (!u->segs || !u->nsegs) && !u->mount_from) {
+			reg_error(j, err, SL_E_NOT_FOUND,
+				  "blob %s is not in the repository and this node has no bytes for it "
+				  "(a parent's layer: push the parent to this repository first, or name it with --parent)",
+				  d);
+			return STEP_FAIL;
+		}
+		if (u->mount_from) {
+			char from[3 * 256 + 1];
+
+			reg_pct_encode(u->mount_from, from, sizeof(from));
+			reg_req(j, "POST", reg_url(c, "blobs/uploads/?mount=%s&from=%s", d, from));
+			snprintf(r->what, sizeof(r->what), "POST mount %s from %.100s", d, u->mount_from);
+			j->ustate = U_MOUNT;
+		} else {
+			reg_req(j, "POST", reg_url(c, "blobs/uploads/"));
+			snprintf(r->what, sizeof(r->what), "POST upload %s", d);
+			j->ustate = U_POST;
+		}
+		return STEP_NEXT;
+	case U_MOUNT:
+		if (st == 201) {
+			if (reg_check_dcd(j, &u->digest, err) < 0)
+				return STEP_FAIL;
+			u->mounted = true;
+			reg_progress(c, OCI_EV_MOUNT, j->blob, u->size, u->size, NULL);
+			return STEP_DONE;
+		}
+		/* 202: not mounted, but an upload session is open. */
+		if (st == 202 && u->size && (!u->segs || !u->nsegs)) {
+			reg_error(j, err, SL_E_NOT_FOUND,
+				  "blob %s could not be mounted from %.100s and this node has no bytes for it", d,
+				  u->mount_from);
+			return STEP_FAIL;
+		}
+		/* fall through */
+	case U_POST:
+		if (st != 202)
+			return reg_http_error(j, err);
+		loc = reg_hdr(j, "Location");
+		if (!loc) {
+			reg_error(j, err, SL_E_INVALID, "202 without a Location");
+			return STEP_FAIL;
+		}
+		url = reg_resolve(r->cur_url, loc, err);
+		if (!url) {
+			sl_error_wrap(err, "registry %s: %s", c->registry, r->what);
+			return STEP_FAIL;
+		}
+		fetch_started(j, u->size);
+		j->up_off = 0;
+		if (u->size <= c->opts.chunk_upload_bytes)
+			set_put(j, url, true);
+		else
+			set_patch(j, url);
+		return STEP_NEXT;
+	case U_PATCH: {
+		uint64_t first, last, end = r->body_off + r->body_len - 1;
+		const char *range = reg_hdr(j, "Range");
+
+		if (st != 202)
+			return session_error(j, err);
+		/* 2.8 ignores Content-Range and appends: make sure it has exactly
+		 * what we sent so far (a Range we cannot read proves nothing). */
+		if (range && reg_parse_range(range, &first, &last) == 0 && (first != 0 || last != end)) {
+			reg_error(j, err, SL_E_IO, "upload session has Range %.60s, expected 0-%" PRIu64, range, end);
+			return STEP_RETRY;
+		}
+		/* Always the newest Location: it carries the session state. */
+		loc = reg_hdr(j, "Location");
+		url = loc ? reg_resolve(r->cur_url, loc, err) : strdup(r->cur_url);
+		if (!url) {
+			if (!*err)
+				sl_error_set(err, SL_E_NOMEM, "out of memory");
+			else
+				sl_error_wrap(err, "registry %s: %s", c->registry, r->what);
+			return STEP_FAIL;
+		}
+		j->up_off = end + 1;
+		if (j->up_off < u->size)
+			set_patch(j, url);
+		else
+			set_put(j, url, false);
+		return STEP_NEXT;
+	}
+	case U_PUT:
+		if (st != 201)
+			return session_error(j, err);
+		if (reg_check_dcd(j, &u->digest, err) < 0)
+			return STEP_FAIL;
+		c->stats.blob_uploads++;
+		reg_progress(c, OCI_EV_DONE, j->blob, u->size, u->size, NULL);
+		return STEP_DONE;
+	}
+	return STEP_FAIL;
+}
+
+static void up_finish(struct job *j, int rc, sl_error_t err)
+{
+	struct oci_upload *u = j->arg;
+
+	u->rc = rc;
+	u->err = err;
+}
+
+static const struct job_ops upload_ops = {
+	.begin = up_begin,
+	.response = up_response,
+	.finish = up_finish,
+};
+
+static void upload_init(void *ctx, size_t i, struct job *j)
+{
+	struct oci_upload *u = ctx;
+
+	j->ops = &upload_ops;
+	j->arg = &u[i];
+	j->push = true;
+}
+
+int oci_upload_many(struct oci_client *c, struct oci_upload *u, size_t n, sl_error_t *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		u[i].rc = -1;
+		u[i].err = NULL;
+		u[i].skipped = u[i].mounted = false;
+	}
+	reg_run(c, n, upload_init, u);
+	size_t failed = 0, first = n;
+
+	for (size_t i = 0; i < n; i++) {
+		if (u[i].rc < 0 && !failed++)
+			first = i;
+	}
+	return batch_error("uploads", failed ? u[first].err : NULL, failed, err);
+}
