@@ -957,7 +957,8 @@ int oci_cache_gc(struct oci_cache *c, uint64_t max_bytes, struct oci_cache_stats
 		return sl_error_wrap(err, "cache gc");
 	if (scan(c, gc_collect, &ga, err) < 0)
 		goto out;
-	qsort(ga.items, ga.n, sizeof(*ga.items), gc_item_cmp);
+	if (ga.n) /* qsort(NULL, 0) is undefined behaviour */
+		qsort(ga.items, ga.n, sizeof(*ga.items), gc_item_cmp);
 	st->entries = ga.entries;
 	st->bytes = ga.bytes;
 	for (size_t i = 0; i < ga.n; i++) {

@@ -175,7 +175,8 @@ static int parse_chunk_table(const char *s, uint64_t layer_size, const char *wha
 		if (*p == ',')
 			p++;
 	}
-	qsort(v, n, sizeof(*v), cmp_loc);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_loc);
 	for (i = 1; i < n; i++)
 		if (sl_digest_equal(&v[i - 1].digest, &v[i].digest)) {
 			char hex[SL_DIGEST_HEXLEN + 1];
@@ -293,7 +294,8 @@ static int check_files_shape(struct spore_image *img, sl_error_t *err)
 	dup:
 		return sl_error_set(err, SL_E_INVALID, WHAT ": layer \"%s\" appears twice", l->title);
 	}
-	qsort(chunks, nchunks, sizeof(*chunks), cmp_digest);
+	if (nchunks > 1)
+		qsort(chunks, nchunks, sizeof(*chunks), cmp_digest);
 	for (size_t i = 1; i < nchunks; i++)
 		if (sl_digest_equal(&chunks[i - 1], &chunks[i])) {
 			char hex[SL_DIGEST_HEXLEN + 1];

@@ -378,7 +378,8 @@ static int plan(int dirfd, const struct spore_image *parent, const struct spore_
 		return sl_error_set(err, SL_E_NOMEM, "spore push: out of memory");
 	for (size_t i = 0; i < m->nchunks; i++)
 		uniq[i] = m->chunks[i].digest;
-	qsort(uniq, m->nchunks, sizeof(*uniq), cmp_digest);
+	if (m->nchunks > 1)
+		qsort(uniq, m->nchunks, sizeof(*uniq), cmp_digest);
 	for (size_t i = 0; i < m->nchunks; i++)
 		if (nu == 0 || !sl_digest_equal(&uniq[nu - 1], &uniq[i]))
 			uniq[nu++] = uniq[i];

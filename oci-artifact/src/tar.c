@@ -242,7 +242,8 @@ static int check_duplicates(struct oci_tar_entry *e, size_t n, sl_error_t *err)
 		return sl_error_set(err, SL_E_NOMEM, "tar index: out of memory");
 	for (size_t i = 0; i < n; i++)
 		v[i] = &e[i];
-	qsort(v, n, sizeof(*v), cmp_entry_path);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), cmp_entry_path);
 	for (size_t i = 1; i < n; i++)
 		if (strcmp(v[i - 1]->path, v[i]->path) == 0)
 			return sl_error_set(err, SL_E_INVALID, "tar: entry \"%s\" appears twice", v[i]->path);

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""bench-pull: `spore pull` of a 1 GiB spore (512 random, incompressible 2 MiB
+chunks) into an empty node cache, side by side with curl fetching the same
+blobs (manifest, config, every layer) from the same registry with the same
+concurrency, in the same run. curl writes to /dev/null; spore pull also
+verifies every chunk, writes it durably into the cache and materialises the
+spore directory, so the ratio is the price of all that.
+
+usage: bench_pull.py SPORE_BIN TESTGUEST_ELF
+Ends with: RESULT pull_mib_s=<x> curl_mib_s=<y> ratio=<pull/curl>
+Exit status 0, 1 (could not run), 77 (no /dev/kvm, docker-registry or curl).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as H  # noqa: E402
+
+NCHUNKS = 512  # 1 GiB
+PARALLEL = 8
+ROUNDS = 2  # each side twice, interleaved; the best round counts
+REPO = "bench/pull"
+
+
+def skip_reason():
+    if not os.path.exists("/dev/kvm") or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "no usable /dev/kvm (the template spore is a real capture)"
+    if not shutil.which("curl"):
+        return "curl is not installed"
+    return H.registry_tools_missing()
+
+
+def bench_env(work):
+    docker = os.path.join(work, "docker")
+    os.makedirs(docker, exist_ok=True)
+    return dict(os.environ, SPORE_LOG="warn", SPORE_STATE_DIR=os.path.join(work, "state"),
+                SPORE_CACHE_DIR=os.path.join(work, "cache"), DOCKER_CONFIG=docker)
+
+
+def synthetic_spore(spore, elf, work, env, nchunks=NCHUNKS):
+    """A 1 GiB test-guest capture whose memory is replaced by nchunks random chunks."""
+    tmpl = H.capture_spore(spore, elf, os.path.join(work, "template"), mem=2 * nchunks,
+                           args=("mode=bench", "warm_ms=50"), env=env, timeout=300)
+    s = os.path.join(work, "spore")
+    t0 = time.monotonic()
+    H.make_synthetic_spore(tmpl, s, nchunks)
+    print("bench: wrote a %d MiB synthetic spore in %.1fs" % (2 * nchunks, time.monotonic() - t0), flush=True)
+    shutil.rmtree(tmpl)
+    return s
+
+
+def must(r, what):
+    if r.rc != 0:
+        raise H.HarnessError("%s failed (exit %s)\n%s\n%s" % (what, r.rc, H.tail(r.out), H.tail(r.err)))
+    return r
+
+
+def curl_round(reg, urls, accept_manifest):
+    """All blobs with PARALLEL curls at a time (xargs -P); seconds."""
+    lst = "\n".join(urls) + "\n"
+    t0 = time.monotonic()
+    m = subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-H", "Accept: " + accept_manifest[1],
+                        accept_manifest[0]], stderr=subprocess.PIPE, timeout=120)
+    p = subprocess.run(["xargs", "-P", str(PARALLEL), "-n", "1", "curl", "-sSf", "-o", "/dev/null"], input=lst.encode(),
+                       stderr=subprocess.PIPE, timeout=600)
+    dt = time.monotonic() - t0
+    if m.returncode or p.returncode:
+        raise H.HarnessError("curl failed: %s %s" % (m.stderr.decode(errors="replace"), p.stderr.decode(errors="replace")))
+    return dt
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__.strip(), file=sys.stderr)
+        return 2
+    spore, elf = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    why = skip_reason()
+    if why:
+        print("SKIP bench-pull: %s" % why)
+        return 77
+    work = tempfile.mkdtemp(prefix="bench-pull.")
+    reg = H.Registry(parent_dir=work)
+    try:
+        env = bench_env(work)
+        s = synthetic_spore(spore, elf, work, env)
+        reg.start()
+        ref = "%s/%s:v1" % (reg.host, REPO)
+        t0 = time.monotonic()
+        r = must(H.run([spore, "push", s, ref, "--parallel", PARALLEL], env=env, timeout=600), "spore push")
+        print("bench: pushed in %.1fs: %s" % (time.monotonic() - t0, r.out.strip().splitlines()[-1]), flush=True)
+        c = H.Client(reg.url)
+        body, _ct, digest = c.get_manifest(REPO, "v1")
+        m = json.loads(body)
+        blobs = [m["config"]] + m["layers"]
+        total = len(body) + sum(b["size"] for b in blobs)
+        urls = ["%s/v2/%s/blobs/%s" % (reg.url, REPO, b["digest"]) for b in blobs]
+        murl = ("%s/v2/%s/manifests/%s" % (reg.url, REPO, digest), H.MT_MANIFEST)
+        pulls, curls = [], []
+        for i in range(ROUNDS):
+            curls.append(curl_round(reg, urls, murl))
+            cache, out = os.path.join(work, "cache%d" % i), os.path.join(work, "pulled%d" % i)
+            penv = dict(env, SPORE_CACHE_DIR=cache)
+            t0 = time.monotonic()
+            must(H.run([spore, "pull", ref, "--out", out, "--parallel", PARALLEL], env=penv, timeout=600),
+                 "spore pull")
+            pulls.append(time.monotonic() - t0)
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(cache, ignore_errors=True)
+        mib = total / 1048576
+        pull_s, curl_s = mib / min(pulls), mib / min(curls)
+        print("bench: %.0f MiB image (%d layers), %d-way parallel, best of %d: spore pull %.2fs (%.0f MiB/s, "
+              "into an empty cache, verified), curl %.2fs (%.0f MiB/s, to /dev/null)" %
+              (mib, len(m["layers"]), PARALLEL, ROUNDS, min(pulls), pull_s, min(curls), curl_s))
+        print("RESULT pull_mib_s=%.1f curl_mib_s=%.1f ratio=%.3f" % (pull_s, curl_s, pull_s / curl_s))
+        return 0
+    except H.HarnessError as e:
+        print("bench-pull: %s\nregistry log:\n%s" % (e, H.tail(reg.log())))
+        return 1
+    finally:
+        reg.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
