@@ -565,6 +565,72 @@ out:
 	return r;
 }
 
+int oci_cache_tmp_commit_many(struct oci_cache *c, struct oci_cache_tmp *t, const sl_digest *d, size_t n,
+			      unsigned flags, sl_error_t *err)
+{
+	char hex[SL_DIGEST_HEXLEN + 1], want[SL_DIGEST_STRLEN], got[SL_DIGEST_STRLEN];
+	_cleanup_free_ uint64_t *sizes = calloc(n ? n : 1, sizeof(*sizes));
+	size_t i;
+	int r = -1;
+
+	if (!sizes) {
+		sl_error_set(err, SL_E_NOMEM, "cache: out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		sl_digest actual;
+		struct stat st;
+
+		sl_digest_hex(&d[i], hex);
+		if (t[i].fd < 0) {
+			sl_error_set(err, SL_E_INVALID, "cache: commit of a closed temp file");
+			goto out;
+		}
+		if (flags & OCI_CACHE_STREAM_VERIFIED) {
+			if (fstat(t[i].fd, &st) < 0) {
+				sl_error_sys(err, "cache: stat chunk %s", hex);
+				goto out;
+			}
+			sizes[i] = (uint64_t)st.st_size;
+		} else {
+			if (hash_fd(t[i].fd, &actual, &sizes[i], err) < 0)
+				goto out;
+			if (!sl_digest_equal(&actual, &d[i])) {
+				sl_digest_format(&d[i], want);
+				sl_digest_format(&actual, got);
+				sl_error_set(err, SL_E_INTEGRITY,
+					     "cache: chunk content is %s, expected %s (%" PRIu64 " bytes)", got, want,
+					     sizes[i]);
+				goto out;
+			}
+		}
+		if (fchmod(t[i].fd, 0444) < 0) {
+			sl_error_sys(err, "cache: chmod chunk %s", hex);
+			goto out;
+		}
+	}
+	/* Data before names, as in oci_cache_tmp_commit, but one syncfs for the
+	 * batch instead of an fsync per chunk: 512 chunks took 2.5 s of fsyncs. */
+	if (n && syncfs(t[0].fd) < 0) {
+		sl_error_sys(err, "cache: syncfs");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		sl_digest_hex(&d[i], hex);
+		if (commit_link(c, &t[i], hex, sizes[i], err) < 0)
+			goto out;
+	}
+	if (n && sl_fsync_dir(c->chunks_fd, err) < 0) {
+		sl_error_wrap(err, "cache: chunks directory");
+		goto out;
+	}
+	r = 0;
+out:
+	for (i = 0; i < n; i++)
+		oci_cache_tmp_abort(c, &t[i]);
+	return r;
+}
+
 /* The inode now in the spore is what a VM will map, so that is what gets
  * checked (checking the cache entry first would leave a window). A bad one
  * is unlinked on both sides and reported missing, so the puller fetches it

@@ -130,6 +130,10 @@ struct job {
 	sl_sha256_ctx *hash;
 	uint64_t pos, skip, limit; /* bytes kept, to drop first, to keep (UINT64_MAX: all) */
 	bool stop_at_limit;
+	uint8_t *wbuf; /* bytes not yet written: libcurl hands over 16 KiB at a time */
+	size_t wlen;
+	size_t part;          /* fetch parts: the one being received */
+	sl_sha256_ctx *phash; /* its hash so far */
 	/* upload */
 	int ustate;
 	uint64_t up_off;

@@ -22,8 +22,26 @@ static int fetch_begin(struct job *j, sl_error_t *err)
 	if (!f->length && f->offset)
 		return sl_error_set(err, SL_E_INVALID, "registry %s: fetch of %s: offset %" PRIu64 " without a length",
 				    c->registry, d, f->offset);
-	if (f->fd < 0 || f->offset > UINT64_MAX - f->length || f->dst_off > (uint64_t)INT64_MAX - f->length)
+	if ((f->fd < 0 && !f->nparts) || f->offset > UINT64_MAX - f->length ||
+	    f->dst_off > (uint64_t)INT64_MAX - f->length)
 		return sl_error_set(err, SL_E_INVALID, "registry %s: fetch of %s: bad fd or range", c->registry, d);
+	for (size_t i = 0; i < f->nparts; i++) {
+		const struct oci_fetch_part *pt = &f->parts[i];
+		uint64_t lo = f->length ? f->offset : 0, hi = f->length ? f->offset + f->length : UINT64_MAX;
+
+		if (pt->fd < 0 || !pt->length || pt->offset < lo || pt->offset > hi - pt->length ||
+		    (i && pt->offset < f->parts[i - 1].offset + f->parts[i - 1].length) ||
+		    pt->dst_off > (uint64_t)INT64_MAX - pt->length)
+			return sl_error_set(err, SL_E_INVALID, "registry %s: fetch of %s: bad part %zu", c->registry,
+					    d, i);
+	}
+	if (j->phash) {
+		sl_digest junk;
+
+		sl_sha256_final(j->phash, &junk);
+		j->phash = NULL;
+	}
+	j->part = 0;
 	if (j->hash) {
 		sl_digest junk;
 
@@ -33,6 +51,7 @@ static int fetch_begin(struct job *j, sl_error_t *err)
 	if (!j->hash)
 		return sl_error_set(err, SL_E_NOMEM, "out of memory");
 	j->pos = 0;
+	j->wlen = 0; /* a retry rewrites the range from its start */
 	j->skip = 0;
 	j->limit = f->length ? f->length : UINT64_MAX;
 	j->stop_at_limit = false;
@@ -100,6 +119,132 @@ static int fetch_headers(struct job *j)
 	return 0;
 }
 
+#define WBUF_SIZE (1u << 20)
+
+/* pwrite all of buf at destination offset at. */
+static int write_at(struct job *j, const uint8_t *q, size_t left, uint64_t at, sl_error_t *err)
+{
+	struct oci_fetch *f = j->arg;
+
+	while (left) {
+		ssize_t w = pwrite(f->fd, q, left, (off_t)(f->dst_off + at));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			int e = w < 0 ? errno : EIO;
+			char *msg = NULL;
+
+			if (asprintf(&msg, "registry %s: %s: writing at offset %" PRIu64, j->c->registry, j->r.what,
+				     f->dst_off + at) < 0)
+				msg = NULL;
+			sl_error_errno(err, e, "%s", msg ? msg : "write");
+			free(msg);
+			return -1;
+		}
+		q += w;
+		left -= (size_t)w;
+		at += (uint64_t)w;
+	}
+	return 0;
+}
+
+/* Writes the buffered bytes, which end at j->pos. */
+static int fetch_flush(struct job *j, sl_error_t *err)
+{
+	if (write_at(j, j->wbuf, j->wlen, j->pos - j->wlen, err) < 0)
+		return -1;
+	j->wlen = 0;
+	return 0;
+}
+
+/* Writes the buffered bytes of part pt, which start at offset off of it. */
+static int write_part(struct job *j, const struct oci_fetch_part *pt, uint64_t off, sl_error_t *err)
+{
+	const uint8_t *q = j->wbuf;
+	size_t left = j->wlen;
+	uint64_t at = pt->dst_off + off;
+
+	while (left) {
+		ssize_t w = pwrite(pt->fd, q, left, (off_t)at);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return sl_error_errno(err, w < 0 ? errno : EIO, "registry %s: %s: writing a part at offset %" PRIu64,
+					      j->c->registry, j->r.what, at);
+		q += w;
+		left -= (size_t)w;
+		at += (uint64_t)w;
+	}
+	j->wlen = 0;
+	return 0;
+}
+
+/* Bytes [j->pos, j->pos + n) of the window, for a fetch split into parts:
+ * each part's bytes are hashed and buffered to its fd; a finished part is
+ * checked at once (a bad one makes the whole fetch retry). */
+static int parts_write(struct job *j, const uint8_t *p, size_t n, sl_error_t *err, bool *retry)
+{
+	struct oci_fetch *f = j->arg;
+	uint64_t base = f->length ? f->offset : 0, at = base + j->pos;
+	size_t i = 0;
+
+	while (i < n && j->part < f->nparts) {
+		const struct oci_fetch_part *pt = &f->parts[j->part];
+
+		if (at < pt->offset) {
+			uint64_t gap = pt->offset - at;
+			size_t k = gap < n - i ? (size_t)gap : n - i;
+
+			i += k;
+			at += k;
+			continue;
+		}
+		uint64_t into = at - pt->offset;
+		size_t take = pt->length - into < n - i ? (size_t)(pt->length - into) : n - i;
+
+		if (!j->phash && !(j->phash = sl_sha256_new()))
+			return sl_error_set(err, SL_E_NOMEM, "out of memory");
+		sl_sha256_update(j->phash, p + i, take);
+		if (!j->wbuf && !(j->wbuf = malloc(WBUF_SIZE)))
+			return sl_error_set(err, SL_E_NOMEM, "out of memory");
+		for (size_t done = 0; done < take;) {
+			size_t room = WBUF_SIZE - j->wlen, k = take - done < room ? take - done : room;
+
+			memcpy(j->wbuf + j->wlen, p + i + done, k);
+			j->wlen += k;
+			done += k;
+			if (j->wlen == WBUF_SIZE || (into + done == pt->length && done == take)) {
+				uint64_t end = into + done;
+
+				if (write_part(j, pt, end - j->wlen, err) < 0)
+					return -1;
+			}
+		}
+		i += take;
+		at += take;
+		if (into + take == pt->length) {
+			sl_digest got;
+
+			sl_sha256_final(j->phash, &got);
+			j->phash = NULL;
+			if (!sl_digest_equal(&got, &pt->want)) {
+				char have[SL_DIGEST_STRLEN], want[SL_DIGEST_STRLEN];
+
+				sl_digest_format(&got, have);
+				sl_digest_format(&pt->want, want);
+				*retry = true;
+				return reg_error(j, err, SL_E_INTEGRITY,
+						 "bytes %" PRIu64 "-%" PRIu64 " have digest %s, want %s", pt->offset,
+						 pt->offset + pt->length - 1, have, want);
+			}
+			j->part++;
+		}
+	}
+	return 0;
+}
+
 static size_t fetch_write(struct job *j, const char *p, size_t n)
 {
 	struct oci_fetch *f = j->arg;
@@ -122,38 +267,41 @@ static size_t fetch_write(struct job *j, const char *p, size_t n)
 		}
 		n = (size_t)(j->limit - j->pos);
 	}
-	if (n) {
-		const char *q = p;
-		size_t left = n;
-		uint64_t at = f->dst_off + j->pos;
+	if (n && f->nparts) {
+		bool retry = false;
 
-		while (left) {
-			ssize_t w = pwrite(f->fd, q, left, (off_t)at);
-
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				int e = w < 0 ? errno : EIO;
-				char *msg = NULL;
-
-				if (asprintf(&msg, "registry %s: %s: writing at offset %" PRIu64, j->c->registry, r->what,
-					     at) < 0)
-					msg = NULL;
-				sl_error_errno(&r->cb_err, e, "%s", msg ? msg : "write");
-				free(msg);
+		if (parts_write(j, (const uint8_t *)p, n, &r->cb_err, &retry) < 0) {
+			r->cb_retry = retry;
+			return 0;
+		}
+		j->pos += n;
+	} else if (n) {
+		if (!j->wbuf && !(j->wbuf = malloc(WBUF_SIZE))) {
+			sl_error_set(&r->cb_err, SL_E_NOMEM, "out of memory");
+			r->cb_retry = false;
+			return 0;
+		}
+		if (j->wlen + n > WBUF_SIZE && fetch_flush(j, &r->cb_err) < 0) {
+			r->cb_retry = false;
+			return 0;
+		}
+		if (n >= WBUF_SIZE) {
+			/* Larger than the buffer (libcurl hands over at most
+			 * 16 KiB, but nothing promises it): straight through. */
+			if (write_at(j, (const uint8_t *)p, n, j->pos, &r->cb_err) < 0) {
 				r->cb_retry = false;
 				return 0;
 			}
-			q += w;
-			left -= (size_t)w;
-			at += (uint64_t)w;
+		} else {
+			memcpy(j->wbuf + j->wlen, p, n);
+			j->wlen += n;
 		}
 		sl_sha256_update(j->hash, p, n);
 		j->pos += n;
-		if (j->pos - j->last_prog >= REG_PROGRESS_STEP) {
-			j->last_prog = j->pos;
-			reg_progress(j->c, OCI_EV_BYTES, j->blob, j->pos, j->total, NULL);
-		}
+	}
+	if (n && j->pos - j->last_prog >= REG_PROGRESS_STEP) {
+		j->last_prog = j->pos;
+		reg_progress(j->c, OCI_EV_BYTES, j->blob, j->pos, j->total, NULL);
 	}
 	if (j->stop_at_limit && j->pos == j->limit) {
 		r->cb_stop_ok = true; /* have it all; curl ends the transfer */
@@ -174,6 +322,8 @@ static enum step fetch_response(struct job *j, sl_error_t *err)
 		return reg_http_error(j, err);
 	if (!j->started)
 		fetch_started(j, f->length);
+	if (!f->nparts && j->wlen && fetch_flush(j, err) < 0)
+		return STEP_FAIL;
 	expect = f->length ? f->length : j->limit != UINT64_MAX ? j->limit : j->pos;
 	if (j->pos != expect) {
 		reg_error(j, err, SL_E_INTEGRITY, "truncated: %" PRIu64 " of %" PRIu64 " bytes", j->pos, expect);
@@ -181,7 +331,13 @@ static enum step fetch_response(struct job *j, sl_error_t *err)
 	}
 	sl_sha256_final(j->hash, &got);
 	j->hash = NULL;
-	if (!sl_digest_equal(&got, &f->want)) {
+	if (f->nparts) {
+		/* Each part was checked as it completed; all must have. */
+		if (j->part != f->nparts) {
+			reg_error(j, err, SL_E_INTEGRITY, "only %zu of %zu parts arrived", j->part, f->nparts);
+			return STEP_RETRY;
+		}
+	} else if (!sl_digest_equal(&got, &f->want)) {
 		sl_digest_format(&got, have);
 		sl_digest_format(&f->want, want);
 		reg_error(j, err, SL_E_INTEGRITY, "%" PRIu64 " bytes with digest %s, want %s", j->pos, have, want);
@@ -199,6 +355,15 @@ static void fetch_finish(struct job *j, int rc, sl_error_t err)
 
 	f->rc = rc;
 	f->err = err;
+	free(j->wbuf);
+	j->wbuf = NULL;
+	j->wlen = 0;
+	if (j->phash) {
+		sl_digest junk;
+
+		sl_sha256_final(j->phash, &junk);
+		j->phash = NULL;
+	}
 }
 
 static const struct job_ops fetch_ops = {

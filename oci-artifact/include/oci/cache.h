@@ -43,6 +43,16 @@ int oci_cache_tmp_open(struct oci_cache *c, struct oci_cache_tmp *t, sl_error_t 
 int oci_cache_tmp_commit(struct oci_cache *c, struct oci_cache_tmp *t, const sl_digest *d, sl_error_t *err);
 void oci_cache_tmp_abort(struct oci_cache *c, struct oci_cache_tmp *t);
 
+/* The caller hashed exactly the bytes it wrote to each temp file, as it
+ * wrote them, and checked them against d (the registry client's fetches do):
+ * commit without reading them back. */
+#define OCI_CACHE_STREAM_VERIFIED 1u
+/* oci_cache_tmp_commit for a batch: the same checks and guarantees, with one
+ * syncfs for all data before any name is linked and one directory fsync.
+ * Every temp file is closed/removed, committed or not. */
+int oci_cache_tmp_commit_many(struct oci_cache *c, struct oci_cache_tmp *t, const sl_digest *d, size_t n,
+			      unsigned flags, sl_error_t *err);
+
 /* Hard-links the entry for d to dirfd/relpath (parents must exist). */
 int oci_cache_link(struct oci_cache *c, const sl_digest *d, int dirfd, const char *relpath, sl_error_t *err);
 

@@ -80,12 +80,27 @@ int oci_blob_get(struct oci_client *c, const sl_digest *d, size_t max, char **bu
 /* One download: a whole blob or a byte range of it, into fd from its
  * current offset 0 on (pwrite at dst_off + i). The bytes must hash to want
  * (for a whole blob: the blob digest; for a range: e.g. the chunk digest). */
+/* A piece of a fetched window with its own digest and destination: how one
+ * GET of a tar layer becomes verified chunk files. Offsets are relative to
+ * the blob; parts are sorted and do not overlap. */
+struct oci_fetch_part {
+	uint64_t offset, length;
+	sl_digest want;
+	int fd;
+	uint64_t dst_off;
+};
+
 struct oci_fetch {
 	sl_digest blob;
 	uint64_t offset, length; /* length 0: the whole blob (offset must be 0) */
 	sl_digest want;
 	int fd;
 	uint64_t dst_off;
+	/* With parts: the window's bytes go to the parts (each hashed and
+	 * checked against its own want; bytes between parts are dropped) and
+	 * want/fd/dst_off above are unused. */
+	const struct oci_fetch_part *parts;
+	size_t nparts;
 	/* result */
 	int rc; /* 0 ok, -1 failed (err set) */
 	sl_error_t err;
