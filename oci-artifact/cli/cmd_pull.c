@@ -263,9 +263,15 @@ int cmd_pull(int argc, char **argv)
 	for (size_t i = 0; i < m.nchunks; i++)
 		ds[i] = m.chunks[i].digest;
 	ocli_out_total(out, (uint64_t)m.nchunks * SPORE_CHUNK_SIZE, m.nchunks);
-	size_t fetched;
+	size_t fetched, distinct = 0;
 	if (ocli_fetch_chunks(client, cache, &img, ds, m.nchunks, &fetched, &err) < 0)
 		goto out;
+	for (size_t i = 0; i < m.nchunks; i++) {
+		bool seen = false;
+		for (size_t j = 0; j < i && !seen; j++)
+			seen = sl_digest_equal(&ds[j], &ds[i]);
+		distinct += !seen;
+	}
 	for (size_t i = 0; i < m.nchunks; i++) {
 		char path[96];
 		spore_chunk_path(&ds[i], path);
@@ -289,7 +295,7 @@ int cmd_pull(int argc, char **argv)
 	sl_digest_format(&digest, dstr);
 	ocli_out_finish(out);
 	ocli_event(out, "{s:s, s:s, s:s, s:I, s:I, s:I, s:f}", "event", "pulled", "digest", dstr, "ref", refs,
-		   "chunks_fetched", (json_int_t)fetched, "chunks_cached", (json_int_t)(m.nchunks - fetched),
+		   "chunks_fetched", (json_int_t)fetched, "chunks_cached", (json_int_t)(distinct - fetched),
 		   "bytes_downloaded", (json_int_t)cs.bytes_downloaded, "ms", (ocli_now_ns() - t0) / 1e6);
 	if (!ro.json)
 		printf("%s\n", dstr);

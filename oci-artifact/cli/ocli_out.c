@@ -123,8 +123,14 @@ static void draw(struct ocli_out *o, bool force)
 void ocli_progress(void *arg, const struct oci_progress *p)
 {
 	struct ocli_out *o = arg;
-	if (!o || !p->blob)
+	if (!o)
 		return;
+	if (!p->blob) {
+		/* Manifest and token requests: only their retries are news. */
+		if (p->event == OCI_EV_RETRY)
+			ocli_event(o, "{s:s, s:s}", "event", "retry", "msg", p->msg ? p->msg : "");
+		return;
+	}
 	char dig[SL_DIGEST_STRLEN];
 	sl_digest_format(p->blob, dig);
 	struct xfer *x;
