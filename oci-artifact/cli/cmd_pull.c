@@ -277,8 +277,18 @@ int cmd_pull(int argc, char **argv)
 		spore_chunk_path(&ds[i], path);
 		if (faccessat(tmpfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
 			continue; /* a digest used at several indices */
-		if (oci_cache_link(cache, &ds[i], tmpfd, path, &err) < 0)
-			goto out;
+		if (oci_cache_link(cache, &ds[i], tmpfd, path, &err) < 0) {
+			/* A concurrent `spore cache gc` may collect a chunk between
+			 * its fetch and this link (the cache takes no locks): fetch it
+			 * again, once. */
+			size_t again;
+			if (err->code != SL_E_NOT_FOUND)
+				goto out;
+			sl_error_free(&err);
+			if (ocli_fetch_chunks(client, cache, &img, &ds[i], 1, &again, &err) < 0 ||
+			    oci_cache_link(cache, &ds[i], tmpfd, path, &err) < 0)
+				goto out;
+		}
 	}
 	if (syncfs(tmpfd) < 0 || rename(tmp, out_dir) < 0) {
 		sl_error_sys(&err, "move %s into place as %s", tmp, out_dir);
