@@ -119,9 +119,7 @@ static void *vcpu_thread(void *arg)
 			vmm_pio_dispatch(vm, run);
 			break;
 		case KVM_EXIT_MMIO:
-			/* No MMIO devices yet: reads see all ones, writes vanish. */
-			if (!run->mmio.is_write)
-				memset(run->mmio.data, 0xff, sizeof(run->mmio.data));
+			vmm_mmio_dispatch(vm, run);
 			break;
 		case KVM_EXIT_HLT:
 			/* Only without an in-kernel LAPIC; treat as idle. */

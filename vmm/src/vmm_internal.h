@@ -39,6 +39,19 @@ struct vmm_pio_range {
 };
 #define VMM_PIO_MAX 8
 
+/* ---- MMIO bus: the same for guest-physical ranges above RAM ---- */
+struct vmm_mmio_ops {
+	/* size is 1, 2, 4 or 8; data little-endian; off from the range base */
+	void (*read)(struct vmm_vm *vm, void *dev, uint64_t off, uint8_t *data, unsigned size);
+	void (*write)(struct vmm_vm *vm, void *dev, uint64_t off, const uint8_t *data, unsigned size);
+};
+struct vmm_mmio_range {
+	uint64_t base, len;
+	const struct vmm_mmio_ops *ops;
+	void *dev;
+};
+#define VMM_MMIO_MAX 16
+
 /* ---- devices ---- */
 struct vmm_serial {
 	pthread_mutex_t lock;
@@ -96,6 +109,8 @@ struct vmm_vm {
 
 	struct vmm_pio_range pio[VMM_PIO_MAX];
 	unsigned npio;
+	struct vmm_mmio_range mmio[VMM_MMIO_MAX];
+	unsigned nmmio;
 	struct vmm_serial serial;
 	struct vmm_spore_dev sdev;
 
@@ -184,6 +199,14 @@ int vmm_vcpu_create(struct vmm_vm *vm, unsigned index, sl_error_t *err);
 void vmm_vcpu_destroy(struct vmm_vcpu *v);
 int vmm_vcpu_start_thread(struct vmm_vcpu *v, sl_error_t *err);
 void vmm_vcpu_kick(struct vmm_vcpu *v);
+
+/* mmio.c: ranges must not overlap RAM or each other; exits dispatch here.
+ * Unclaimed addresses read as all ones and ignore writes. */
+int vmm_mmio_register(struct vmm_vm *vm, uint64_t base, uint64_t len, const struct vmm_mmio_ops *ops, void *dev,
+		      sl_error_t *err);
+void vmm_mmio_dispatch(struct vmm_vm *vm, struct kvm_run *run);
+/* Raises (level 1) or lowers a GSI of the in-kernel IOAPIC. */
+int vmm_irq_line(struct vmm_vm *vm, uint32_t gsi, int level, sl_error_t *err);
 
 /* pio.c */
 int vmm_pio_register(struct vmm_vm *vm, uint16_t base, uint16_t len,
