@@ -1000,6 +1000,61 @@ class Skip(Exception):
     pass
 
 
+def run_on_tty(ctx, argv, timeout=120):
+    """Runs argv with stderr on a pseudo-terminal; returns (status, stdout, what the terminal showed)."""
+    import pty
+    import select
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=ctx.env,
+                         cwd=ctx.tmp, start_new_session=True)
+    os.close(slave)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                b = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                b = b""
+            if not b and p.poll() is not None:
+                break
+            shown += b
+        elif p.poll() is not None:
+            break
+        if time.monotonic() > deadline:
+            os.killpg(p.pid, signal.SIGKILL)
+            raise Fail("timed out on a terminal: %s" % " ".join(argv))
+    out = p.stdout.read().decode(errors="replace")
+    p.wait()
+    os.close(master)
+    return p.returncode, out, shown.decode(errors="replace")
+
+
+def test_progress(ctx):
+    """On a terminal, push and pull draw progress on stderr (per transfer and
+    in total: bytes, rate, ETA); with --json they print only JSON lines; and
+    otherwise (stderr not a terminal) only the digest on stdout."""
+    reg = ctx.registry()
+    s = capture(ctx, "S", work_mib=24)
+    ref = "%s/%s:tty" % (reg.host, REPO)
+    rc, out, shown = run_on_tty(ctx, [ctx.spore_bin, "push", s, ref])
+    check(rc == 0, "push on a terminal exited %d:\n%s" % (rc, shown))
+    check(re.search(r"push: \d+/\d+ blobs\s+[\d.]+ / [\d.]+ MiB\s+[\d.]+ MiB/s", shown),
+          "push drew no total progress line on the terminal:\n%r" % shown[-2000:])
+    check(re.fullmatch(r"sha256:[0-9a-f]{64}\n", out), "push stdout on a terminal: %r" % out)
+    rc, out, shown = run_on_tty(ctx, [ctx.spore_bin, "pull", ref, "--out", ctx.path("P")])
+    check(rc == 0, "pull on a terminal exited %d:\n%s" % (rc, shown))
+    check(re.search(r"pull: \d+/\d+ blobs", shown) and "MiB/s" in shown,
+          "pull drew no progress on the terminal:\n%r" % shown[-2000:])
+    check(re.search(r"^  [0-9a-f]{12}\s+[\d.]+ /\s+[\d.]+ MiB", shown, re.M) or "ETA" in shown or
+          re.search(r"[0-9a-f]{12}", shown), "no per-transfer line on the terminal:\n%r" % shown[-2000:])
+    # Not a terminal: quiet (no progress), just the digest.
+    r = ctx.spore("pull", ref, "--out", ctx.path("Q"), expect=0)
+    check("MiB/s" not in r.err and re.fullmatch(r"sha256:[0-9a-f]{64}\n", r.out),
+          "pull without a terminal must be quiet but for the digest:\nstdout %r\nstderr %r" % (r.out, r.err))
+
+
 TESTS = {
     "round_trip": test_round_trip,
     "deltas": test_deltas,
@@ -1010,6 +1065,7 @@ TESTS = {
     "faults": test_faults,
     "kill_resume": test_kill_resume,
     "bad_input": test_bad_input,
+    "progress": test_progress,
 }
 
 
