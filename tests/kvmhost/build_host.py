@@ -1,0 +1,354 @@
+#!/usr/bin/env python3
+"""Builds the virtual KVM host (tests/kvmhost/README.md): Debian's cloud kernel plus an initramfs.
+
+usage: build_host.py CACHE_DIR SPORE_BINARY TESTGUEST_ELF [--out FILE]
+
+Fetches linux-image-<ver>-cloud-amd64 and busybox-static with `apt-get download`
+into CACHE_DIR (once; reused while the package stays the same), extracts them with
+`dpkg -x`, and writes a gzipped newc cpio holding: init (tests/kvmhost/init.sh),
+busybox and its applet links, irqbypass/kvm/kvm-amd modules, the spore binary with
+the shared libraries ldd lists (and the dynamic loader), testguest.elf, and the
+scenario scripts (tests/kvmhost/scenarios/*.sh). Prints the paths as JSON.
+
+Set SPORE_KVMHOST_KERNEL_PKG to pin the host kernel package (default: what
+linux-image-cloud-amd64 depends on). Exit status: 0 built, 1 error, 77 cannot
+fetch (no apt, no registry, nothing cached).
+"""
+
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SKIP = 77
+KVM_MODULES = ("irqbypass", "kvm", "kvm-amd")  # load order: kvm needs irqbypass, kvm-amd needs kvm
+MODULE_PATHS = {
+    "irqbypass": "kernel/virt/lib/irqbypass",
+    "kvm": "kernel/arch/x86/kvm/kvm",
+    "kvm-amd": "kernel/arch/x86/kvm/kvm-amd",
+}
+
+
+class Unavailable(Exception):
+    """The host kernel or busybox cannot be fetched: the test is skipped (77)."""
+
+
+class BuildError(Exception):
+    pass
+
+
+def log(msg):
+    print("kvmhost: " + msg, file=sys.stderr, flush=True)
+
+
+def run(argv, cwd=None, timeout=600):
+    p = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, errors="replace", timeout=timeout)
+    return p.returncode, p.stdout, p.stderr
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for blk in iter(lambda: f.read(1 << 20), b""):
+            h.update(blk)
+    return h.hexdigest()
+
+
+# ---- fetching ----
+
+def resolve_kernel_package():
+    """The ABI-versioned cloud kernel package, e.g. linux-image-6.1.0-56-cloud-amd64."""
+    pinned = os.environ.get("SPORE_KVMHOST_KERNEL_PKG")
+    if pinned:
+        return pinned
+    if not shutil.which("apt-cache"):
+        return None
+    try:
+        rc, out, _ = run(["apt-cache", "depends", "linux-image-cloud-amd64"], timeout=120)
+    except subprocess.TimeoutExpired:
+        return None
+    if rc != 0:
+        return None
+    m = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\b", out)
+    return m.group(1) if m else None
+
+
+def fetch_deb(cache, pkg):
+    """Returns the cached .deb of pkg, downloading it with apt-get once."""
+    debs = os.path.join(cache, "debs")
+    os.makedirs(debs, exist_ok=True)
+    have = sorted(f for f in os.listdir(debs) if f.startswith(pkg + "_") and f.endswith(".deb"))
+    if have:
+        return os.path.join(debs, have[-1]), 0.0
+    if not shutil.which("apt-get"):
+        raise Unavailable("apt-get is not installed, cannot download %s" % pkg)
+    t0 = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix=".dl-", dir=debs)
+    try:
+        # apt-get warns that it downloads unsandboxed as root: harmless here.
+        try:
+            rc, out, err = run(["apt-get", "download", pkg], cwd=tmp, timeout=300)
+        except subprocess.TimeoutExpired:
+            raise Unavailable("apt-get download %s timed out" % pkg)
+        got = [f for f in os.listdir(tmp) if f.endswith(".deb")]
+        if rc != 0 or len(got) != 1:
+            raise Unavailable("apt-get download %s failed (status %d): %s" % (pkg, rc, (err or out).strip()[-600:]))
+        dst = os.path.join(debs, got[0])
+        os.rename(os.path.join(tmp, got[0]), dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dst, time.monotonic() - t0
+
+
+def extract_deb(cache, deb):
+    """dpkg -x into CACHE/tree-<deb name>, once (a .complete marker makes it idempotent)."""
+    dst = os.path.join(cache, "tree-" + os.path.basename(deb)[:-4])
+    if os.path.exists(dst + ".complete"):
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    rc, out, err = run(["dpkg", "-x", deb, dst])
+    if rc != 0:
+        raise BuildError("dpkg -x %s failed: %s" % (deb, err.strip()))
+    open(dst + ".complete", "w").close()
+    return dst
+
+
+def deb_version(deb):
+    rc, out, _ = run(["dpkg-deb", "-f", deb, "Version"])
+    return out.strip() if rc == 0 else "?"
+
+
+def fetch(cache):
+    """Kernel + busybox in the cache; returns a dict of paths and the versions used."""
+    os.makedirs(cache, exist_ok=True)
+    vfile = os.path.join(cache, "versions.json")
+    old = {}
+    if os.path.exists(vfile):
+        with open(vfile) as f:
+            old = json.load(f)
+    pkg = resolve_kernel_package()
+    if pkg is None:
+        # Offline: reuse what a previous run recorded, if it is still there.
+        pkg = old.get("kernel_package")
+        if not pkg:
+            raise Unavailable("cannot resolve linux-image-cloud-amd64 with apt-cache and nothing is cached in %s" % cache)
+        log("apt-cache unavailable; using cached %s" % pkg)
+    kdeb, kdl = fetch_deb(cache, pkg)
+    bdeb, bdl = fetch_deb(cache, "busybox-static")
+    ktree = extract_deb(cache, kdeb)
+    btree = extract_deb(cache, bdeb)
+
+    release = pkg[len("linux-image-"):]
+    vmlinuz = os.path.join(ktree, "boot", "vmlinuz-" + release)
+    moddir = os.path.join(ktree, "lib", "modules", release)
+    if not os.path.isfile(vmlinuz) or not os.path.isdir(moddir):
+        raise BuildError("%s has no boot/vmlinuz-%s or lib/modules/%s" % (kdeb, release, release))
+    busybox = os.path.join(btree, "bin", "busybox")
+    if not os.path.isfile(busybox):
+        raise BuildError("%s has no bin/busybox" % bdeb)
+    info = {
+        "kernel_package": pkg,
+        "kernel_version": deb_version(kdeb),
+        "kernel_release": release,
+        "kernel_deb": os.path.basename(kdeb),
+        "kernel_deb_sha256": sha256(kdeb),
+        "busybox_version": deb_version(bdeb),
+        "busybox_deb": os.path.basename(bdeb),
+    }
+    if info != {k: old.get(k) for k in info}:
+        with open(vfile + ".tmp", "w") as f:
+            json.dump(info, f, indent=1, sort_keys=True)
+        os.replace(vfile + ".tmp", vfile)
+    return {"info": info, "vmlinuz": vmlinuz, "moddir": moddir, "busybox": busybox,
+            "download_s": kdl + bdl}
+
+
+# ---- the newc cpio ----
+
+class Cpio:
+    """A minimal newc ("070701") writer: directories, files, symlinks, device nodes.
+    Owner root, mtime 0: the archive only depends on its inputs."""
+
+    def __init__(self):
+        self.parts = []
+        self.names = set()
+        self.ino = 1
+
+    def _add(self, name, mode, data=b"", rdev=(0, 0)):
+        name = name.strip("/")
+        if name in self.names:
+            raise BuildError("duplicate initramfs entry %s" % name)
+        self.names.add(name)
+        nb = name.encode() + b"\0"
+        fields = (self.ino, mode, 0, 0, 2 if stat.S_ISDIR(mode) else 1, 0, len(data), 0, 0,
+                  rdev[0], rdev[1], len(nb), 0)
+        self.ino += 1
+        hdr = b"070701" + b"".join(b"%08x" % v for v in fields) + nb
+        self.parts.append(hdr + b"\0" * (-len(hdr) % 4))
+        self.parts.append(data + b"\0" * (-len(data) % 4))
+
+    def dir(self, name):
+        """Adds name and its missing parents."""
+        path = ""
+        for part in name.strip("/").split("/"):
+            path = path + "/" + part if path else part
+            if path not in self.names:
+                self._add(path, stat.S_IFDIR | 0o755)
+
+    def _parent(self, name):
+        parent = os.path.dirname(name.strip("/"))
+        if parent:
+            self.dir(parent)
+
+    def file(self, name, data, mode=0o644):
+        self._parent(name)
+        self._add(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name, target):
+        self._parent(name)
+        self._add(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def chardev(self, name, major, minor, mode=0o600):
+        self._parent(name)
+        self._add(name, stat.S_IFCHR | mode, rdev=(major, minor))
+
+    def bytes(self):
+        trailer = Cpio()
+        trailer._add("TRAILER!!!", 0)
+        return b"".join(self.parts + trailer.parts)
+
+
+def read_module(moddir, rel):
+    """A module's bytes, decompressed if Debian shipped it compressed (.ko.xz / .ko.zst)."""
+    base = os.path.join(moddir, rel)
+    if os.path.exists(base + ".ko"):
+        with open(base + ".ko", "rb") as f:
+            return f.read()
+    if os.path.exists(base + ".ko.xz"):
+        with open(base + ".ko.xz", "rb") as f:
+            return lzma.decompress(f.read())
+    if os.path.exists(base + ".ko.zst"):
+        rc = subprocess.run(["zstd", "-dc", base + ".ko.zst"], stdout=subprocess.PIPE, check=False)
+        if rc.returncode == 0:
+            return rc.stdout
+    raise BuildError("kernel module %s(.ko|.ko.xz|.ko.zst) not found" % base)
+
+
+def shared_libs(binary):
+    """Absolute paths ldd lists for binary (libraries and the dynamic loader)."""
+    rc, out, err = run(["ldd", binary])
+    if rc != 0:
+        if "not a dynamic executable" in out + err:
+            return []
+        raise BuildError("ldd %s failed: %s" % (binary, (err or out).strip()))
+    libs = []
+    for ln in out.splitlines():
+        if "not found" in ln:
+            raise BuildError("ldd %s: %s" % (binary, ln.strip()))
+        m = re.search(r"(/\S+)\s+\(0x", ln)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+def add_host_file(cpio, src, dst=None, mode=None):
+    """Copies a build-machine file (following symlinks) to the same or a given path."""
+    with open(src, "rb") as f:
+        data = f.read()
+    if mode is None:
+        mode = os.stat(src).st_mode & 0o777
+    cpio.file(dst or src, data, mode)
+
+
+def build_initramfs(fetched, spore, testguest, out):
+    c = Cpio()
+    for d in ("dev", "proc", "sys", "tmp", "run", "root", "etc", "bin", "sbin", "usr/bin", "usr/sbin"):
+        c.dir(d)
+    # The kernel opens /dev/console for init's stdio before init can mount devtmpfs.
+    c.chardev("dev/console", 5, 1)
+    c.chardev("dev/null", 1, 3, 0o666)
+    add_host_file(c, fetched["busybox"], "bin/busybox", 0o755)
+    rc, out_list, err = run([fetched["busybox"], "--list-full"])
+    if rc != 0:
+        raise BuildError("busybox --list-full failed: %s" % err.strip())
+    for applet in out_list.split():
+        if applet.strip("/") not in c.names:
+            c.symlink(applet, "/bin/busybox")
+    with open(os.path.join(HERE, "init.sh"), "rb") as f:
+        c.file("init", f.read(), 0o755)
+    for m in KVM_MODULES:
+        c.file("lib/kvmhost/%s.ko" % m, read_module(fetched["moddir"], MODULE_PATHS[m]))
+    add_host_file(c, spore, "usr/bin/spore", 0o755)
+    for lib in shared_libs(spore):
+        if lib.strip("/") not in c.names:
+            add_host_file(c, lib)
+    add_host_file(c, testguest, "payload/testguest.elf", 0o644)
+    sdir = os.path.join(HERE, "scenarios")
+    for name in sorted(os.listdir(sdir)):
+        if name.endswith(".sh"):
+            add_host_file(c, os.path.join(sdir, name), "scenarios/" + name, 0o755)
+    c.file("etc/kvmhost-versions.json", json.dumps(fetched["info"], sort_keys=True).encode() + b"\n")
+    raw = c.bytes()
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as f:
+        # mtime=0: identical inputs give an identical file.
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as g:
+            g.write(raw)
+    os.replace(tmp, out)
+    return len(raw), os.path.getsize(out)
+
+
+def build(cache, spore, testguest, out=None):
+    """Fetches (cached) and builds; returns a dict with vmlinuz, initrd, versions and timings."""
+    for p, what in ((spore, "spore binary"), (testguest, "testguest.elf")):
+        if not os.path.isfile(p):
+            raise BuildError("%s %s does not exist" % (what, p))
+    cache = os.path.abspath(cache)
+    t0 = time.monotonic()
+    fetched = fetch(cache)
+    t1 = time.monotonic()
+    out = out or os.path.join(cache, "host-initrd.gz")
+    raw, gz = build_initramfs(fetched, spore, testguest, out)
+    t2 = time.monotonic()
+    return {"vmlinuz": fetched["vmlinuz"], "initrd": out, "versions": fetched["info"],
+            "download_s": round(fetched["download_s"], 2), "fetch_s": round(t1 - t0, 2),
+            "initramfs_s": round(t2 - t1, 2), "initramfs_bytes": raw, "initramfs_gz_bytes": gz}
+
+
+def main(argv):
+    args = argv[1:]
+    out = None
+    if "--out" in args:
+        i = args.index("--out")
+        if i + 1 >= len(args):
+            print(__doc__, file=sys.stderr)
+            return 2
+        out = args[i + 1]
+        del args[i:i + 2]
+    if len(args) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        res = build(args[0], args[1], args[2], out)
+    except Unavailable as e:
+        log("SKIP: " + str(e))
+        return SKIP
+    except BuildError as e:
+        log("error: " + str(e))
+        return 1
+    print(json.dumps(res, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

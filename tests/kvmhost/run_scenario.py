@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Runs one scenario in the virtual KVM host (QEMU TCG, AMD SVM+NPT, Debian cloud kernel); see README.md.
+
+usage: run_scenario.py SPORE_BINARY TESTGUEST_ELF CACHE_DIR [--scenario NAME] [--timeout SECONDS]
+
+Builds the host (build_host.py, cached in CACHE_DIR), boots it with
+qemu-system-x86_64 and reads the serial console until KVMHOST-END or the hard
+timeout, then kills QEMU if it is still running. The test passes when init printed
+KVMHOST-BEGIN, at least one KVMHOST-PASS, no KVMHOST-FAIL and KVMHOST-END.
+The whole console goes to CACHE_DIR/console-<scenario>.log.
+Exit status: 0 pass, 1 fail, 77 skip (no QEMU, or the kernel cannot be fetched;
+SPORE_KVMHOST_NO_SKIP=1 makes those failures instead).
+"""
+
+import ctypes
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import build_host  # noqa: E402
+
+# SPORE_KVMHOST_NO_SKIP=1 turns a skip into a failure (machines that must run this tier).
+SKIP = 1 if os.environ.get("SPORE_KVMHOST_NO_SKIP") == "1" else 77
+MARKER_RE = re.compile(r"KVMHOST-(BEGIN|INFO|PASS|FAIL|END)\b ?(.*)$")
+QEMU = "qemu-system-x86_64"
+
+
+def qemu_argv(vmlinuz, initrd, scenario):
+    return [QEMU, "-accel", "tcg", "-cpu", "EPYC,+svm,+npt", "-smp", "1", "-m", "2048", "-M", "q35",
+            "-nographic", "-no-reboot", "-kernel", vmlinuz, "-initrd", initrd,
+            "-append", "console=ttyS0 panic=-1 quiet kvmhost.scenario=" + scenario]
+
+
+def die_with_parent():
+    """In the QEMU child: SIGKILL it if this harness dies (ctest kills a timed-out
+    test with SIGKILL, which runs no cleanup here)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def boot(argv, deadline, log_path):
+    """Runs QEMU, echoing and logging its console; returns (markers, timings, why stopped).
+    QEMU is always gone when this returns (killed by pid if needed)."""
+    markers = []
+    t0 = time.monotonic()
+    first = {}
+    reason = "timeout"
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         preexec_fn=die_with_parent)
+    try:
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        buf = b""
+        with open(log_path, "wb") as log:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if not sel.select(timeout=min(left, 1.0)):
+                    if p.poll() is not None:
+                        reason = "qemu exited (status %d)" % p.returncode
+                        break
+                    continue
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    p.wait(timeout=max(1.0, deadline - time.monotonic()))
+                    reason = "qemu exited (status %d)" % p.returncode
+                    break
+                log.write(chunk)
+                log.flush()
+                buf += chunk
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    print("  console| " + line, flush=True)
+                    m = MARKER_RE.search(line)
+                    if m:
+                        kind, rest = m.group(1), m.group(2).strip()
+                        markers.append((kind, rest))
+                        first.setdefault(kind, time.monotonic() - t0)
+                if "END" in first and reason == "timeout":
+                    # Give QEMU a moment to power off by itself, then stop reading.
+                    deadline = min(deadline, time.monotonic() + 20)
+                    reason = "end"
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if p.poll() is None:
+            try:
+                p.kill()  # our own child, by pid
+            except ProcessLookupError:
+                pass
+            p.wait()
+        p.stdout.close()
+    return markers, first, reason, time.monotonic() - t0
+
+
+def main(argv):
+    args = argv[1:]
+    scenario, timeout = "smoke", 840.0
+    for opt in ("--scenario", "--timeout"):
+        if opt in args:
+            i = args.index(opt)
+            if i + 1 >= len(args):
+                print(__doc__, file=sys.stderr)
+                return 2
+            if opt == "--scenario":
+                scenario = args[i + 1]
+            else:
+                timeout = float(args[i + 1])
+            del args[i:i + 2]
+    if len(args) != 3:
+        print(__doc__, file=sys.stderr)
+        return 2
+    spore, testguest, cache = args
+    t_start = time.monotonic()
+    deadline = t_start + timeout
+
+    if not shutil.which(QEMU):
+        print("SKIP: %s is not installed (Debian package qemu-system-x86); the virtual KVM host "
+              "cannot run" % QEMU, flush=True)
+        return SKIP
+    if not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios",
+                                       scenario + ".sh")):
+        print("FAIL: no scenario %s" % scenario)
+        return 1
+    try:
+        built = build_host.build(cache, spore, testguest)
+    except build_host.Unavailable as e:
+        print("SKIP: cannot fetch the virtual host's kernel: %s" % e, flush=True)
+        return SKIP
+    except build_host.BuildError as e:
+        print("FAIL: building the virtual host: %s" % e, flush=True)
+        return 1
+    v = built["versions"]
+    print("host kernel %s %s (%s), busybox %s" % (v["kernel_package"], v["kernel_version"],
+                                                   v["kernel_deb_sha256"][:16], v["busybox_version"]))
+    print("timing: download %.2fs (0 = cached), fetch+extract %.2fs, initramfs %.2fs (%d bytes, %d gzipped)"
+          % (built["download_s"], built["fetch_s"], built["initramfs_s"], built["initramfs_bytes"],
+             built["initramfs_gz_bytes"]), flush=True)
+
+    qargv = qemu_argv(built["vmlinuz"], built["initrd"], scenario)
+    print("$ " + " ".join(qargv), flush=True)
+    log_path = os.path.join(os.path.abspath(cache), "console-%s.log" % scenario)
+    markers, first, reason, qsecs = boot(qargv, deadline, log_path)
+
+    passes = [r for k, r in markers if k == "PASS"]
+    fails = [r for k, r in markers if k == "FAIL"]
+    infos = [r for k, r in markers if k == "INFO"]
+    print("\n--- kvmhost %s summary ---" % scenario)
+    for r in infos:
+        print("info: " + r)
+    if "BEGIN" in first:
+        print("timing: qemu start to init (KVMHOST-BEGIN) %.2fs" % first["BEGIN"])
+    if "END" in first:
+        print("timing: qemu start to KVMHOST-END %.2fs" % first["END"])
+    print("timing: qemu ran %.2fs; total %.2fs; stopped: %s" % (qsecs, time.monotonic() - t_start, reason))
+    for r in passes:
+        print("PASS " + r)
+    for r in fails:
+        print("FAIL " + r)
+    problems = []
+    if "BEGIN" not in first:
+        problems.append("init never printed KVMHOST-BEGIN (kernel did not reach init?)")
+    if "END" not in first:
+        problems.append("no KVMHOST-END before %s" % ("the %ds timeout" % timeout if reason == "timeout" else reason))
+    if not passes:
+        problems.append("no step passed")
+    if fails:
+        problems.append("%d KVMHOST-FAIL line(s)" % len(fails))
+    if problems:
+        print("FAIL: kvmhost %s: %s (console log: %s)" % (scenario, "; ".join(problems), log_path))
+        return 1
+    print("OK: kvmhost %s: %d step(s) passed" % (scenario, len(passes)))
+    return 0
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # ctest timeout: run the finally blocks
+    sys.exit(main(sys.argv))
