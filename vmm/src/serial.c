@@ -10,6 +10,29 @@ enum { UART_RBR_THR = 0, UART_IER, UART_IIR_FCR, UART_LCR, UART_MCR, UART_LSR, U
 #define LCR_DLAB 0x80
 #define LSR_THRE 0x20
 #define LSR_TEMT 0x40
+#define IER_THRI 0x02
+#define IIR_NO_INT 0x01
+#define IIR_THRI 0x02
+#define COM1_IRQ 4
+
+/* The transmitter is always empty again at once (bytes go straight out),
+ * so with IER_THRI set every write (and the enabling itself) leaves a
+ * transmitter-empty interrupt pending. Linux's 8250 driver writes from user
+ * space (a tty) only from that interrupt: without it, kernel messages (which
+ * poll) appear and a program's output does not. ISA IRQ 4 is edge
+ * triggered: pulse it. Called with the lock held. */
+static void thri_raise(struct vmm_vm *vm, struct vmm_serial *s)
+{
+	if (!(s->ier & IER_THRI))
+		return;
+	s->thri = true;
+	if (vm->vm_fd >= 0) {
+		sl_error_t err = NULL;
+		if (vmm_irq_line(vm, COM1_IRQ, 1, &err) == 0)
+			vmm_irq_line(vm, COM1_IRQ, 0, &err);
+		sl_error_free(&err);
+	}
+}
 
 static void write_line(struct vmm_serial *s)
 {
@@ -52,12 +75,19 @@ static void serial_out(struct vmm_vm *vm, void *dev, uint16_t port, const uint8_
 		 * children's output never split a line. */
 		if (v == '\n' || s->line_len == sizeof(s->line))
 			write_line(s);
+		thri_raise(vm, s);
 		break;
 	case UART_IER:
-		if (s->lcr & LCR_DLAB)
+		if (s->lcr & LCR_DLAB) {
 			s->dlm = v;
-		else
+		} else {
+			uint8_t was = s->ier;
 			s->ier = v & 0x0f;
+			if (!(s->ier & IER_THRI))
+				s->thri = false;
+			else if (!(was & IER_THRI))
+				thri_raise(vm, s);
+		}
 		break;
 	case UART_IIR_FCR: s->fcr = v; break;
 	case UART_LCR: s->lcr = v; break;
@@ -77,7 +107,11 @@ static void serial_in(struct vmm_vm *vm, void *dev, uint16_t port, uint8_t *data
 	switch (port - COM1) {
 	case UART_RBR_THR: v = (s->lcr & LCR_DLAB) ? s->dll : 0; break;
 	case UART_IER: v = (s->lcr & LCR_DLAB) ? s->dlm : s->ier; break;
-	case UART_IIR_FCR: v = 0x01 | ((s->fcr & 1) ? 0xc0 : 0); break; /* no interrupt pending */
+	case UART_IIR_FCR:
+		/* Reading IIR with THRI as the source clears it (16550). */
+		v = (s->thri && (s->ier & IER_THRI) ? IIR_THRI : IIR_NO_INT) | ((s->fcr & 1) ? 0xc0 : 0);
+		s->thri = false;
+		break;
 	case UART_LCR: v = s->lcr; break;
 	case UART_MCR: v = s->mcr; break;
 	case UART_LSR: v = LSR_THRE | LSR_TEMT; break; /* transmitter always empty */

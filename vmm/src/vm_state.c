@@ -135,6 +135,15 @@ int vmm_vm_load(struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *w
 	se->dll = ss.dll;
 	se->dlm = ss.dlm;
 	se->fcr = ss.fcr;
+	/* The transmitter is empty after a restore: a guest that waits for the
+	 * transmitter-empty interrupt must get one, or its tty stalls. */
+	se->thri = (se->ier & 0x02) != 0;
+	if (se->thri) {
+		sl_error_t ierr = NULL;
+		if (vmm_irq_line(vm, 4, 1, &ierr) == 0)
+			vmm_irq_line(vm, 4, 0, &ierr);
+		sl_error_free(&ierr);
+	}
 	if (sf_get(&f, SF_SPORE_DEV, sizeof(struct spore_dev_state_v1), what, &s, err) < 0)
 		return -1;
 	struct spore_dev_state_v1 ds;

@@ -62,6 +62,7 @@ struct vmm_serial {
 	char line[512];
 	size_t line_len;
 	bool output_seen; /* first byte since start/restore was reported */
+	bool thri;        /* a transmitter-empty interrupt is pending */
 };
 
 struct vmm_spore_dev {
