@@ -1066,7 +1066,10 @@ def test_cli_errors(ctx):
         (["run"] + quick, r"--kernel is required"),
         (["run", "--kernel", ctx.path("no-such-kernel")] + quick,
          r"kernel %s: .*not found" % re.escape(ctx.path("no-such-kernel"))),
-        (["run", "--kernel", notelf] + quick, r"kernel %s: not an ELF file" % re.escape(notelf)),
+        (["run", "--kernel", notelf] + quick,
+         r"kernel %s: neither an ELF file nor a Linux bzImage" % re.escape(notelf)),
+        (["run", "--kernel", g, "--initrd", notelf] + quick,
+         r"kernel %s is an ELF file: --initrd needs a Linux bzImage" % re.escape(g)),
         # Refused before the guest runs (it could warm for minutes first).
         (["run", "--kernel", g, "--capture", existing, "--capture-on", "ready"] + quick,
          r"--capture %s: already exists" % re.escape(existing)),

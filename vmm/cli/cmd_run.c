@@ -121,8 +121,6 @@ int cmd_run(int argc, char **argv)
 	}
 	if (!kernel)
 		return cli_usage("run: --kernel is required\n%s", run_usage);
-	if (initrd)
-		return cli_usage("run: --initrd needs a Linux bzImage kernel; ELF kernels take none");
 	if (check_capture(&o))
 		return EXIT_SPORE_FAILED;
 	/* ARGS after "--" extend the kernel command line. */
@@ -140,7 +138,7 @@ int cmd_run(int argc, char **argv)
 	}
 	struct vmm_console con = {.fd = 1};
 	struct vmm_vm *vm = NULL;
-	if (vmm_create(&m, &con, &vm, &err) < 0 || vmm_boot_elf(vm, kernel, cl, &err) < 0) {
+	if (vmm_create(&m, &con, &vm, &err) < 0 || vmm_boot_kernel(vm, kernel, initrd, cl, &err) < 0) {
 		vmm_destroy(vm);
 		return cli_fail(&err);
 	}

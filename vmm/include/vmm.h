@@ -88,6 +88,11 @@ void vmm_destroy(struct vmm_vm *vm);
 int vmm_set_console(struct vmm_vm *vm, const struct vmm_console *con, sl_error_t *err);
 
 /* Loads an ELF kernel and sets up every vCPU at its entry (long mode). */
+/* Boots kernel_path, an ELF kernel (vmm_boot_elf) or a Linux bzImage (the
+ * 64-bit boot protocol, with ACPI tables describing the machine; initrd
+ * optional; cmdline "" or NULL means the default, console=ttyS0 ...). */
+int vmm_boot_kernel(struct vmm_vm *vm, const char *kernel_path, const char *initrd_path, const char *cmdline,
+		    sl_error_t *err);
 int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline,
 		 sl_error_t *err);
 
