@@ -66,20 +66,23 @@ def sha256(path):
 
 # ---- fetching ----
 
-def resolve_kernel_package():
-    """The ABI-versioned cloud kernel package, e.g. linux-image-6.1.0-56-cloud-amd64."""
-    pinned = os.environ.get("SPORE_KVMHOST_KERNEL_PKG")
+def resolve_kernel_package(meta="linux-image-cloud-amd64", env="SPORE_KVMHOST_KERNEL_PKG"):
+    """The ABI-versioned kernel package a meta package depends on, e.g.
+    linux-image-6.1.0-56-cloud-amd64 (the host's) or linux-image-6.1.0-56-amd64
+    (the guests': Debian's generic kernel, with VMGenID and virtio modules)."""
+    pinned = os.environ.get(env)
     if pinned:
         return pinned
     if not shutil.which("apt-cache"):
         return None
     try:
-        rc, out, _ = run(["apt-cache", "depends", "linux-image-cloud-amd64"], timeout=120)
+        rc, out, _ = run(["apt-cache", "depends", meta], timeout=120)
     except subprocess.TimeoutExpired:
         return None
     if rc != 0:
         return None
-    m = re.search(r"Depends:\s*(linux-image-\S+-cloud-amd64)\b", out)
+    flavour = meta[len("linux-image-"):]
+    m = re.search(r"Depends:\s*(linux-image-\S+-%s)\b" % re.escape(flavour), out)
     return m.group(1) if m else None
 
 
@@ -145,6 +148,17 @@ def fetch(cache):
         log("apt-cache unavailable; using cached %s" % pkg)
     kdeb, kdl = fetch_deb(cache, pkg)
     bdeb, bdl = fetch_deb(cache, "busybox-static")
+    gpkg = resolve_kernel_package("linux-image-amd64", "SPORE_KVMHOST_GUEST_KERNEL_PKG") or old.get(
+        "guest_kernel_package")
+    if not gpkg:
+        raise Unavailable("cannot resolve linux-image-amd64 (the guest kernel) with apt-cache")
+    gdeb, gdl = fetch_deb(cache, gpkg)
+    kdl += gdl
+    gtree = extract_deb(cache, gdeb)
+    grelease = gpkg[len("linux-image-"):]
+    guest_vmlinuz = os.path.join(gtree, "boot", "vmlinuz-" + grelease)
+    if not os.path.isfile(guest_vmlinuz):
+        raise BuildError("%s has no boot/vmlinuz-%s" % (gdeb, grelease))
     ktree = extract_deb(cache, kdeb)
     btree = extract_deb(cache, bdeb)
 
@@ -164,12 +178,14 @@ def fetch(cache):
         "kernel_deb_sha256": sha256(kdeb),
         "busybox_version": deb_version(bdeb),
         "busybox_deb": os.path.basename(bdeb),
+        "guest_kernel_package": gpkg,
+        "guest_kernel_version": deb_version(gdeb),
     }
     if info != {k: old.get(k) for k in info}:
         with open(vfile + ".tmp", "w") as f:
             json.dump(info, f, indent=1, sort_keys=True)
         os.replace(vfile + ".tmp", vfile)
-    return {"info": info, "vmlinuz": vmlinuz, "moddir": moddir, "busybox": busybox,
+    return {"info": info, "vmlinuz": vmlinuz, "moddir": moddir, "busybox": busybox, "guest_vmlinuz": guest_vmlinuz,
             "download_s": kdl + bdl}
 
 
@@ -270,6 +286,38 @@ def add_host_file(cpio, src, dst=None, mode=None):
     cpio.file(dst or src, data, mode)
 
 
+GUEST_INIT = b"""#!/bin/sh
+# PID 1 of the Linux guest under our VMM: prove user space runs, then power
+# off through ACPI. Markers go to the kernel log (/dev/kmsg, level 2 so
+# `quiet` keeps them): the console prints it by polling the UART, while the
+# tty path needs the UART's interrupt, which does not reach the 8250 driver
+# yet (the last line shows COM1's interrupt count for that work).
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+say() { echo "<2>$*" > /dev/kmsg; echo "$*"; }
+say "GUEST-HELLO pid=$$ kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo)"
+say "GUEST-CMDLINE $(cat /proc/cmdline)"
+say "GUEST-IRQ4 $(grep '^ *4:' /proc/interrupts | tr -s ' ')"
+say "GUEST-POWEROFF"
+sleep 1
+poweroff -f
+"""
+
+
+def guest_initramfs(busybox):
+    """The Linux guest's initramfs (gzip'd newc cpio): busybox and GUEST_INIT."""
+    g = Cpio()
+    for d in ("dev", "proc", "sys", "tmp", "bin", "sbin"):
+        g.dir(d)
+    g.chardev("dev/console", 5, 1)
+    add_host_file(g, busybox, "bin/busybox", 0o755)
+    for applet in ("sh", "mount", "echo", "cat", "grep", "uname", "sleep", "tr", "poweroff"):
+        g.symlink("bin/" + applet, "/bin/busybox")
+    g.file("init", GUEST_INIT, 0o755)
+    return gzip.compress(g.bytes(), compresslevel=6, mtime=0)
+
+
 def build_initramfs(fetched, spore, testguest, out):
     c = Cpio()
     for d in ("dev", "proc", "sys", "tmp", "run", "root", "etc", "bin", "sbin", "usr/bin", "usr/sbin"):
@@ -293,6 +341,10 @@ def build_initramfs(fetched, spore, testguest, out):
         if lib.strip("/") not in c.names:
             add_host_file(c, lib)
     add_host_file(c, testguest, "payload/testguest.elf", 0o644)
+    # A Linux guest for our VMM: Debian's generic kernel and a busybox
+    # initramfs whose init runs GUEST_INIT (scenarios/linux_boot.sh).
+    add_host_file(c, fetched["guest_vmlinuz"], "payload/vmlinuz", 0o644)
+    c.file("payload/guest-initrd.gz", guest_initramfs(fetched["busybox"]), 0o644)
     sdir = os.path.join(HERE, "scenarios")
     for name in sorted(os.listdir(sdir)):
         if name.endswith(".sh"):

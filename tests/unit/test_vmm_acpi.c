@@ -196,7 +196,7 @@ static void test_madt(void **state)
 	for (unsigned c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
 		const uint8_t *m, *e;
 		uint32_t len;
-		unsigned lapics = 0, ioapics = 0;
+		unsigned lapics = 0, ioapics = 0, isos = 0;
 
 		cfg.vcpus = counts[c];
 		build(&cfg, buf, sizeof(buf), &l);
@@ -219,6 +219,14 @@ static void test_madt(void **state)
 				assert_int_equal(le32(e + 8), 0);
 				ioapics++;
 				break;
+			case 2: /* interrupt source override: COM1's IRQ 4, edge, high */
+				assert_int_equal(e[1], 10);
+				assert_int_equal(e[2], 0);
+				assert_int_equal(e[3], 4);
+				assert_int_equal(le32(e + 4), 4);
+				assert_int_equal(e[8] | (e[9] << 8), 0x5);
+				isos++;
+				break;
 			default:
 				fail_msg("unexpected MADT entry type %u", e[0]);
 			}
@@ -226,6 +234,7 @@ static void test_madt(void **state)
 		assert_ptr_equal(e, m + len);
 		assert_int_equal(lapics, counts[c]);
 		assert_int_equal(ioapics, 1);
+		assert_int_equal(isos, 1);
 	}
 }
 

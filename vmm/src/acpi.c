@@ -38,6 +38,7 @@
 
 #define MADT_LAPIC 0u
 #define MADT_IOAPIC 1u
+#define MADT_ISO 2u /* interrupt source override */
 #define MADT_LAPIC_ENABLED 1u
 
 /* Large resource descriptors (ACPI 6.3, 6.4.3). */
@@ -161,7 +162,7 @@ static void build_fadt(uint8_t *t, uint64_t dsdt_gpa, uint16_t port)
 
 static size_t madt_len(unsigned vcpus)
 {
-	return HDR_LEN + 8 + 8 * (size_t)vcpus + 12;
+	return HDR_LEN + 8 + 8 * (size_t)vcpus + 12 + 10;
 }
 
 static void build_madt(uint8_t *t, unsigned vcpus)
@@ -190,6 +191,17 @@ static void build_madt(uint8_t *t, unsigned vcpus)
 	put8(e + 3, 0);
 	put32(e + 4, (uint32_t)ACPI_IOAPIC_GPA);
 	put32(e + 8, 0); /* GSI base */
+	e += 12;
+	/* COM1's IRQ 4 as GSI 4, edge, active high. Without it a hardware-
+	 * reduced Linux (no legacy PIC, no ISA IRQ defaults) programs the pin
+	 * with PCI defaults (level, active low), and our edge pulses never
+	 * reach the 8250 driver: its tty output stalls after the first bytes. */
+	put8(e, MADT_ISO);
+	put8(e + 1, 10);
+	put8(e + 2, 0);  /* bus: ISA */
+	put8(e + 3, 4);  /* source IRQ */
+	put32(e + 4, 4); /* GSI */
+	put16(e + 8, 0x5); /* polarity active high (01), trigger edge (01 << 2) */
 	seal(t, len);
 }
 

@@ -1,6 +1,7 @@
 /* Boot dispatch: an ELF kernel (the test guest) or a Linux bzImage on its ACPI platform. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -52,7 +53,13 @@ static int boot_linux_platform(struct vmm_vm *vm, const char *kernel, const char
 		return sl_error_wrap(err, "ACPI sleep register");
 	struct boot_linux_range acpi = {.gpa = ACPI_TABLES_GPA_DEFAULT, .len = lay.size, .e820_type = VMM_E820_ACPI};
 	struct boot_linux_opts o = {.rsdp_gpa = lay.rsdp_gpa, .reserved = &acpi, .nreserved = 1};
-	return vmm_boot_linux(vm, kernel, initrd, cmdline && cmdline[0] ? cmdline : NULL, &o, err);
+	/* The user's words extend the defaults (console on our COM1, reboot by
+	 * triple fault, no PCI); a later word of the same key wins in Linux. */
+	char cl[VMM_CMDLINE_MAX];
+	if ((size_t)snprintf(cl, sizeof(cl), "%s%s%s", VMM_BOOT_LINUX_DEFAULT_CMDLINE, cmdline && cmdline[0] ? " " : "",
+			     cmdline ? cmdline : "") >= sizeof(cl))
+		return sl_error_set(err, SL_E_LIMIT, "kernel command line longer than %u bytes", VMM_CMDLINE_MAX - 1);
+	return vmm_boot_linux(vm, kernel, initrd, cl, &o, err);
 }
 
 int vmm_boot_kernel(struct vmm_vm *vm, const char *kernel, const char *initrd, const char *cmdline,
