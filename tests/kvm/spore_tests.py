@@ -849,6 +849,17 @@ def test_pool(ctx):
             ids.append(one_gen(r, lines, 1))
         check(len(set(ids)) == 3, "pooled restores must each get a new generation id: %s" % ids)
 
+        # A client that dies takes its VM with it: the worker watches the
+        # connection (the guest would otherwise run on with no one to see it).
+        cl = subprocess.Popen([ctx.spore_bin, "resume", "--pool", sock, a], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ctx.env, cwd=ctx.tmp,
+                              start_new_session=True)
+        first = cl.stdout.readline()
+        check(first.startswith(b"tg: "), "pooled resume without --for printed %r" % first)
+        cl.kill()
+        cl.wait()
+        cl.stdout.close()
+
         small = ctx.path("S")
         boot_capture(ctx, small, mem=64)
         r = ctx.spore("resume", "--pool", sock, small, timeout=60, expect=EXIT_SPORE_FAILED)
@@ -922,6 +933,7 @@ def test_pool(ctx):
             pool.communicate()
             raise Fail("pool did not stop on SIGTERM; its session:\n" + ps)
     check(pool.returncode == 0, "pool exit status %s on SIGTERM\n%s" % (pool.returncode, err))
+    check('msg="pool client went away"' in err, "the worker of a killed client did not end its VM:\n%s" % err)
     check(not os.path.exists(sock), "the pool left its socket behind")
 
 

@@ -38,6 +38,7 @@ struct drive_opts {
 	int report_fd;           /* -1, or where to write one JSON line of timings */
 	uint64_t launch_ns;      /* process start, for the report */
 	uint64_t restore_ns;     /* restore duration, for the report */
+	int client_fd;           /* >= 0: a pool client; the run ends when it hangs up */
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* Runs the VM until it ends per opts; returns the process exit status. */

@@ -96,7 +96,7 @@ int cmd_run(int argc, char **argv)
 		{"capture-on", required_argument, NULL, OPT_CAPTURE_ON}, {"for", required_argument, NULL, OPT_FOR},
 		{"report-fd", required_argument, NULL, OPT_REPORT_FD},  {"help", no_argument, NULL, 'h'},
 		{0}};
-	struct drive_opts o = {.report_fd = -1, .launch_ns = cli_now_ns()};
+	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *kernel = NULL, *cmdline = "", *initrd = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
 	sl_error_t err = NULL;
@@ -189,7 +189,7 @@ int cmd_resume(int argc, char **argv)
 		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"pool", required_argument, NULL, OPT_POOL},
 		{"verify", required_argument, NULL, OPT_VERIFY}, {"help", no_argument, NULL, 'h'}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
-	struct drive_opts o = {.report_fd = -1, .launch_ns = cli_now_ns()};
+	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
 	int c;

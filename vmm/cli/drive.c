@@ -73,8 +73,9 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 	uint64_t first_output_ns = 0;
 	int status = -1;
 	while (status < 0) {
-		struct pollfd p[4] = {{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0}, {for_fd, POLLIN, 0}, {cap_fd, POLLIN, 0}};
-		if (poll(p, 4, -1) < 0) {
+		struct pollfd p[5] = {{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0}, {for_fd, POLLIN, 0},
+				      {cap_fd, POLLIN, 0}, {o->client_fd, POLLRDHUP, 0}};
+		if (poll(p, o->client_fd >= 0 ? 5 : 4, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			perror("spore: poll");
@@ -123,6 +124,12 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 		}
 		if (p[2].revents)
 			status = 0; /* --for elapsed: a normal end */
+		/* A pool client that hung up (killed, or done with the guest):
+		 * nobody is left to see the guest, so it ends like --for. */
+		if (o->client_fd >= 0 && (p[4].revents & (POLLRDHUP | POLLHUP | POLLERR)) && status < 0) {
+			sl_info("pool client went away", "%s", "");
+			status = 0;
+		}
 		if (p[3].revents && status < 0)
 			status = capture(vm, o->capture_dir);
 	}
