@@ -258,7 +258,7 @@ static void test_dsdt_contents(void **state)
 	d = table(buf, &l, l.dsdt_gpa, "DSDT", 2, &len);
 	static const char *const want[] = {"_S5_", "_SB_", "V000", "V001", "V002", "LNRO0005", "_CRS",
 					   "VGEN", "QEMUVGID", "VM_GEN_COUNTER", "ADDR", "GED0", "ACPI0013",
-					   "_EVT"};
+					   "_EVT", "COM1", "PNP0501"};
 	for (unsigned i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (!contains(d, len, want[i]))
 			fail_msg("DSDT lacks %s", want[i]);
@@ -775,7 +775,8 @@ static void iasl_check(const struct scratch *sp, const struct acpi_config *cfg)
 	t = table(buf, &l, l.dsdt_gpa, "DSDT", 2, &len);
 	dsl = disassemble(&s, "dsdt", t, len);
 	static const char *const want[] = {"LNRO0005", "_S5_", "Device (V000)", "Memory32Fixed (ReadWrite",
-					   "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive"};
+					   "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive",
+					   "Device (COM1)", "PNP0501", "IO (Decode16,"};
 	for (unsigned i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (!strstr(dsl, want[i]))
 			fail_msg("iasl disassembly lacks \"%s\":\n%s", want[i], dsl);

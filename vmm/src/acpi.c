@@ -259,6 +259,35 @@ static void dsdt_virtio(struct acpi_aml *a, unsigned idx, const struct acpi_virt
 	acpi_aml_end(a);
 }
 
+/* COM1 as a PNP0501 device: a hardware-reduced Linux maps only interrupts
+ * that ACPI describes, so the 8250's legacy IRQ 4 has no Linux IRQ until
+ * this _CRS names it; 8250_pnp then takes over ttyS0 with a working IRQ. */
+static void dsdt_com1(struct acpi_aml *a)
+{
+	uint8_t res[32];
+	size_t n = 0;
+
+	acpi_aml_device_begin(a, "COM1");
+	acpi_aml_name(a, "_HID");
+	acpi_aml_string(a, "PNP0501");
+	acpi_aml_name(a, "_UID");
+	acpi_aml_integer(a, 0);
+	/* I/O port descriptor: decode16, 0x3f8..0x3f8, align 1, 8 ports. */
+	res[n++] = 0x47;
+	res[n++] = 0x01;
+	res[n++] = 0xf8;
+	res[n++] = 0x03;
+	res[n++] = 0xf8;
+	res[n++] = 0x03;
+	res[n++] = 0x01;
+	res[n++] = 0x08;
+	n += res_irq(res + n, 4, false);
+	n += res_end(res + n);
+	acpi_aml_name(a, "_CRS");
+	acpi_aml_buffer(a, res, n);
+	acpi_aml_end(a);
+}
+
 /*
  * VMGenID as QEMU describes it and Linux drivers/virt/vmgenid.c binds it
  * (it matches the _CID "VM_GEN_COUNTER", evaluates ADDR for a Package of
@@ -330,6 +359,7 @@ static void dsdt_body(struct acpi_aml *a, const struct acpi_config *cfg, uint64_
 	acpi_aml_end(a);
 
 	acpi_aml_scope_begin(a, "\\_SB_");
+	dsdt_com1(a);
 	for (unsigned i = 0; i < cfg->nvirtio; i++)
 		dsdt_virtio(a, i, &cfg->virtio[i]);
 	if (cfg->vmgenid) {

@@ -25,6 +25,9 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	grep -q 'GUEST-CMDLINE console=ttyS0 .*guest.marker=1' /tmp/linux.out ||
 		{ kvmhost_fail cmdline "the guest's /proc/cmdline lacks the defaults or our words"; ok=0; }
 	grep -q 'GUEST-POWEROFF' /tmp/linux.out || { kvmhost_fail poweroff "init never reached poweroff"; ok=0; }
+	# The same markers through the tty (line starts, no printk timestamp):
+	# the 8250 driver's interrupt-driven path works.
+	grep -q '^GUEST-HELLO pid=1' /tmp/linux.out || { kvmhost_fail tty "init's tty output never arrived"; ok=0; }
 	[ "$RC" = 0 ] || { kvmhost_fail poweroff "spore exited $RC after the guest powered off, expected 0"; ok=0; }
 	[ $ok = 1 ] && kvmhost_pass linux_boot
 fi
