@@ -16,34 +16,10 @@
 #define PREFIX "sha256:"
 #define PREFIX_LEN (sizeof(PREFIX) - 1)
 #define FD_BLOCK (1024 * 1024)
-/* Digests come from untrusted manifests; cap what we echo back. */
-#define SHOW_MAX 80
 
 struct sl_sha256_ctx {
 	struct sha256_ctx h;
 };
-
-/* Renders untrusted input for an error message: bounded and printable, so
- * a hostile string cannot flood or corrupt a log line. */
-static void show(const char *s, char out[SHOW_MAX + 4])
-{
-	size_t i;
-
-	if (!s) {
-		strcpy(out, "(null)");
-		return;
-	}
-	for (i = 0; s[i] && i < SHOW_MAX; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-	}
-	if (s[i]) {
-		memcpy(out + i, "...", 3);
-		i += 3;
-	}
-	out[i] = '\0';
-}
 
 static int hexval(char c)
 {
@@ -80,11 +56,11 @@ static bool decode_hex(const char *hex, sl_digest *out)
 
 int sl_digest_parse(const char *s, sl_digest *out, sl_error_t *err)
 {
-	char shown[SHOW_MAX + 4];
+	char shown[SL_SHOW_BUF];
 
 	if (!s || strncmp(s, PREFIX, PREFIX_LEN) != 0 ||
 	    !decode_hex(s + PREFIX_LEN, out)) {
-		show(s, shown);
+		sl_show(s, (size_t)-1, shown);
 		return sl_error_set(err, SL_E_INVALID,
 				    "invalid digest \"%s\": expected sha256: followed by 64 lowercase hex digits",
 				    shown);
@@ -94,10 +70,10 @@ int sl_digest_parse(const char *s, sl_digest *out, sl_error_t *err)
 
 int sl_digest_parse_hex(const char *hex, sl_digest *out, sl_error_t *err)
 {
-	char shown[SHOW_MAX + 4];
+	char shown[SL_SHOW_BUF];
 
 	if (!hex || !decode_hex(hex, out)) {
-		show(hex, shown);
+		sl_show(hex, (size_t)-1, shown);
 		return sl_error_set(err, SL_E_INVALID,
 				    "invalid digest hex \"%s\": expected 64 lowercase hex digits",
 				    shown);

@@ -181,3 +181,23 @@ void sl_error_free(sl_error_t *err)
 	}
 	*err = NULL;
 }
+
+void sl_show(const char *s, size_t n, char out[SL_SHOW_BUF])
+{
+	size_t i;
+
+	if (!s) {
+		strcpy(out, "(null)");
+		return;
+	}
+	for (i = 0; i < n && s[i] && i < SL_SHOW_MAX; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
+	}
+	if (i < n && s[i]) {
+		memcpy(out + i, "...", 3);
+		i += 3;
+	}
+	out[i] = '\0';
+}

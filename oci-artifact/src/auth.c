@@ -10,7 +10,6 @@
 #include "sl/file.h"
 #include "sl/json.h"
 
-#define SHOW_MAX 80
 #define CONFIG_MAX (1u << 20) /* a config.json is a few KiB; refuse absurd ones */
 #define HUB_LEGACY_KEY "https://index.docker.io/v1/"
 #define TOKEN_TTL_MIN 60
@@ -19,23 +18,6 @@
 #define TOKEN_TTL_MAX 86400
 
 /* ---------- shared helpers ---------- */
-
-/* Bounded, printable rendering of untrusted text for an error message. */
-static void show(const char *s, char out[SHOW_MAX + 4])
-{
-	size_t i;
-
-	for (i = 0; s[i] && i < SHOW_MAX; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-	}
-	if (s[i]) {
-		memcpy(out + i, "...", 3);
-		i += 3;
-	}
-	out[i] = '\0';
-}
 
 /* ---------- WWW-Authenticate ---------- */
 
@@ -95,9 +77,9 @@ static const char *skip_token(const char *p)
 
 static int ch_fail(sl_error_t *err, int code, const char *value, const char *why)
 {
-	char shown[SHOW_MAX + 4];
+	char shown[SL_SHOW_BUF];
 
-	show(value, shown);
+	sl_show(value, (size_t)-1, shown);
 	return sl_error_set(err, code, "WWW-Authenticate \"%s\": %s", shown, why);
 }
 
@@ -282,12 +264,12 @@ int oci_challenge_parse(const char *value, struct oci_challenge *ch, sl_error_t 
 
 	pick = bearer.scheme ? &bearer : basic.scheme ? &basic : NULL;
 	if (!pick) {
-		char name[SHOW_MAX + 4], tmp[SHOW_MAX + 1];
-		size_t n = other.scheme_n < SHOW_MAX ? other.scheme_n : SHOW_MAX;
+		char name[SL_SHOW_BUF], tmp[SL_SHOW_MAX + 1];
+		size_t n = other.scheme_n < SL_SHOW_MAX ? other.scheme_n : SL_SHOW_MAX;
 
 		memcpy(tmp, other.scheme, n);
 		tmp[n] = '\0';
-		show(tmp, name);
+		sl_show(tmp, (size_t)-1, name);
 		snprintf(why, sizeof(why), "unsupported authentication scheme \"%s\" (only Basic and Bearer)", name);
 		return ch_fail(err, SL_E_UNSUPPORTED, value, why);
 	}
@@ -404,9 +386,9 @@ static bool b64_decode(const char *in, size_t n, unsigned char *out, size_t cap,
 /* Never echo credential values: errors name only the registry key. */
 static int creds_fail(sl_error_t *err, const char *key, const char *why)
 {
-	char shown[SHOW_MAX + 4];
+	char shown[SL_SHOW_BUF];
 
-	show(key, shown);
+	sl_show(key, (size_t)-1, shown);
 	return sl_error_set(err, SL_E_INVALID, "config.json: auths \"%s\": %s", shown, why);
 }
 

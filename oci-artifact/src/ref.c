@@ -7,39 +7,19 @@
 
 #include "oci/ref.h"
 
-/* References come from command lines and from manifests pulled off the
- * network; errors echo at most this much of them. */
-#define SHOW_MAX 80
 /* distribution-spec: the whole name (host/path) is at most 255 bytes. */
 #define NAME_MAX_LEN 255
 #define TAG_MAX_LEN 128
 #define LABEL_MAX_LEN 63
 #define LEGACY_HUB "index.docker.io"
 
-/* Bounded, printable rendering of untrusted text for an error message. */
-static void show_n(const char *s, size_t n, char out[SHOW_MAX + 4])
-{
-	size_t i;
-
-	for (i = 0; i < n && s[i] && i < SHOW_MAX; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		out[i] = (c >= 0x20 && c < 0x7f && c != '"') ? (char)c : '?';
-	}
-	if (i < n && s[i]) {
-		memcpy(out + i, "...", 3);
-		i += 3;
-	}
-	out[i] = '\0';
-}
-
 /* All parse errors share one prefix naming the whole input. */
 static int ref_fail(sl_error_t *err, const char *input, const char *fmt, const char *part, size_t part_n)
 {
-	char in[SHOW_MAX + 4], pt[SHOW_MAX + 4], why[256];
+	char in[SL_SHOW_BUF], pt[SL_SHOW_BUF], why[256];
 
-	show_n(input, (size_t)-1, in);
-	show_n(part ? part : "", part ? part_n : 0, pt);
+	sl_show(input, (size_t)-1, in);
+	sl_show(part ? part : "", part ? part_n : 0, pt);
 	/* fmt is one of this file's literals with at most one %s for the part. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wformat-nonliteral"

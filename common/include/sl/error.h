@@ -44,6 +44,14 @@ int sl_error_wrap(sl_error_t *err, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 const char *sl_error_msg(const sl_error_t err);
+
+/* Renders at most n bytes of untrusted text (stopping at NUL) for an error
+ * message: at most SL_SHOW_MAX bytes, non-printable bytes and '"' as '?', and
+ * "..." when cut, so a hostile string can neither flood nor corrupt a log line.
+ * NULL renders as "(null)". */
+#define SL_SHOW_MAX 80
+#define SL_SHOW_BUF (SL_SHOW_MAX + 4)
+void sl_show(const char *s, size_t n, char out[SL_SHOW_BUF]);
 const char *sl_error_code_name(int code);
 void sl_error_free(sl_error_t *err);
 
