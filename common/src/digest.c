@@ -1,24 +1,31 @@
-/* sha256 hashing (nettle) and the strict "sha256:<hex>" text form. */
+/* sha256 hashing (OpenSSL libcrypto) and the strict "sha256:<hex>" text form. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include <nettle/sha2.h>
+/* The one-shot SHA256_* interface is deprecated in OpenSSL 3 in favour of
+ * EVP, but EVP costs a spore restore (a short-lived process) about 2 ms of
+ * provider set-up; see below. */
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
 
 #include "sl/digest.h"
 
-/* nettle, not OpenSSL: a spore restore is a short-lived process, and on the
- * hosts we measured libcrypto cost 1.45 ms to load and relocate plus 1.0 ms
- * of provider set-up before the first digest; nettle loads in 0.15 ms and
- * hashes at the same SHA-NI speed (docs/performance.md). */
+/* OpenSSL's SHA256_* functions, linked statically from libcrypto.a
+ * (common/CMakeLists.txt): a spore restore is a short-lived process, and on
+ * the hosts we measured the shared libcrypto cost 1.45 ms to load and
+ * relocate and EVP another 1.0 ms of provider set-up before the first
+ * digest. Linked statically, only the SHA-256 code and the CPU capability
+ * probe come along: process start costs the same as without libcrypto, and
+ * it hashes with SHA-NI (docs/performance.md). */
 
 #define PREFIX "sha256:"
 #define PREFIX_LEN (sizeof(PREFIX) - 1)
 #define FD_BLOCK (1024 * 1024)
 
 struct sl_sha256_ctx {
-	struct sha256_ctx h;
+	SHA256_CTX h;
 };
 
 static int hexval(char c)
@@ -105,11 +112,11 @@ bool sl_digest_equal(const sl_digest *a, const sl_digest *b)
 
 void sl_sha256(const void *buf, size_t len, sl_digest *out)
 {
-	struct sha256_ctx h;
+	SHA256_CTX h;
 
-	sha256_init(&h);
-	sha256_update(&h, len, len ? buf : (const void *)"");
-	sha256_digest(&h, SL_DIGEST_LEN, out->b);
+	SHA256_Init(&h);
+	SHA256_Update(&h, len ? buf : (const void *)"", len);
+	SHA256_Final(out->b, &h);
 }
 
 sl_sha256_ctx *sl_sha256_new(void)
@@ -117,7 +124,7 @@ sl_sha256_ctx *sl_sha256_new(void)
 	sl_sha256_ctx *c = malloc(sizeof(*c));
 
 	if (c)
-		sha256_init(&c->h);
+		SHA256_Init(&c->h);
 	return c;
 }
 
@@ -125,7 +132,7 @@ void sl_sha256_update(sl_sha256_ctx *c, const void *buf, size_t len)
 {
 	if (!c || len == 0)
 		return;
-	sha256_update(&c->h, len, buf);
+	SHA256_Update(&c->h, buf, len);
 }
 
 void sl_sha256_final(sl_sha256_ctx *c, sl_digest *out)
@@ -136,7 +143,7 @@ void sl_sha256_final(sl_sha256_ctx *c, sl_digest *out)
 		memset(out->b, 0, SL_DIGEST_LEN);
 		return;
 	}
-	sha256_digest(&c->h, SL_DIGEST_LEN, out->b);
+	SHA256_Final(out->b, &c->h);
 	free(c);
 }
 

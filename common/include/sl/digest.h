@@ -1,4 +1,4 @@
-/* sha256 digests: hashing (nettle) and the "sha256:<hex>" text form. */
+/* sha256 digests: hashing (OpenSSL libcrypto) and the "sha256:<hex>" text form. */
 #ifndef SL_DIGEST_H
 #define SL_DIGEST_H
 
