@@ -71,6 +71,39 @@ static int parse_ref(json_t *o, const char *what, const char *want_path, struct 
 	return 0;
 }
 
+/* A chunk table: objects {index, digest}, indexes strictly increasing
+ * and below `slots`. */
+static int parse_chunks(json_t *arr, uint64_t slots, const char *what, struct spore_chunk **out, size_t *nout,
+			sl_error_t *err)
+{
+	size_t n = json_array_size(arr);
+	if (n > slots)
+		return sl_error_set(err, SL_E_INVALID, W ": %s has %zu chunks for %llu chunk slots", what, n,
+				    (unsigned long long)slots);
+	struct spore_chunk *v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return sl_error_set(err, SL_E_NOMEM, "chunk table");
+	*out = v;
+	*nout = 0;
+	for (size_t i = 0; i < n; i++) {
+		json_t *c = json_array_get(arr, i);
+		uint64_t idx;
+		const char *d;
+		if (!json_is_object(c))
+			return sl_error_set(err, SL_E_INVALID, W ": %s[%zu] must be an object", what, i);
+		if (sl_json_get_u64(c, "index", W, &idx, err) < 0 || sl_json_get_str(c, "digest", W, &d, err) < 0)
+			return sl_error_wrap(err, "%s[%zu]", what, i);
+		if (idx >= slots || (i > 0 && idx <= v[i - 1].index))
+			return sl_error_set(err, SL_E_INVALID, W ": %s[%zu] index %llu out of order or beyond the end", what,
+					    i, (unsigned long long)idx);
+		v[i].index = idx;
+		if (sl_digest_parse(d, &v[i].digest, err) < 0)
+			return sl_error_wrap(err, W ": %s[%zu]", what, i);
+		(*nout)++;
+	}
+	return 0;
+}
+
 static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 {
 	uint64_t version;
@@ -127,6 +160,28 @@ static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 	if (vcpus < 1 || vcpus > SPORE_MAX_VCPUS)
 		return sl_error_set(err, SL_E_INVALID, W ": machine.vcpus %llu not in 1..%d", (unsigned long long)vcpus, SPORE_MAX_VCPUS);
 	m->vcpus = (unsigned)vcpus;
+	/* "platform" and "vsock_cid" arrived with Linux guests; a spore
+	 * without them is a bare (test guest) machine. */
+	json_t *plat = json_object_get(mach, "platform");
+	if (plat) {
+		const char *pn = json_is_string(plat) ? json_string_value(plat) : "";
+		if (!strcmp(pn, "bare"))
+			m->platform = SPORE_PLATFORM_BARE;
+		else if (!strcmp(pn, "linux"))
+			m->platform = SPORE_PLATFORM_LINUX;
+		else
+			return sl_error_set(err, SL_E_UNSUPPORTED, W ": machine.platform must be \"bare\" or \"linux\"");
+	}
+	if (json_object_get(mach, "vsock_cid")) {
+		uint64_t cid;
+		if (sl_json_get_u64(mach, "vsock_cid", W, &cid, err) < 0)
+			return -1;
+		if (cid != 0 && (cid < 3 || cid > UINT32_MAX - 1 || m->platform != SPORE_PLATFORM_LINUX))
+			return sl_error_set(err, SL_E_INVALID,
+					    W ": machine.vsock_cid %llu must be 0, or 3..2^32-2 on the linux platform",
+					    (unsigned long long)cid);
+		m->vsock_cid = (uint32_t)cid;
+	}
 	if (m->mem_mib < 2 || m->mem_mib > SPORE_MAX_MEM_MIB || m->mem_mib % 2)
 		return sl_error_set(err, SL_E_INVALID, W ": machine.memory_mib %llu must be even, 2..%u",
 				    (unsigned long long)m->mem_mib, SPORE_MAX_MEM_MIB);
@@ -165,35 +220,38 @@ static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 	if (msize != m->mem_mib << 20)
 		return sl_error_set(err, SL_E_INVALID, W ": memory.size %llu does not match machine.memory_mib",
 				    (unsigned long long)msize);
-	uint64_t total = msize / SPORE_CHUNK_SIZE;
-	size_t n = json_array_size(chunks);
-	if (n > total)
-		return sl_error_set(err, SL_E_INVALID, W ": %zu chunks for %llu chunk slots", n, (unsigned long long)total);
-	m->chunks = calloc(n ? n : 1, sizeof(*m->chunks));
-	if (!m->chunks)
-		return sl_error_set(err, SL_E_NOMEM, "chunk table");
-	for (size_t i = 0; i < n; i++) {
-		json_t *c = json_array_get(chunks, i);
-		uint64_t idx;
-		const char *d;
-		if (!json_is_object(c))
-			return sl_error_set(err, SL_E_INVALID, W ": memory.chunks[%zu] must be an object", i);
-		if (sl_json_get_u64(c, "index", W, &idx, err) < 0 || sl_json_get_str(c, "digest", W, &d, err) < 0)
-			return sl_error_wrap(err, "memory.chunks[%zu]", i);
-		if (idx >= total || (i > 0 && idx <= m->chunks[i - 1].index))
-			return sl_error_set(err, SL_E_INVALID,
-					    W ": memory.chunks[%zu] index %llu out of order or beyond memory", i,
-					    (unsigned long long)idx);
-		m->chunks[i].index = idx;
-		if (sl_digest_parse(d, &m->chunks[i].digest, err) < 0)
-			return sl_error_wrap(err, W ": memory.chunks[%zu]", i);
-		m->nchunks++;
-	}
+	if (parse_chunks(chunks, msize / SPORE_CHUNK_SIZE, "memory.chunks", &m->chunks, &m->nchunks, err) < 0)
+		return -1;
 	json_t *disks;
 	if (sl_json_get_arr(root, "disks", W, &disks, err) < 0)
 		return -1;
-	if (json_array_size(disks) != 0)
-		return sl_error_set(err, SL_E_UNSUPPORTED, W ": disks are not supported by this build");
+	if (json_array_size(disks) > SPORE_MAX_DISKS)
+		return sl_error_set(err, SL_E_LIMIT, W ": %zu disks, the limit is %d", json_array_size(disks),
+				    SPORE_MAX_DISKS);
+	if (json_array_size(disks) && m->platform != SPORE_PLATFORM_LINUX)
+		return sl_error_set(err, SL_E_INVALID, W ": disks need machine.platform \"linux\"");
+	for (size_t i = 0; i < json_array_size(disks); i++) {
+		json_t *d = json_array_get(disks, i), *dch, *ro;
+		struct spore_disk *dk = &m->disks[i];
+		char what[48];
+		snprintf(what, sizeof(what), "disks[%zu].chunks", i);
+		if (!json_is_object(d))
+			return sl_error_set(err, SL_E_INVALID, W ": disks[%zu] must be an object", i);
+		if (sl_json_get_u64(d, "size", W, &dk->size, err) < 0 || sl_json_get_arr(d, "chunks", W, &dch, err) < 0)
+			return sl_error_wrap(err, "disks[%zu]", i);
+		ro = json_object_get(d, "read_only");
+		if (!json_is_boolean(ro))
+			return sl_error_set(err, SL_E_INVALID, W ": disks[%zu].read_only must be true or false", i);
+		dk->read_only = json_is_true(ro);
+		if (dk->size == 0 || dk->size % 512 || dk->size > SPORE_DISK_MAX_BYTES)
+			return sl_error_set(err, SL_E_INVALID,
+					    W ": disks[%zu].size %llu must be a non-zero multiple of 512 up to 1 TiB", i,
+					    (unsigned long long)dk->size);
+		m->ndisks++;
+		if (parse_chunks(dch, (dk->size + SPORE_CHUNK_SIZE - 1) / SPORE_CHUNK_SIZE, what, &dk->chunks,
+				 &dk->nchunks, err) < 0)
+			return -1;
+	}
 
 	json_t *par = json_object_get(root, "parent");
 	if (!par)
@@ -256,17 +314,35 @@ static json_t *names_json(char **v, size_t n)
 	return a;
 }
 
+static json_t *chunks_json(const struct spore_chunk *c, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; a && i < n; i++) {
+		char d[SL_DIGEST_STRLEN];
+		sl_digest_format(&c[i].digest, d);
+		json_array_append_new(a, json_pack("{s:I, s:s}", "index", (json_int_t)c[i].index, "digest", d));
+	}
+	return a;
+}
+
 int spore_manifest_write(const struct spore_manifest *m, char **buf, size_t *len, sl_error_t *err)
 {
-	_cleanup_json_ json_t *vcpus = json_array(), *chunks = json_array();
-	if (!vcpus || !chunks)
+	_cleanup_json_ json_t *vcpus = json_array(), *chunks = chunks_json(m->chunks, m->nchunks),
+			      *disks = json_array(), *machine = NULL;
+	if (!vcpus || !chunks || !disks)
 		return sl_error_set(err, SL_E_NOMEM, "manifest");
 	for (unsigned i = 0; i < m->vcpus; i++)
 		json_array_append_new(vcpus, ref_json(&m->vcpu_state[i]));
-	for (size_t i = 0; i < m->nchunks; i++) {
-		char d[SL_DIGEST_STRLEN];
-		sl_digest_format(&m->chunks[i].digest, d);
-		json_array_append_new(chunks, json_pack("{s:I, s:s}", "index", (json_int_t)m->chunks[i].index, "digest", d));
+	for (size_t i = 0; i < m->ndisks; i++)
+		json_array_append_new(disks, json_pack("{s:I, s:b, s:o}", "size", (json_int_t)m->disks[i].size,
+						       "read_only", m->disks[i].read_only, "chunks",
+						       chunks_json(m->disks[i].chunks, m->disks[i].nchunks)));
+	/* A bare machine is written as before Linux guests existed, so its
+	 * manifest (and digest) did not change with them. */
+	machine = json_pack("{s:i, s:I}", "vcpus", (int)m->vcpus, "memory_mib", (json_int_t)m->mem_mib);
+	if (machine && m->platform == SPORE_PLATFORM_LINUX) {
+		json_object_set_new(machine, "platform", json_string("linux"));
+		json_object_set_new(machine, "vsock_cid", json_integer(m->vsock_cid));
 	}
 	json_t *parent = json_null();
 	if (m->has_parent) {
@@ -278,20 +354,20 @@ int spore_manifest_write(const struct spore_manifest *m, char **buf, size_t *len
 	_cleanup_json_ json_t *root = json_pack(
 		"{s:s, s:i, s:s,"
 		" s:{s:s, s:s, s:s, s:I, s:o, s:o},"
-		" s:{s:i, s:I},"
+		" s:O,"
 		" s:{s:o, s:O},"
 		" s:{s:I, s:I, s:O},"
-		" s:[], s:o,"
+		" s:O, s:o,"
 		" s:{s:s, s:o, s:I, s:I}}",
 		"mediaType", SPORE_MEDIA_TYPE, "version", (int)m->version, "created", m->created,
 		"platform", "arch", m->arch, "hypervisor", m->hypervisor, "cpu_vendor", m->cpu_vendor,
 		"tsc_khz", (json_int_t)m->tsc_khz, "features", names_json(m->features, m->nfeatures),
 		"kvm_caps", names_json(m->kvm_caps, m->ncaps),
-		"machine", "vcpus", (int)m->vcpus, "memory_mib", (json_int_t)m->mem_mib,
+		"machine", machine,
 		"state", "vm", ref_json(&m->vm_state), "vcpus", vcpus,
 		"memory", "chunk_size", (json_int_t)SPORE_CHUNK_SIZE, "size", (json_int_t)(m->mem_mib << 20),
 		"chunks", chunks,
-		"disks", "parent", parent,
+		"disks", disks, "parent", parent,
 		"generation", "id", m->gen_id, "parent", m->gen_parent[0] ? json_string(m->gen_parent) : json_null(),
 		"counter", (json_int_t)m->gen_counter, "depth", (json_int_t)m->depth);
 	if (!root)
@@ -331,6 +407,12 @@ void spore_manifest_free(struct spore_manifest *m)
 	m->features = m->kvm_caps = NULL;
 	m->chunks = NULL;
 	m->nfeatures = m->ncaps = m->nchunks = 0;
+	for (size_t i = 0; i < m->ndisks; i++) {
+		free(m->disks[i].chunks);
+		m->disks[i].chunks = NULL;
+		m->disks[i].nchunks = 0;
+	}
+	m->ndisks = 0;
 }
 
 static char **dup_names(char **v, size_t n)
@@ -347,6 +429,9 @@ static char **dup_names(char **v, size_t n)
 int spore_manifest_copy(const struct spore_manifest *src, struct spore_manifest *dst, sl_error_t *err)
 {
 	*dst = *src;
+	/* Nothing of src's may be freed through dst if a copy below fails. */
+	for (size_t i = 0; i < src->ndisks; i++)
+		dst->disks[i].chunks = NULL;
 	dst->features = dup_names(src->features, src->nfeatures);
 	dst->kvm_caps = dup_names(src->kvm_caps, src->ncaps);
 	dst->chunks = malloc((src->nchunks ? src->nchunks : 1) * sizeof(*src->chunks));
@@ -355,7 +440,38 @@ int spore_manifest_copy(const struct spore_manifest *src, struct spore_manifest 
 		return sl_error_set(err, SL_E_NOMEM, "manifest copy");
 	}
 	memcpy(dst->chunks, src->chunks, src->nchunks * sizeof(*src->chunks));
+	for (size_t i = 0; i < src->ndisks; i++) {
+		size_t n = src->disks[i].nchunks;
+		dst->disks[i].chunks = malloc((n ? n : 1) * sizeof(struct spore_chunk));
+		if (!dst->disks[i].chunks) {
+			dst->ndisks = i;
+			spore_manifest_free(dst);
+			return sl_error_set(err, SL_E_NOMEM, "manifest copy");
+		}
+		memcpy(dst->disks[i].chunks, src->disks[i].chunks, n * sizeof(struct spore_chunk));
+	}
 	return 0;
+}
+
+int spore_manifest_each_chunk(const struct spore_manifest *m, int (*fn)(const sl_digest *d, void *arg), void *arg)
+{
+	int r;
+	for (size_t i = 0; i < m->nchunks; i++)
+		if ((r = fn(&m->chunks[i].digest, arg)) != 0)
+			return r;
+	for (size_t k = 0; k < m->ndisks; k++)
+		for (size_t i = 0; i < m->disks[k].nchunks; i++)
+			if ((r = fn(&m->disks[k].chunks[i].digest, arg)) != 0)
+				return r;
+	return 0;
+}
+
+size_t spore_manifest_chunk_refs(const struct spore_manifest *m)
+{
+	size_t n = m->nchunks;
+	for (size_t k = 0; k < m->ndisks; k++)
+		n += m->disks[k].nchunks;
+	return n;
 }
 
 void spore_chunk_path(const sl_digest *d, char out[96])

@@ -265,8 +265,14 @@ static int exec_frame(struct agent_client *c, const struct agent_client_exec *x,
 	case AGENT_MSG_STDOUT:
 	case AGENT_MSG_STDERR: {
 		int fd = r.type == AGENT_MSG_STDOUT ? x->stdout_fd : x->stderr_fd;
-		if (r.u.data.id == x->id && fd >= 0 && write_full(fd, r.u.data.data, r.u.data.len, false) < 0)
+		if (r.u.data.id != x->id)
+			break;
+		if (x->output) {
+			if (x->output(x->output_arg, r.type == AGENT_MSG_STDOUT ? 1 : 2, r.u.data.data, r.u.data.len) < 0)
+				rc = sl_error_sys(err, "agent exec: write output");
+		} else if (fd >= 0 && write_full(fd, r.u.data.data, r.u.data.len, false) < 0) {
 			rc = sl_error_sys(err, "agent exec: write output");
+		}
 		break;
 	}
 	case AGENT_MSG_EXIT:

@@ -42,6 +42,10 @@ struct agent_client_exec {
 	uint32_t uid, gid;
 	int stdin_fd;           /* forwarded until EOF; -1: the process gets /dev/null */
 	int stdout_fd, stderr_fd; /* -1: discard */
+	/* If set, output goes here instead (stream 1 or 2; opaque bytes from
+	 * the guest); a negative return (errno set) ends the exec. */
+	int (*output)(void *arg, int stream, const uint8_t *data, size_t len);
+	void *output_arg;
 };
 
 struct agent_exit_status {

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """Builds the virtual KVM host (tests/kvmhost/README.md): Debian's cloud kernel plus an initramfs.
 
-usage: build_host.py CACHE_DIR SPORE_BINARY TESTGUEST_ELF [--out FILE]
+usage: build_host.py CACHE_DIR SPORE_BINARY TESTGUEST_ELF [--spore-init FILE] [--out FILE]
 
 Fetches linux-image-<ver>-cloud-amd64 and busybox-static with `apt-get download`
 into CACHE_DIR (once; reused while the package stays the same), extracts them with
 `dpkg -x`, and writes a gzipped newc cpio holding: init (tests/kvmhost/init.sh),
 busybox and its applet links, irqbypass/kvm/kvm-amd modules, the spore binary with
-the shared libraries ldd lists (and the dynamic loader), testguest.elf, and the
-scenario scripts (tests/kvmhost/scenarios/*.sh). Prints the paths as JSON.
+the shared libraries ldd lists (and the dynamic loader), testguest.elf, the
+scenario scripts (tests/kvmhost/scenarios/*.sh) and the guests' payload under
+/payload: Debian's generic kernel (linux-image-<ver>-amd64, also fetched),
+a busybox initramfs, the agent initramfs built by scripts/guest-image (spore-init,
+the kernel's virtio/vsock/ext4 modules, busybox) and a small ext4 disk image.
+--spore-init defaults to guest/spore-init/bin/spore-init next to TESTGUEST_ELF.
+Prints the paths as JSON.
 
 Set SPORE_KVMHOST_KERNEL_PKG to pin the host kernel package (default: what
 linux-image-cloud-amd64 depends on). Exit status: 0 built, 1 error, 77 cannot
@@ -29,6 +34,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+GUEST_IMAGE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "guest-image")
 SKIP = 77
 KVM_MODULES = ("irqbypass", "kvm", "kvm-amd")  # load order: kvm needs irqbypass, kvm-amd needs kvm
 MODULE_PATHS = {
@@ -181,12 +187,21 @@ def fetch(cache):
         "guest_kernel_package": gpkg,
         "guest_kernel_version": deb_version(gdeb),
     }
-    if info != {k: old.get(k) for k in info}:
+    return {"info": info, "vmlinuz": vmlinuz, "moddir": moddir, "busybox": busybox, "guest_vmlinuz": guest_vmlinuz,
+            "guest_tree": gtree, "download_s": kdl + bdl}
+
+
+def record_versions(cache, info):
+    """CACHE/versions.json: what the host and its payload were built from (rewritten only on change)."""
+    vfile = os.path.join(cache, "versions.json")
+    old = None
+    if os.path.exists(vfile):
+        with open(vfile) as f:
+            old = json.load(f)
+    if info != old:
         with open(vfile + ".tmp", "w") as f:
             json.dump(info, f, indent=1, sort_keys=True)
         os.replace(vfile + ".tmp", vfile)
-    return {"info": info, "vmlinuz": vmlinuz, "moddir": moddir, "busybox": busybox, "guest_vmlinuz": guest_vmlinuz,
-            "download_s": kdl + bdl}
 
 
 # ---- the newc cpio ----
@@ -316,6 +331,91 @@ def guest_initramfs(busybox):
     return gzip.compress(g.bytes(), compresslevel=6, mtime=0)
 
 
+def agent_initramfs(cache, fetched, spore_init):
+    """/payload/agent-initrd.gz: scripts/guest-image with spore-init as /init, the modules of
+    the same guest kernel package as /payload/vmlinuz (its dpkg -x tree) and our busybox.
+    guest-image skips the work when nothing changed. Returns (path, provenance)."""
+    info = fetched["info"]
+    out = os.path.join(cache, "agent-initrd.gz")
+    argv = [sys.executable, GUEST_IMAGE, "--spore-init", spore_init, "--kernel-tree", fetched["guest_tree"],
+            "--kernel-package", info["guest_kernel_package"], "--kernel-version", info["guest_kernel_version"],
+            "--busybox", fetched["busybox"], "--cache", os.path.join(cache, "guest-image"), "--out", out]
+    try:
+        rc, _, err = run(argv, timeout=300)
+    except subprocess.TimeoutExpired:
+        raise BuildError("scripts/guest-image timed out")
+    if rc != 0:
+        raise BuildError("scripts/guest-image failed (status %d): %s" % (rc, err.strip()[-800:]))
+    with open(out + ".json") as f:
+        rec = json.load(f)
+    return out, {
+        "sha256": rec["output"]["sha256"], "bytes": rec["output"]["bytes"],
+        "kernel_release": rec["kernel"]["release"],
+        "modules": [m["name"] for m in rec["modules"]],
+        "spore_init_sha256": rec["spore_init"]["sha256"],
+        "busybox_version": rec["busybox"]["version"] if rec["busybox"] else None,
+    }
+
+
+# /payload/disk.ext4: a data disk for the guests (spore run --disk). Fixed UUID,
+# hash seed and times (E2FSPROGS_FAKE_TIME, debugfs) make the image reproducible.
+DISK_FILES = {"hello.txt": b"disk-hello\n"}
+DISK_SIZE = "16M"
+DISK_UUID = "5f0e1d2c-5b0a-4e1d-9c3a-000000000001"
+DISK_MKFS = ["-q", "-F", "-t", "ext4", "-L", "spore-data", "-U", DISK_UUID,
+             "-E", "hash_seed=5f0e1d2c-5b0a-4e1d-9c3a-000000000002,root_owner=0:0"]
+
+
+def disk_image(cache):
+    """Builds CACHE/disk.ext4 without root (mkfs.ext4 -d) once per recipe; returns (path, provenance)."""
+    out = os.path.join(cache, "disk.ext4")
+    recipe = hashlib.sha256(json.dumps([DISK_FILES, DISK_SIZE, DISK_MKFS], default=repr).encode()).hexdigest()
+    meta = out + ".json"
+    if os.path.exists(out) and os.path.exists(meta):
+        with open(meta) as f:
+            rec = json.load(f)
+        if rec.get("recipe_sha256") == recipe and rec.get("sha256") == sha256(out):
+            return out, rec
+    mkfs = shutil.which("mkfs.ext4") or shutil.which("mkfs.ext4", path="/usr/sbin:/sbin")
+    debugfs = shutil.which("debugfs") or shutil.which("debugfs", path="/usr/sbin:/sbin")
+    if not mkfs or not debugfs:
+        raise BuildError("mkfs.ext4 or debugfs not found (Debian package e2fsprogs; scripts/setup installs it)")
+    env = dict(os.environ, E2FSPROGS_FAKE_TIME="1")
+    tmp = tempfile.mkdtemp(prefix=".disk-", dir=cache)
+    try:
+        root = os.path.join(tmp, "root")
+        os.mkdir(root)
+        for name, data in DISK_FILES.items():
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(data)
+        img = os.path.join(tmp, "disk.ext4")
+        p = subprocess.run([mkfs] + DISK_MKFS + ["-d", root, img, DISK_SIZE], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        if p.returncode != 0:
+            raise BuildError("mkfs.ext4 -d failed (status %d): %s" % (p.returncode, p.stdout.strip()[-400:]))
+        # mkfs.ext4 -d copies the source files' ctime; zero every timestamp.
+        cmds = os.path.join(tmp, "debugfs.cmds")
+        with open(cmds, "w") as f:
+            for path in ["/", "/lost+found"] + ["/" + n for n in sorted(DISK_FILES)]:
+                for field in ("atime", "mtime", "ctime", "crtime"):
+                    f.write("sif %s %s 0\n" % (path, field))
+        p = subprocess.run([debugfs, "-w", "-f", cmds, img], env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        if p.returncode != 0:
+            raise BuildError("debugfs -w failed (status %d): %s" % (p.returncode, p.stdout.strip()[-400:]))
+        _, ver, verr = run([mkfs, "-V"])
+        rec = {"recipe_sha256": recipe, "sha256": sha256(img), "bytes": os.path.getsize(img), "size": DISK_SIZE,
+               "label": "spore-data", "uuid": DISK_UUID, "files": {"/" + n: d.decode() for n, d in DISK_FILES.items()},
+               "mke2fs": ((ver or verr).splitlines() or ["?"])[0].strip()}
+        os.replace(img, out)
+        with open(meta + ".tmp", "w") as f:
+            json.dump(rec, f, indent=1, sort_keys=True)
+        os.replace(meta + ".tmp", meta)
+        return out, rec
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_initramfs(fetched, spore, testguest, out):
     c = Cpio()
     for d in ("dev", "proc", "sys", "tmp", "run", "root", "etc", "bin", "sbin", "usr/bin", "usr/sbin"):
@@ -343,6 +443,9 @@ def build_initramfs(fetched, spore, testguest, out):
     # initramfs whose init runs GUEST_INIT (scenarios/linux_boot.sh).
     add_host_file(c, fetched["guest_vmlinuz"], "payload/vmlinuz", 0o644)
     c.file("payload/guest-initrd.gz", guest_initramfs(fetched["busybox"]), 0o644)
+    # The agent initramfs (scripts/guest-image) and a data disk (see build()).
+    add_host_file(c, fetched["agent_initrd"], "payload/agent-initrd.gz", 0o644)
+    add_host_file(c, fetched["disk"], "payload/disk.ext4", 0o644)
     sdir = os.path.join(HERE, "scenarios")
     for name in sorted(os.listdir(sdir)):
         if name.endswith(".sh"):
@@ -358,38 +461,53 @@ def build_initramfs(fetched, spore, testguest, out):
     return len(raw), os.path.getsize(out)
 
 
-def build(cache, spore, testguest, out=None):
+def default_spore_init(testguest):
+    """The build's static guest agent: <build>/guest/spore-init/bin/spore-init, next to <build>/guest/testguest.elf."""
+    return os.path.join(os.path.dirname(os.path.abspath(testguest)), "spore-init", "bin", "spore-init")
+
+
+def build(cache, spore, testguest, out=None, spore_init=None):
     """Fetches (cached) and builds; returns a dict with vmlinuz, initrd, versions and timings."""
-    for p, what in ((spore, "spore binary"), (testguest, "testguest.elf")):
+    spore_init = spore_init or default_spore_init(testguest)
+    for p, what in ((spore, "spore binary"), (testguest, "testguest.elf"),
+                    (spore_init, "spore-init (build the spore-init target, or pass --spore-init)")):
         if not os.path.isfile(p):
             raise BuildError("%s %s does not exist" % (what, p))
     cache = os.path.abspath(cache)
     t0 = time.monotonic()
     fetched = fetch(cache)
     t1 = time.monotonic()
+    fetched["agent_initrd"], fetched["info"]["agent_initrd"] = agent_initramfs(cache, fetched, spore_init)
+    fetched["disk"], disk = disk_image(cache)
+    fetched["info"]["disk_ext4"] = {k: disk[k] for k in ("sha256", "bytes", "label", "uuid", "files", "mke2fs")}
+    record_versions(cache, fetched["info"])
+    t2 = time.monotonic()
     out = out or os.path.join(cache, "host-initrd.gz")
     raw, gz = build_initramfs(fetched, spore, testguest, out)
-    t2 = time.monotonic()
+    t3 = time.monotonic()
     return {"vmlinuz": fetched["vmlinuz"], "initrd": out, "versions": fetched["info"],
+            "agent_initrd": fetched["agent_initrd"], "disk": fetched["disk"],
             "download_s": round(fetched["download_s"], 2), "fetch_s": round(t1 - t0, 2),
-            "initramfs_s": round(t2 - t1, 2), "initramfs_bytes": raw, "initramfs_gz_bytes": gz}
+            "payload_s": round(t2 - t1, 2), "initramfs_s": round(t3 - t2, 2), "initramfs_bytes": raw,
+            "initramfs_gz_bytes": gz}
 
 
 def main(argv):
     args = argv[1:]
-    out = None
-    if "--out" in args:
-        i = args.index("--out")
-        if i + 1 >= len(args):
-            print(__doc__, file=sys.stderr)
-            return 2
-        out = args[i + 1]
-        del args[i:i + 2]
+    opts = {"--out": None, "--spore-init": None}
+    for opt in opts:
+        if opt in args:
+            i = args.index(opt)
+            if i + 1 >= len(args):
+                print(__doc__, file=sys.stderr)
+                return 2
+            opts[opt] = args[i + 1]
+            del args[i:i + 2]
     if len(args) != 3:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        res = build(args[0], args[1], args[2], out)
+        res = build(args[0], args[1], args[2], opts["--out"], opts["--spore-init"])
     except Unavailable as e:
         log("SKIP: " + str(e))
         return SKIP

@@ -2,12 +2,15 @@
 """Runs one scenario in the virtual KVM host (QEMU TCG, AMD SVM+NPT, Debian cloud kernel); see README.md.
 
 usage: run_scenario.py SPORE_BINARY TESTGUEST_ELF CACHE_DIR [--scenario NAME] [--timeout SECONDS]
+                       [--spore-init FILE]
 
 Builds the host (build_host.py, cached in CACHE_DIR), boots it with
 qemu-system-x86_64 and reads the serial console until KVMHOST-END or the hard
 timeout, then kills QEMU if it is still running. The test passes when init printed
 KVMHOST-BEGIN, at least one KVMHOST-PASS, no KVMHOST-FAIL and KVMHOST-END.
-The whole console goes to CACHE_DIR/console-<scenario>.log.
+The whole console goes to CACHE_DIR/console-<scenario>.log. --spore-init (the static
+guest agent for /payload/agent-initrd.gz) defaults to guest/spore-init/bin/spore-init
+next to TESTGUEST_ELF.
 Exit status: 0 pass, 1 fail, 77 skip (no QEMU, or the kernel cannot be fetched;
 SPORE_KVMHOST_NO_SKIP=1 makes those failures instead).
 """
@@ -104,8 +107,8 @@ def boot(argv, deadline, log_path):
 
 def main(argv):
     args = argv[1:]
-    scenario, timeout = "smoke", 840.0
-    for opt in ("--scenario", "--timeout"):
+    scenario, timeout, spore_init = "smoke", 840.0, None
+    for opt in ("--scenario", "--timeout", "--spore-init"):
         if opt in args:
             i = args.index(opt)
             if i + 1 >= len(args):
@@ -113,6 +116,8 @@ def main(argv):
                 return 2
             if opt == "--scenario":
                 scenario = args[i + 1]
+            elif opt == "--spore-init":
+                spore_init = args[i + 1]
             else:
                 timeout = float(args[i + 1])
             del args[i:i + 2]
@@ -132,7 +137,7 @@ def main(argv):
         print("FAIL: no scenario %s" % scenario)
         return 1
     try:
-        built = build_host.build(cache, spore, testguest)
+        built = build_host.build(cache, spore, testguest, spore_init=spore_init)
     except build_host.Unavailable as e:
         print("SKIP: cannot fetch the virtual host's kernel: %s" % e, flush=True)
         return SKIP
@@ -142,9 +147,13 @@ def main(argv):
     v = built["versions"]
     print("host kernel %s %s (%s), busybox %s" % (v["kernel_package"], v["kernel_version"],
                                                    v["kernel_deb_sha256"][:16], v["busybox_version"]))
-    print("timing: download %.2fs (0 = cached), fetch+extract %.2fs, initramfs %.2fs (%d bytes, %d gzipped)"
-          % (built["download_s"], built["fetch_s"], built["initramfs_s"], built["initramfs_bytes"],
-             built["initramfs_gz_bytes"]), flush=True)
+    a, d = v["agent_initrd"], v["disk_ext4"]
+    print("guest kernel %s %s; agent initrd %d bytes (%s), modules %s; disk.ext4 %d bytes (%s)"
+          % (v["guest_kernel_package"], v["guest_kernel_version"], a["bytes"], a["sha256"][:16],
+             ",".join(a["modules"]), d["bytes"], d["sha256"][:16]))
+    print("timing: download %.2fs (0 = cached), fetch+extract %.2fs, guest payload %.2fs, initramfs %.2fs "
+          "(%d bytes, %d gzipped)" % (built["download_s"], built["fetch_s"], built["payload_s"], built["initramfs_s"],
+                                      built["initramfs_bytes"], built["initramfs_gz_bytes"]), flush=True)
 
     qargv = qemu_argv(built["vmlinuz"], built["initrd"], scenario)
     print("$ " + " ".join(qargv), flush=True)

@@ -80,6 +80,29 @@ static void make(struct spore_manifest *m, unsigned vcpus, uint64_t mem_mib, siz
 	m->depth = 2;
 }
 
+/* Makes m a Linux machine with a vsock device and ndisks disks (disk k:
+ * 4 MiB + 512 bytes, 3 chunk slots, chunks at 0 and 2; odd ones read-only). */
+static void make_linux(struct spore_manifest *m, size_t ndisks)
+{
+	m->platform = SPORE_PLATFORM_LINUX;
+	m->vsock_cid = 3;
+	for (size_t k = 0; k < ndisks; k++) {
+		struct spore_disk *d = &m->disks[k];
+		d->size = (4u << 20) + 512;
+		d->read_only = k % 2;
+		d->chunks = calloc(2, sizeof(*d->chunks));
+		assert_non_null(d->chunks);
+		for (size_t i = 0; i < 2; i++) {
+			char s[32];
+			snprintf(s, sizeof(s), "disk%zu-%zu", k, i);
+			d->chunks[i].index = 2 * i;
+			digest_of(s, &d->chunks[i].digest);
+		}
+		d->nchunks = 2;
+	}
+	m->ndisks = ndisks;
+}
+
 static char *write_ok(const struct spore_manifest *m, size_t *len)
 {
 	sl_error_t err = NULL;
@@ -130,6 +153,18 @@ static void assert_same(const struct spore_manifest *a, const struct spore_manif
 		assert_int_equal(a->chunks[i].index, b->chunks[i].index);
 		assert_true(sl_digest_equal(&a->chunks[i].digest, &b->chunks[i].digest));
 	}
+	assert_int_equal(a->platform, b->platform);
+	assert_int_equal(a->vsock_cid, b->vsock_cid);
+	assert_int_equal(a->ndisks, b->ndisks);
+	for (size_t k = 0; k < a->ndisks; k++) {
+		assert_int_equal(a->disks[k].size, b->disks[k].size);
+		assert_int_equal(a->disks[k].read_only, b->disks[k].read_only);
+		assert_int_equal(a->disks[k].nchunks, b->disks[k].nchunks);
+		for (size_t i = 0; i < a->disks[k].nchunks; i++) {
+			assert_int_equal(a->disks[k].chunks[i].index, b->disks[k].chunks[i].index);
+			assert_true(sl_digest_equal(&a->disks[k].chunks[i].digest, &b->disks[k].chunks[i].digest));
+		}
+	}
 	assert_int_equal(a->has_parent, b->has_parent);
 	if (a->has_parent)
 		assert_true(sl_digest_equal(&a->parent, &b->parent));
@@ -168,6 +203,53 @@ static void test_round_trip(void **state)
 	round_trip(&m);
 	make(&m, SPORE_MAX_VCPUS, SPORE_MAX_MEM_MIB, SPORE_MAX_MEM_MIB / 2, true); /* largest */
 	round_trip(&m);
+	make(&m, 2, 256, 2, true); /* Linux machines, with and without disks */
+	make_linux(&m, 0);
+	round_trip(&m);
+	make(&m, 2, 256, 2, true);
+	make_linux(&m, SPORE_MAX_DISKS);
+	round_trip(&m);
+}
+
+/* Disk chunks are visited after memory chunks by each_chunk. */
+static int count_chunk(const sl_digest *d, void *arg)
+{
+	(void)d;
+	return ++*(int *)arg == 100 ? 7 : 0;
+}
+
+static void test_linux_machine(void **state)
+{
+	struct spore_manifest m, back;
+	size_t len;
+	int n = 0;
+
+	(void)state;
+	make(&m, 1, 64, 3, false);
+	make_linux(&m, 2);
+	assert_int_equal(spore_manifest_chunk_refs(&m), 7);
+	assert_int_equal(spore_manifest_each_chunk(&m, count_chunk, &n), 0);
+	assert_int_equal(n, 7);
+	_cleanup_free_ char *buf = write_ok(&m, &len);
+	assert_non_null(strstr(buf, "\"platform\": \"linux\""));
+	assert_non_null(strstr(buf, "\"read_only\": true"));
+	parse_ok(buf, len, &back);
+	assert_same(&m, &back);
+	struct spore_manifest c;
+	sl_error_t err = NULL;
+	assert_int_equal(spore_manifest_copy(&back, &c, &err), 0);
+	spore_manifest_free(&back); /* the copy owns its disk chunk lists */
+	assert_int_equal(c.disks[1].nchunks, 2);
+	assert_int_equal(c.disks[1].chunks[1].index, 2);
+	spore_manifest_free(&c);
+	spore_manifest_free(&m);
+
+	/* A bare machine's JSON has no platform words at all (older readers). */
+	make(&m, 1, 64, 1, false);
+	_cleanup_free_ char *bare = write_ok(&m, &len);
+	assert_null(strstr(bare, "platform\": \""));
+	assert_null(strstr(bare, "vsock_cid"));
+	spore_manifest_free(&m);
 }
 
 static void test_round_trip_json_shape(void **state)
@@ -393,21 +475,65 @@ static void test_reject_memory(void **state)
 	reject("memory.chunk_size", json_integer(4096), SL_E_UNSUPPORTED, "memory.chunk_size 4096");
 	/* indices must strictly increase and stay below size / chunk_size */
 	reject("memory.chunks[1]", chunk(0, "x"), SL_E_INVALID, "memory.chunks[1] index 0 out of order");
-	reject("memory.chunks[1]", chunk(0, "x"), SL_E_INVALID, "out of order or beyond memory");
+	reject("memory.chunks[1]", chunk(0, "x"), SL_E_INVALID, "out of order or beyond the end");
 	reject("memory.chunks[2]", chunk(3, "x"), SL_E_INVALID, "memory.chunks[2] index 3 out of order");
-	reject("memory.chunks[2]", chunk(64, "x"), SL_E_INVALID, "memory.chunks[2] index 64 out of order or beyond memory");
+	reject("memory.chunks[2]", chunk(64, "x"), SL_E_INVALID, "memory.chunks[2] index 64 out of order or beyond the end");
 	reject("memory.chunks[0].digest", json_string("sha256:1234"), SL_E_INVALID, "memory.chunks[0]");
 	reject("memory.chunks[0].digest", json_integer(1), SL_E_INVALID, "memory.chunks[0]");
 	reject("memory.chunks[0].index", NULL, SL_E_INVALID, "memory.chunks[0]");
 	reject("memory.chunks[0]", json_string("chunk"), SL_E_INVALID, "memory.chunks[0] must be an object");
 	reject("memory.chunks", json_object(), SL_E_INVALID, "field \"chunks\" must be");
-	reject("disks", json_pack("[{}]"), SL_E_UNSUPPORTED, "disks are not supported");
+	/* disks only on the Linux platform, and well-formed */
+	reject("disks", json_pack("[{}]"), SL_E_INVALID, "disks need machine.platform \"linux\"");
+	reject("machine.platform", json_string("windows"), SL_E_UNSUPPORTED, "machine.platform must be");
+	reject("machine.platform", json_integer(1), SL_E_UNSUPPORTED, "machine.platform must be");
+	reject("machine.vsock_cid", json_integer(3), SL_E_INVALID, "on the linux platform");
 	reject("disks", NULL, SL_E_INVALID, "field \"disks\" missing");
 
 	/* more chunks than slots */
 	_cleanup_json_ json_t *j = valid_json(1, 4, 2); /* 2 slots */
 	json_array_append_new(json_object_get(json_object_get(j, "memory"), "chunks"), chunk(2, "extra"));
 	expect_reject(j, SL_E_INVALID, "3 chunks for 2 chunk slots");
+}
+
+/* A valid Linux manifest with two disks, one change, a rejection. */
+static void reject_linux(const char *path, json_t *v, int code, const char *needle)
+{
+	struct spore_manifest m;
+	size_t len;
+	json_t *j = NULL;
+	sl_error_t err = NULL;
+
+	make(&m, 2, 128, 3, true);
+	make_linux(&m, 2);
+	_cleanup_free_ char *buf = write_ok(&m, &len);
+	spore_manifest_free(&m);
+	assert_int_equal(sl_json_parse(buf, len, "t", &j, &err), 0);
+	set(j, path, v);
+	expect_reject(j, code, needle);
+	json_decref(j);
+}
+
+static void test_reject_disks(void **state)
+{
+	(void)state;
+	reject_linux("machine.vsock_cid", json_integer(2), SL_E_INVALID, "machine.vsock_cid 2 must be 0, or 3..");
+	reject_linux("machine.vsock_cid", json_integer(0xffffffffll), SL_E_INVALID, "machine.vsock_cid 4294967295");
+	reject_linux("disks[0].size", json_integer(1000), SL_E_INVALID, "disks[0].size 1000 must be a non-zero multiple of 512");
+	reject_linux("disks[1].size", json_integer(0), SL_E_INVALID, "disks[1].size 0");
+	reject_linux("disks[0].size", json_integer((json_int_t)SPORE_DISK_MAX_BYTES + 512), SL_E_INVALID, "up to 1 TiB");
+	reject_linux("disks[0].read_only", json_integer(0), SL_E_INVALID, "disks[0].read_only must be true or false");
+	reject_linux("disks[0].read_only", NULL, SL_E_INVALID, "disks[0].read_only");
+	reject_linux("disks[1].chunks[1]", chunk(3, "x"), SL_E_INVALID, "disks[1].chunks[1] index 3 out of order or beyond the end");
+	reject_linux("disks[1].chunks[0]", chunk(2, "x"), SL_E_INVALID, "disks[1].chunks[1] index 2 out of order");
+	reject_linux("disks[0].chunks[0].digest", json_string("sha256:00"), SL_E_INVALID, "disks[0].chunks[0]");
+	reject_linux("disks[0].chunks", NULL, SL_E_INVALID, "disks[0]");
+	reject_linux("disks[1]", json_string("disk"), SL_E_INVALID, "disks[1] must be an object");
+	/* more disks than the device layout has room for */
+	json_t *many = json_array();
+	for (int i = 0; i <= SPORE_MAX_DISKS; i++)
+		json_array_append_new(many, json_pack("{s:I, s:b, s:[]}", "size", (json_int_t)512, "read_only", 0, "chunks"));
+	reject_linux("disks", many, SL_E_LIMIT, "9 disks, the limit is 8");
 }
 
 static void test_reject_lineage(void **state)
@@ -596,6 +722,8 @@ int main(void)
 		cmocka_unit_test(test_reject_state),
 		cmocka_unit_test(test_reject_memory),
 		cmocka_unit_test(test_reject_lineage),
+		cmocka_unit_test(test_reject_disks),
+		cmocka_unit_test(test_linux_machine),
 		cmocka_unit_test(test_reject_syntax),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_copy),

@@ -246,7 +246,8 @@ static void test_duplicate_and_unknown_tags(void **state)
 		snprintf(want, sizeof(want), "unknown section tag %u", bad_vcpu[i]);
 		expect_fail(r.b, r.n, SF_KIND_VCPU, SL_E_UNSUPPORTED, want);
 	}
-	static const uint32_t bad_vm[] = {0, SF_REGS, SF_TSC_KHZ, SF_CPUID + 1, SF_SERIAL - 1, SF_SPORE_DEV + 1};
+	static const uint32_t bad_vm[] = {0, SF_REGS, SF_TSC_KHZ, SF_CPUID + 1, SF_SERIAL - 1, SF_PLATFORM + 1,
+					  SF_VIRTIO_FIRST - 1, SF_VIRTIO_LAST + 1};
 	for (size_t i = 0; i < sizeof(bad_vm) / sizeof(bad_vm[0]); i++) {
 		char want[64];
 		raw_header(&r, SF_MAGIC, 1, SF_KIND_VM, 1, 0);
@@ -261,6 +262,15 @@ static void test_duplicate_and_unknown_tags(void **state)
 		raw_header(&r, SF_MAGIC, 1, SF_KIND_VCPU, 1, 0);
 		raw_section(&r, t, 0, 0, NULL, 0);
 		assert_int_equal(sf_parse(r.b, r.n, SF_KIND_VCPU, "t.state", &f, &err), 0);
+	}
+	static const uint32_t good_vm[] = {SF_PIC_MASTER, SF_CPUID, SF_SERIAL, SF_SPORE_DEV, SF_PLATFORM,
+					   SF_VIRTIO_FIRST, SF_VIRTIO_LAST};
+	for (size_t i = 0; i < sizeof(good_vm) / sizeof(good_vm[0]); i++) {
+		struct sf_file f;
+		sl_error_t err = NULL;
+		raw_header(&r, SF_MAGIC, 1, SF_KIND_VM, 1, 0);
+		raw_section(&r, good_vm[i], 0, 0, NULL, 0);
+		assert_int_equal(sf_parse(r.b, r.n, SF_KIND_VM, "vm.state", &f, &err), 0);
 	}
 	/* section header reserved field must be zero */
 	raw_header(&r, SF_MAGIC, 1, SF_KIND_VCPU, 1, 0);

@@ -27,6 +27,46 @@ int cli_fail(sl_error_t *err);
 int cli_parse_machine_opt(int opt, const char *arg, struct vmm_machine *m, sl_error_t *err);
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ---- agent_job.c: the conversation with a Linux guest's agent ---- */
+#define AGENT_JOB_BOOT_TIMEOUT_MS 120000
+struct agent_job_opts {
+	const char *vsock_path; /* the VM's vsock socket */
+	char *const *argv;      /* a command to run, or NULL */
+	char *const *env;       /* generation env and the command's env, or NULL */
+	const char *hostname;   /* GENERATION hostname; NULL: unchanged */
+	const char *prefix;     /* before every line of the command's output, or NULL */
+	bool generation;        /* send GENERATION first (after a restore) */
+	bool hold_at_ready;     /* after the command (if any) report READY and stop (capture) */
+	bool shutdown_after;    /* power the guest off after the command */
+	int timeout_ms;         /* for the agent to answer; <= 0: AGENT_JOB_BOOT_TIMEOUT_MS */
+};
+enum agent_job_state {
+	AGENT_JOB_RUNNING = 0,
+	AGENT_JOB_READY,  /* hold_at_ready: warm and ready; status: the command's (-1 without one) */
+	AGENT_JOB_DONE,   /* status: the command's (-1 without one) */
+	AGENT_JOB_FAILED, /* err says why */
+};
+struct agent_job;
+int agent_job_start(const struct agent_job_opts *o, struct agent_job **out, sl_error_t *err);
+int agent_job_fd(const struct agent_job *j); /* readable when the state changed */
+enum agent_job_state agent_job_poll(struct agent_job *j, int *status, sl_error_t *err);
+void agent_job_times(struct agent_job *j, uint64_t *ready_ns, uint64_t *gen_ns);
+void agent_job_free(struct agent_job *j);
+
+/* ---- linux_guest.c ---- */
+/* --disk FILE[:ro|:rw] into the machine (checked to exist). */
+int cli_parse_disk(const char *arg, struct vmm_machine *m, sl_error_t *err);
+/* Where a VM's vsock socket goes: the user's path, or a fresh private
+ * directory (0700) that cli_vsock_cleanup removes. */
+struct cli_vsock {
+	char path[108];
+	char dir[96];
+	bool made_dir;
+};
+int cli_vsock_setup(const char *user_path, struct cli_vsock *v, sl_error_t *err);
+void cli_vsock_cleanup(struct cli_vsock *v);
+#define CLI_VSOCK_CID 3u
+
 /* When and how a running VM ends. */
 enum capture_on { CAP_NONE = 0, CAP_EXIT, CAP_READY, CAP_AFTER, CAP_SIGNAL };
 struct drive_opts {
@@ -39,6 +79,8 @@ struct drive_opts {
 	uint64_t launch_ns;      /* process start, for the report */
 	uint64_t restore_ns;     /* restore duration, for the report */
 	int client_fd;           /* >= 0: a pool client; the run ends when it hangs up */
+	struct agent_job *job;   /* Linux guests: readiness, commands, their status */
+	bool job_has_command;    /* the run's status is the guest command's */
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* Runs the VM until it ends per opts; returns the process exit status. */

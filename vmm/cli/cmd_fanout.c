@@ -53,7 +53,16 @@ static double pct(double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-static pid_t spawn(const char *dir, struct child *c, const char *for_arg, const char *verify_arg)
+/* What every child runs after its restore (Linux spores): the command,
+ * with the child's name as its guest's hostname. */
+struct child_cmd {
+	bool linux_guest;
+	char **argv; /* NULL: none */
+	int argc;
+};
+
+static pid_t spawn(const char *dir, struct child *c, const char *for_arg, const char *verify_arg,
+		   const struct child_cmd *cc)
 {
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
@@ -71,8 +80,10 @@ static pid_t spawn(const char *dir, struct child *c, const char *for_arg, const 
 		char path[4096], prefix[300];
 		snprintf(path, sizeof(path), "%s/%s", dir, c->name);
 		snprintf(prefix, sizeof(prefix), "%s| ", c->name);
-		char *args[14];
+		char **args = calloc(20 + (size_t)cc->argc, sizeof(char *));
 		int n = 0;
+		if (!args)
+			_exit(127);
 		args[n++] = "spore";
 		args[n++] = "resume";
 		args[n++] = path;
@@ -87,6 +98,18 @@ static pid_t spawn(const char *dir, struct child *c, const char *for_arg, const 
 		if (verify_arg) {
 			args[n++] = "--verify";
 			args[n++] = (char *)verify_arg;
+		}
+		if (cc->linux_guest) {
+			/* A hostname is at most 64 bytes; longer child names are cut. */
+			static char host[65];
+			snprintf(host, sizeof(host), "%.64s", c->name);
+			args[n++] = "--hostname";
+			args[n++] = host;
+		}
+		if (cc->argv) {
+			args[n++] = "--";
+			for (int i = 0; i < cc->argc; i++)
+				args[n++] = cc->argv[i];
 		}
 		args[n] = NULL;
 		execv("/proc/self/exe", args);
@@ -154,8 +177,9 @@ int cmd_fanout(int argc, char **argv)
 					     {"help", no_argument, NULL, 'h'},
 					     {0}};
 	static const char usage[] = "usage: spore fanout DIR [--parallel] [--for DURATION] [--summary-json FILE]\n"
-				    "                   [--verify sealed|full]\n"
-				    "Resumes every child spore in DIR (as made by spore fork).\n";
+				    "                   [--verify sealed|full] [-- COMMAND...]\n"
+				    "Resumes every child spore in DIR (as made by spore fork). In Linux spores\n"
+				    "each child's guest gets its name as hostname and runs COMMAND.\n";
 	bool parallel = false;
 	const char *for_arg = NULL, *summary = NULL, *verify_arg = NULL;
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
@@ -181,9 +205,11 @@ int cmd_fanout(int argc, char **argv)
 		default: fputs(usage, stderr); return EXIT_SPORE_FAILED;
 		}
 	}
-	if (optind != argc - 1)
-		return cli_usage("fanout: exactly one directory expected\n%s", usage);
+	bool dashdash = optind > 0 && optind < argc && !strcmp(argv[optind - 1], "--");
+	if (optind >= argc || (optind + 1 < argc && !dashdash))
+		return cli_usage("fanout: exactly one directory expected (a command goes after --)\n%s", usage);
 	const char *dir = argv[optind];
+	struct child_cmd cc = {.argv = optind + 1 < argc ? argv + optind + 1 : NULL, .argc = argc - optind - 1};
 	DIR *d = opendir(dir);
 	if (!d) {
 		sl_error_sys(&err, "fanout: open %s", dir);
@@ -208,13 +234,26 @@ int cmd_fanout(int argc, char **argv)
 		return cli_usage("fanout: no child spores in %s", dir);
 	qsort(cs, n, sizeof(*cs), cmp_name);
 
+	/* Children of one fork share the platform: the first one tells. */
+	char first[4096];
+	snprintf(first, sizeof(first), "%s/%s", dir, cs[0].name);
+	struct vmm_spore *sp = NULL;
+	if (vmm_spore_open(first, &sp, &err) < 0)
+		return cli_fail(&err);
+	struct vmm_machine shape = {0};
+	vmm_spore_shape(sp, &shape);
+	vmm_spore_close(sp);
+	cc.linux_guest = shape.platform == VMM_PLATFORM_LINUX;
+	if (cc.argv && !cc.linux_guest)
+		return cli_usage("fanout: %s holds test-guest spores; a COMMAND is for Linux spores", dir);
+
 	uint64_t t0 = cli_now_ns();
 	if (verify == VMM_VERIFY_SEALED)
 		preverify(dir, cs, n);
 	size_t next = 0, running = 0, done = 0;
 	while (done < n) {
 		while (next < n && (parallel || running == 0)) {
-			cs[next].pid = spawn(dir, &cs[next], for_arg, verify_arg);
+			cs[next].pid = spawn(dir, &cs[next], for_arg, verify_arg, &cc);
 			if (cs[next].pid < 0) {
 				perror("spore: fanout: fork");
 				return EXIT_SPORE_FAILED;

@@ -25,6 +25,21 @@ static int link_file(int pfd, int cfd, const char *path, sl_error_t *err)
 	return sl_error_sys(err, "fork: link %s", path);
 }
 
+struct link_ctx {
+	int pfd, cfd;
+	sl_error_t *err;
+};
+
+/* Memory and disk chunks alike; a chunk that two of them share is linked
+ * once (EEXIST is fine). */
+static int link_chunk(const sl_digest *d, void *arg)
+{
+	struct link_ctx *lc = arg;
+	char path[96];
+	spore_chunk_path(d, path);
+	return link_file(lc->pfd, lc->cfd, path, lc->err) < 0 ? -1 : 0;
+}
+
 static int make_child(int pfd, const struct spore_manifest *pm, const sl_digest *pdig, int outfd,
 		      const char *name, char gen_out[33], sl_error_t *err)
 {
@@ -56,12 +71,9 @@ static int make_child(int pfd, const struct spore_manifest *pm, const sl_digest 
 	for (unsigned i = 0; i < m.vcpus; i++)
 		if (link_file(pfd, cfd, m.vcpu_state[i].path, err) < 0)
 			goto out;
-	for (size_t i = 0; i < m.nchunks; i++) {
-		char path[96];
-		spore_chunk_path(&m.chunks[i].digest, path);
-		if (link_file(pfd, cfd, path, err) < 0)
-			goto out;
-	}
+	struct link_ctx lc = {.pfd = pfd, .cfd = cfd, .err = err};
+	if (spore_manifest_each_chunk(&m, link_chunk, &lc) != 0)
+		goto out;
 	char *buf;
 	size_t len;
 	if (spore_manifest_write(&m, &buf, &len, err) < 0)

@@ -15,22 +15,109 @@
 #include "sl/log.h"
 
 static const char run_usage[] =
-	"usage: spore run --kernel FILE [--cmdline S] [--mem MIB] [--vcpus N]\n"
+	"usage: spore run --kernel FILE [--initrd FILE] [--cmdline S] [--mem MIB] [--vcpus N]\n"
+	"                 [--disk FILE[:ro]]... [--vsock PATH] [--env K=V]... [--agent-timeout DURATION]\n"
 	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"                 [--for DURATION] [-- ARGS...]\n"
-	"Boots an x86_64 ELF kernel (the test guest). ARGS are appended to the\n"
-	"kernel command line. Exit status: the guest's, 0 after --for or a\n"
-	"capture, 125 when spore itself fails.\n";
+	"       spore run --from SPORE [--hostname NAME] [--env K=V]... [--vsock PATH] [--for DURATION]\n"
+	"                 [-- COMMAND...]\n"
+	"Boots an x86_64 ELF kernel (the test guest; ARGS extend its command line)\n"
+	"or a Linux bzImage (ARGS are a command the guest's agent runs; --cmdline\n"
+	"extends the kernel's). With --from, resumes a spore and runs COMMAND in it.\n"
+	"A Linux guest's command line is console=ttyS0 reboot=t panic=-1 pci=off,\n"
+	"then --cmdline (default: quiet). --capture-on ready captures a Linux guest\n"
+	"once its agent answers and COMMAND (the warm-up), if any, exited 0.\n"
+	"Exit status: the guest's (its command's), 0 after --for or a capture, 125\n"
+	"when spore itself fails.\n";
 
 static const char resume_usage[] =
 	"usage: spore resume DIR [--for DURATION] [--prefix S] [--pool SOCKET]\n"
-	"                   [--verify sealed|full]\n"
-	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
+	"                   [--verify sealed|full] [--hostname NAME] [--env K=V]... [--vsock PATH]\n"
+	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1] [-- COMMAND...]\n"
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
 	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
-	"every chunk even when a seal shows it unchanged since it was last verified.\n";
+	"every chunk even when a seal shows it unchanged since it was last verified.\n"
+	"A Linux spore's agent gets the new generation (fresh entropy, the clock,\n"
+	"NAME as hostname, the K=V environment) and then runs COMMAND, if given.\n";
 
-enum { OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL, OPT_VERIFY };
+enum {
+	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
+	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT,
+};
+
+/* Options for a Linux guest's agent, shared by run and resume. */
+struct guest_opts {
+	const char *vsock;
+	const char *hostname;
+	char *env[65];
+	unsigned nenv;
+	uint64_t agent_timeout_ms;
+};
+
+static int guest_opt(int c, struct guest_opts *g, sl_error_t *err)
+{
+	switch (c) {
+	case OPT_VSOCK: g->vsock = optarg; return 1;
+	case OPT_HOSTNAME:
+		if (!optarg[0] || strlen(optarg) > 64)
+			return sl_error_set(err, SL_E_INVALID, "--hostname must be 1..64 bytes");
+		g->hostname = optarg;
+		return 1;
+	case OPT_ENV:
+		if (g->nenv >= 64)
+			return sl_error_set(err, SL_E_INVALID, "--env: at most 64");
+		if (!strchr(optarg, '=') || optarg[0] == '=')
+			return sl_error_set(err, SL_E_INVALID, "--env %s: want KEY=VALUE", optarg);
+		g->env[g->nenv++] = optarg;
+		return 1;
+	case OPT_AGENT_TIMEOUT:
+		if (cli_parse_duration_ms(optarg, &g->agent_timeout_ms, err) < 0)
+			return -1;
+		if (!g->agent_timeout_ms || g->agent_timeout_ms > 3600000)
+			return sl_error_set(err, SL_E_INVALID, "--agent-timeout must be in (0, 1h]");
+		return 1;
+	}
+	return 0;
+}
+
+static bool guest_opts_given(const struct guest_opts *g)
+{
+	return g->vsock || g->hostname || g->nenv || g->agent_timeout_ms;
+}
+
+/* Runs a created (booted or restored) VM; for a Linux guest the agent job
+ * waits for the agent, applies a new generation (after a restore) and runs
+ * the command. Frees the VM. */
+static int drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct guest_opts *g, const char *vsock_path,
+		       char **command, bool restored, const char *prefix)
+{
+	sl_error_t err = NULL;
+	struct agent_job *job = NULL;
+	bool want_job = vsock_path && (command || restored || o->capture_on == CAP_READY);
+	if (want_job) {
+		struct agent_job_opts jo = {.vsock_path = vsock_path,
+					    .argv = command,
+					    .env = g->nenv ? (char *const *)g->env : NULL,
+					    .hostname = g->hostname,
+					    .prefix = prefix,
+					    .generation = restored,
+					    .hold_at_ready = o->capture_on == CAP_READY,
+					    .shutdown_after = command != NULL,
+					    .timeout_ms = (int)g->agent_timeout_ms};
+		if (agent_job_start(&jo, &job, &err) < 0) {
+			vmm_destroy(vm);
+			return cli_fail(&err);
+		}
+		o->job = job;
+		o->job_has_command = command != NULL;
+	}
+	int rc = cli_drive(vm, o);
+	/* The job first: it may be blocked on the VM's socket. */
+	agent_job_free(job);
+	o->job = NULL;
+	vmm_destroy(vm);
+	return rc;
+}
 
 static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 {
@@ -87,6 +174,9 @@ static int check_capture(const struct drive_opts *o)
 	return 0;
 }
 
+static int resume_local(const char *dir, struct drive_opts *o, const char *prefix, enum vmm_verify verify,
+			const struct guest_opts *g, char **command);
+
 int cmd_run(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -94,56 +184,96 @@ int cmd_run(int argc, char **argv)
 		{"cmdline", required_argument, NULL, OPT_CMDLINE}, {"mem", required_argument, NULL, 'm'},
 		{"vcpus", required_argument, NULL, 'c'},    {"capture", required_argument, NULL, OPT_CAPTURE},
 		{"capture-on", required_argument, NULL, OPT_CAPTURE_ON}, {"for", required_argument, NULL, OPT_FOR},
-		{"report-fd", required_argument, NULL, OPT_REPORT_FD},  {"help", no_argument, NULL, 'h'},
+		{"report-fd", required_argument, NULL, OPT_REPORT_FD},  {"disk", required_argument, NULL, OPT_DISK},
+		{"vsock", required_argument, NULL, OPT_VSOCK}, {"from", required_argument, NULL, OPT_FROM},
+		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
+		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"help", no_argument, NULL, 'h'},
 		{0}};
 	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
-	const char *kernel = NULL, *cmdline = "", *initrd = NULL;
+	const char *kernel = NULL, *cmdline = NULL, *initrd = NULL, *from = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
+	bool shape_given = false;
+	struct guest_opts g = {0};
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		int r;
 		switch (c) {
 		case 'k': kernel = optarg; break;
 		case OPT_INITRD: initrd = optarg; break;
 		case OPT_CMDLINE: cmdline = optarg; break;
+		case OPT_FROM: from = optarg; break;
+		case OPT_DISK:
+			if (cli_parse_disk(optarg, &m, &err) < 0)
+				return cli_fail(&err);
+			shape_given = true;
+			break;
 		case 'm':
 		case 'c':
 			if (cli_parse_machine_opt(c, optarg, &m, &err) < 0)
 				return cli_fail(&err);
+			shape_given = true;
 			break;
 		case 'h': fputs(run_usage, stdout); return 0;
 		case '?': fputs(run_usage, stderr); return EXIT_SPORE_FAILED;
 		default:
-			if (common_opt(c, &o, &err) < 0)
+			r = guest_opt(c, &g, &err);
+			if (r < 0 || (r == 0 && common_opt(c, &o, &err) < 0))
 				return cli_fail(&err);
 		}
 	}
-	if (!kernel)
-		return cli_usage("run: --kernel is required\n%s", run_usage);
 	if (check_capture(&o))
 		return EXIT_SPORE_FAILED;
-	/* ARGS after "--" extend the kernel command line. */
-	size_t len = strlen(cmdline) + 1;
-	for (int i = optind; i < argc; i++)
-		len += strlen(argv[i]) + 1;
-	_cleanup_free_ char *cl = malloc(len);
-	if (!cl)
-		return cli_usage("out of memory");
-	strcpy(cl, cmdline);
-	for (int i = optind; i < argc; i++) {
-		if (cl[0])
-			strcat(cl, " ");
-		strcat(cl, argv[i]);
+	char **args = optind < argc ? argv + optind : NULL;
+	if (from) {
+		if (kernel || initrd || cmdline || shape_given)
+			return cli_usage("run --from: the spore fixes the kernel and the machine; drop --kernel, "
+					 "--initrd, --cmdline, --mem, --vcpus and --disk\n%s", run_usage);
+		return resume_local(from, &o, NULL, VMM_VERIFY_SEALED, &g, args);
+	}
+	if (!kernel)
+		return cli_usage("run: --kernel is required\n%s", run_usage);
+	if (vmm_kernel_platform(kernel, &m.platform, &err) < 0)
+		return cli_fail(&err);
+	_cleanup_free_ char *cl = NULL;
+	struct cli_vsock vs = {0};
+	if (m.platform == VMM_PLATFORM_BARE) {
+		if (m.ndisks || guest_opts_given(&g))
+			return cli_usage("run: --disk, --vsock, --hostname, --env and --agent-timeout need a Linux "
+					 "kernel (%s is an ELF test kernel)", kernel);
+		/* ARGS after "--" extend the test kernel's command line. */
+		size_t len = (cmdline ? strlen(cmdline) : 0) + 1;
+		for (int i = optind; i < argc; i++)
+			len += strlen(argv[i]) + 1;
+		cl = malloc(len);
+		if (!cl)
+			return cli_usage("out of memory");
+		strcpy(cl, cmdline ? cmdline : "");
+		for (int i = optind; i < argc; i++) {
+			if (cl[0])
+				strcat(cl, " ");
+			strcat(cl, argv[i]);
+		}
+		args = NULL;
+	} else {
+		if (g.hostname)
+			return cli_usage("run: --hostname is for a resumed spore (a booted guest keeps its own)");
+		if (cli_vsock_setup(g.vsock, &vs, &err) < 0)
+			return cli_fail(&err);
+		m.vsock_cid = CLI_VSOCK_CID;
+		m.vsock_path = vs.path;
 	}
 	struct vmm_console con = {.fd = 1};
 	struct vmm_vm *vm = NULL;
-	if (vmm_create(&m, &con, &vm, &err) < 0 || vmm_boot_kernel(vm, kernel, initrd, cl, &err) < 0) {
+	if (vmm_create(&m, &con, &vm, &err) < 0 ||
+	    vmm_boot_kernel(vm, kernel, initrd, cl ? cl : cmdline ? cmdline : "quiet", &err) < 0) {
 		vmm_destroy(vm);
+		cli_vsock_cleanup(&vs);
 		return cli_fail(&err);
 	}
-	int rc = cli_drive(vm, &o);
-	vmm_destroy(vm);
+	int rc = drive_guest(vm, &o, &g, m.platform == VMM_PLATFORM_LINUX ? vs.path : NULL, args, false, NULL);
+	cli_vsock_cleanup(&vs);
 	return rc;
 }
 
@@ -187,8 +317,11 @@ int cmd_resume(int argc, char **argv)
 		{"capture", required_argument, NULL, OPT_CAPTURE}, {"capture-on", required_argument, NULL, OPT_CAPTURE_ON},
 		{"for", required_argument, NULL, OPT_FOR},         {"prefix", required_argument, NULL, OPT_PREFIX},
 		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"pool", required_argument, NULL, OPT_POOL},
-		{"verify", required_argument, NULL, OPT_VERIFY}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"verify", required_argument, NULL, OPT_VERIFY}, {"vsock", required_argument, NULL, OPT_VSOCK},
+		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
+		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"help", no_argument, NULL, 'h'}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
+	struct guest_opts g = {0};
 	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
@@ -204,13 +337,18 @@ int cmd_resume(int argc, char **argv)
 			break;
 		case 'h': fputs(resume_usage, stdout); return 0;
 		case '?': fputs(resume_usage, stderr); return EXIT_SPORE_FAILED;
-		default:
-			if (common_opt(c, &o, &err) < 0)
+		default: {
+			int r = guest_opt(c, &g, &err);
+			if (r < 0 || (r == 0 && common_opt(c, &o, &err) < 0))
 				return cli_fail(&err);
 		}
+		}
 	}
-	if (optind != argc - 1)
-		return cli_usage("resume: exactly one spore directory expected\n%s", resume_usage);
+	/* GNU getopt moves DIR in front of "--": DIR, then the command. */
+	bool dashdash = optind > 0 && optind < argc && !strcmp(argv[optind - 1], "--");
+	if (optind >= argc || (optind + 1 < argc && !dashdash))
+		return cli_usage("resume: exactly one spore directory expected (a command goes after --)\n%s",
+				 resume_usage);
 	if (check_capture(&o))
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
@@ -218,29 +356,58 @@ int cmd_resume(int argc, char **argv)
 		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED)
 			return cli_usage("resume: --pool does not take --capture, --report-fd or --verify "
 					 "(the pool's own --verify applies)");
+		if (optind + 1 < argc || guest_opts_given(&g))
+			return cli_usage("resume: --pool is for test-guest spores (no command, --hostname, --env, --vsock)");
 		return resume_pooled(pool, dir, &o, prefix);
 	}
+	return resume_local(dir, &o, prefix, verify, &g, optind + 1 < argc ? argv + optind + 1 : NULL);
+}
+
+static int resume_local(const char *dir, struct drive_opts *o, const char *prefix, enum vmm_verify verify,
+			const struct guest_opts *g, char **command)
+{
+	sl_error_t err = NULL;
 	struct cli_verify cv;
 	cli_verify_init(&cv, verify);
 	struct vmm_spore *sp = NULL;
 	if (vmm_spore_open(dir, &sp, &err) < 0)
 		return cli_fail(&err);
-	struct vmm_machine m;
+	struct vmm_machine m = {0};
 	vmm_spore_shape(sp, &m);
+	struct cli_vsock vs = {0};
+	bool linux_guest = m.platform == VMM_PLATFORM_LINUX;
+	int rrc = 0;
+	if (!linux_guest && (command || guest_opts_given(g))) {
+		vmm_spore_close(sp);
+		return cli_usage("%s is a test-guest spore: a COMMAND, --hostname, --env, --vsock and "
+				 "--agent-timeout are for Linux spores", dir);
+	}
+	if (linux_guest && !m.vsock_cid) {
+		vmm_spore_close(sp);
+		return cli_usage("%s: this Linux spore has no vsock device, so no agent to talk to", dir);
+	}
+	if (linux_guest) {
+		rrc = cli_vsock_setup(g->vsock, &vs, &err);
+		m.vsock_path = vs.path;
+		if (rrc == 0 && m.ndisks)
+			rrc = vmm_spore_disks(sp, &cv.opts, &m, &err);
+	}
 	struct vmm_console con = {.fd = 1, .prefix = prefix};
 	struct vmm_vm *vm = NULL;
 	struct vmm_restore_stats rs;
-	int rrc = vmm_create(&m, &con, &vm, &err);
+	if (rrc == 0)
+		rrc = vmm_create(&m, &con, &vm, &err);
 	if (rrc == 0)
 		rrc = vmm_restore(vm, sp, &cv.opts, &rs, &err);
 	vmm_spore_close(sp);
 	if (rrc < 0) {
 		vmm_destroy(vm);
+		cli_vsock_cleanup(&vs);
 		return cli_fail(&err);
 	}
-	o.restore_ns = cli_now_ns() - o.launch_ns;
-	cli_log_restored(vm, dir, &o, &rs);
-	int rc = cli_drive(vm, &o);
-	vmm_destroy(vm);
+	o->restore_ns = cli_now_ns() - o->launch_ns;
+	cli_log_restored(vm, dir, o, &rs);
+	int rc = drive_guest(vm, o, g, linux_guest ? vs.path : NULL, command, true, prefix);
+	cli_vsock_cleanup(&vs);
 	return rc;
 }

@@ -45,6 +45,47 @@ static void report(const struct drive_opts *o, uint64_t first_output_ns, int sta
 	(void)w;
 }
 
+#define DRIVE_POWEROFF_GRACE_S 10
+
+/* The agent job moved on: capture at READY, a command's end, a failure.
+ * Returns the run's final status, or -1 to go on. */
+static int job_event(struct vmm_vm *vm, const struct drive_opts *o, int grace_fd, int *cmd_status)
+{
+	sl_error_t err = NULL;
+	int st;
+	switch (agent_job_poll(o->job, &st, &err)) {
+	case AGENT_JOB_RUNNING:
+		return -1;
+	case AGENT_JOB_READY: {
+		/* Only with --capture-on ready: the agent answered and the warm-up
+		 * command (if any) ended. A failed warm-up is not captured. */
+		uint64_t ready, gen;
+		agent_job_times(o->job, &ready, &gen);
+		sl_info("agent ready", "ms_after_launch=%.2f", (ready - o->launch_ns) / 1e6);
+		if (o->job_has_command && st != 0) {
+			sl_err("not captured: the warm-up command failed", "status=%d", st);
+			return st;
+		}
+		return capture(vm, o->capture_dir);
+	}
+	case AGENT_JOB_DONE: {
+		uint64_t ready, gen;
+		agent_job_times(o->job, &ready, &gen);
+		sl_info("agent ready", "ms_after_launch=%.2f", (ready - o->launch_ns) / 1e6);
+		if (gen)
+			sl_info("new generation applied", "ms_after_launch=%.2f", (gen - o->launch_ns) / 1e6);
+		if (!o->job_has_command)
+			return -1;
+		*cmd_status = st;
+		arm(grace_fd, DRIVE_POWEROFF_GRACE_S * 1000);
+		return -1;
+	}
+	case AGENT_JOB_FAILED:
+		return cli_fail(&err);
+	}
+	return -1;
+}
+
 int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 {
 	sigset_t mask;
@@ -57,7 +98,10 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	int for_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
 	int cap_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-	if (sfd < 0 || for_fd < 0 || cap_fd < 0) {
+	/* After a guest command ends, the guest powers off (so its disks are
+	 * synced); this bounds the wait. */
+	int grace_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+	if (sfd < 0 || for_fd < 0 || cap_fd < 0 || grace_fd < 0) {
 		perror("spore: signalfd/timerfd");
 		return EXIT_SPORE_FAILED;
 	}
@@ -71,11 +115,12 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 	if (vmm_start(vm, &err) < 0)
 		return cli_fail(&err);
 	uint64_t first_output_ns = 0;
-	int status = -1;
+	int status = -1, cmd_status = -1;
 	while (status < 0) {
-		struct pollfd p[5] = {{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0}, {for_fd, POLLIN, 0},
-				      {cap_fd, POLLIN, 0}, {o->client_fd, POLLRDHUP, 0}};
-		if (poll(p, o->client_fd >= 0 ? 5 : 4, -1) < 0) {
+		struct pollfd p[7] = {{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0}, {for_fd, POLLIN, 0},
+				      {cap_fd, POLLIN, 0}, {grace_fd, POLLIN, 0},
+				      {o->job ? agent_job_fd(o->job) : -1, POLLIN, 0}, {o->client_fd, POLLRDHUP, 0}};
+		if (poll(p, 7, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			perror("spore: poll");
@@ -97,7 +142,7 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 					if (o->capture_on == CAP_EXIT && capture(vm, o->capture_dir) != 0)
 						status = EXIT_SPORE_FAILED;
 					else
-						status = ev.code;
+						status = cmd_status >= 0 ? cmd_status : ev.code;
 					break;
 				case VMM_EV_READY:
 					if (o->capture_on == CAP_READY)
@@ -124,9 +169,15 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 		}
 		if (p[2].revents)
 			status = 0; /* --for elapsed: a normal end */
+		if (p[4].revents && status < 0) {
+			sl_warn("guest did not power off after its command", "wait_s=%d", DRIVE_POWEROFF_GRACE_S);
+			status = cmd_status;
+		}
+		if (p[5].revents && status < 0)
+			status = job_event(vm, o, grace_fd, &cmd_status);
 		/* A pool client that hung up (killed, or done with the guest):
 		 * nobody is left to see the guest, so it ends like --for. */
-		if (o->client_fd >= 0 && (p[4].revents & (POLLRDHUP | POLLHUP | POLLERR)) && status < 0) {
+		if (o->client_fd >= 0 && (p[6].revents & (POLLRDHUP | POLLHUP | POLLERR)) && status < 0) {
 			sl_info("pool client went away", "%s", "");
 			status = 0;
 		}
@@ -139,5 +190,6 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 	close(sfd);
 	close(for_fd);
 	close(cap_fd);
+	close(grace_fd);
 	return status;
 }

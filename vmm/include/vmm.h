@@ -15,11 +15,37 @@
 
 struct vmm_vm;
 
+/* What the guest runs on. */
+enum vmm_platform {
+	VMM_PLATFORM_BARE = 0, /* serial + spore device: ELF kernels (the test guest) */
+	VMM_PLATFORM_LINUX,    /* + ACPI, power-off port, VMGenID, virtio-mmio rng/vsock/blk */
+};
+
+#define VMM_MAX_DISKS 8
+struct vmm_disk {
+	const char *path; /* raw image (regular file or block device) */
+	bool read_only;
+	/* With have_fd, the VM uses (a duplicate of) this open image and path
+	 * only names it in messages: a restore's private disk copies. */
+	bool have_fd;
+	int fd;
+};
+
 /* What the machine looks like; fixed for its lifetime. */
 struct vmm_machine {
 	uint64_t mem_mib; /* guest RAM, a multiple of 2 */
 	unsigned vcpus;   /* 1..VMM_MAX_VCPUS */
+	enum vmm_platform platform;
+	/* Linux platform only: */
+	uint32_t vsock_cid;     /* 0: no vsock device; else the guest's CID (>= 3) */
+	const char *vsock_path; /* the vsock device's host Unix socket (docs/vsock.md) */
+	unsigned ndisks;        /* virtio-blk disks, /dev/vda, vdb, ... in order */
+	struct vmm_disk disks[VMM_MAX_DISKS];
 };
+
+/* Which platform a kernel file needs: an ELF file boots on the bare
+ * machine, a bzImage on the Linux platform. */
+int vmm_kernel_platform(const char *kernel_path, enum vmm_platform *out, sl_error_t *err);
 
 /* Where guest output goes. */
 struct vmm_console {
@@ -59,8 +85,11 @@ struct vmm_restore_stats {
 struct vmm_spore;
 int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *err);
 void vmm_spore_close(struct vmm_spore *sp);
-/* The machine shape the spore needs. */
+/* The machine shape the spore needs: size, platform, vsock CID, disks
+ * (read-only flags; no images yet, see vmm_spore_disks). The caller
+ * still chooses vsock_path. */
 void vmm_spore_shape(const struct vmm_spore *sp, struct vmm_machine *m);
+
 
 /* How restore makes sure chunk bytes match their digests. */
 enum vmm_verify {
@@ -76,6 +105,15 @@ struct vmm_restore_opts {
 	enum vmm_verify verify;
 	const char *seal_dir; /* NULL: no seals; every chunk is hashed */
 };
+
+/* Gives the machine private, writable copies of the spore's disks as they
+ * were at capture: unlinked temporary files (beside the spore when its
+ * filesystem allows, so XFS and btrfs share extents; else in $TMPDIR or
+ * /var/tmp), filled from verified chunks. Each child's writes stay its
+ * own. Sets m->disks[i].fd; the files belong to sp (vmm_spore_close
+ * closes them; a VM keeps its own duplicates). */
+int vmm_spore_disks(struct vmm_spore *sp, const struct vmm_restore_opts *opts, struct vmm_machine *m,
+		    sl_error_t *err);
 
 /* Creates the KVM VM with in-kernel irqchip and PIT, guest RAM, devices and
  * vCPUs (not yet running). */

@@ -9,6 +9,7 @@
 
 #include "sl/file.h"
 #include "sl/spore_manifest.h"
+#include "platform_linux.h"
 #include "vmm_internal.h"
 #include "vmm_state.h"
 
@@ -66,6 +67,59 @@ static int reuse_chunk(struct vmm_vm *vm, int dirfd, const sl_digest *d, sl_erro
 		return sl_error_sys(err, "link %s from the parent spore", path);
 	/* Another filesystem: the chunk's bytes are still in guest memory. */
 	return -2;
+}
+
+/* Reads a disk image in 2 MiB chunks (the last one zero-padded) into the
+ * spore's chunk store, leaving out chunks that are all zero. Every chunk
+ * is hashed: virtio-blk writes are not tracked (yet), so nothing shows
+ * which chunks are unchanged since the restore. */
+static int capture_disk(int dirfd, int fd, struct spore_disk *d, struct vmm_capture_stats *st, sl_error_t *err)
+{
+	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return sl_error_sys(err, "stat the disk image");
+	d->size = (uint64_t)sb.st_size & ~511ull;
+	if (d->size == 0)
+		return sl_error_set(err, SL_E_INVALID, "the disk image is smaller than one sector");
+	uint64_t n = (d->size + VMM_CHUNK_SIZE - 1) / VMM_CHUNK_SIZE;
+	_cleanup_free_ uint8_t *buf = malloc(VMM_CHUNK_SIZE);
+	d->chunks = calloc(n, sizeof(*d->chunks));
+	if (!buf || !d->chunks)
+		return sl_error_set(err, SL_E_NOMEM, "disk chunk table");
+	for (uint64_t c = 0; c < n; c++) {
+		off_t off = (off_t)(c * VMM_CHUNK_SIZE);
+		size_t want = d->size - (uint64_t)off < VMM_CHUNK_SIZE ? d->size - (uint64_t)off : VMM_CHUNK_SIZE;
+		/* A hole that covers the whole chunk reads as zeros: skip it
+		 * without reading (sparse images are the common case). */
+		off_t data = lseek(fd, off, SEEK_DATA);
+		if ((data < 0 && errno == ENXIO) || (data >= 0 && (uint64_t)data >= (uint64_t)off + want)) {
+			st->zero_chunks++;
+			continue;
+		}
+		memset(buf + want, 0, VMM_CHUNK_SIZE - want);
+		size_t got = 0;
+		while (got < want) {
+			ssize_t r = pread(fd, buf + got, want - got, off + (off_t)got);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				return r < 0 ? sl_error_sys(err, "read the disk image at %llu", (unsigned long long)(off + got))
+					     : sl_error_set(err, SL_E_INVALID, "the disk image shrank during capture");
+			got += (size_t)r;
+		}
+		if (vmm_chunk_is_zero(buf)) {
+			st->zero_chunks++;
+			continue;
+		}
+		sl_digest dg;
+		sl_sha256(buf, VMM_CHUNK_SIZE, &dg);
+		st->bytes_hashed += VMM_CHUNK_SIZE;
+		if (write_chunk(dirfd, &dg, buf, err) < 0)
+			return -1;
+		st->chunks_written++;
+		d->chunks[d->nchunks++] = (struct spore_chunk){c, dg};
+	}
+	return 0;
 }
 
 static void now_rfc3339(char out[32])
@@ -128,6 +182,12 @@ static int capture_into(struct vmm_vm *vm, int dirfd, struct spore_manifest *m,
 		st->chunks_written++;
 		m->chunks[m->nchunks++] = (struct spore_chunk){c, d};
 	}
+	for (unsigned k = 0; k < vmm_linux_ndisks(vm); k++) {
+		m->disks[k].read_only = vm->machine.disks[k].read_only;
+		m->ndisks = k + 1;
+		if (capture_disk(dirfd, vmm_linux_disk_fd(vm, k), &m->disks[k], st, err) < 0)
+			return sl_error_wrap(err, "disk %u", k);
+	}
 	char *mbuf;
 	if (spore_manifest_write(m, &mbuf, &len, err) < 0)
 		return -1;
@@ -162,7 +222,10 @@ int vmm_capture(struct vmm_vm *vm, const char *out_dir, struct vmm_capture_stats
 	}
 
 	struct spore_manifest m = {.version = SPORE_FORMAT_VERSION, .vcpus = vm->machine.vcpus,
-				   .mem_mib = vm->machine.mem_mib, .tsc_khz = vm->tsc_khz};
+				   .mem_mib = vm->machine.mem_mib, .tsc_khz = vm->tsc_khz,
+				   .platform = vm->machine.platform == VMM_PLATFORM_LINUX ? SPORE_PLATFORM_LINUX
+											 : SPORE_PLATFORM_BARE,
+				   .vsock_cid = vm->machine.vsock_cid};
 	now_rfc3339(m.created);
 	strcpy(m.arch, "x86_64");
 	strcpy(m.hypervisor, "kvm");
@@ -186,8 +249,13 @@ int vmm_capture(struct vmm_vm *vm, const char *out_dir, struct vmm_capture_stats
 		snprintf(m.gen_parent, sizeof(m.gen_parent), "%s", vm->spore_gen_id);
 		m.depth = vm->depth + 1;
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		/* Device I/O threads must not write guest memory or rings while
+		 * they are being saved. */
+		vmm_linux_pause_io(vm);
 		rc = capture_into(vm, dirfd, &m, &st, err);
+		vmm_linux_resume_io(vm);
+	}
 	spore_manifest_free(&m);
 	if (rc == 0 && rename(tmp, out_dir) < 0)
 		rc = sl_error_sys(err, "capture: rename %s to %s", tmp, out_dir);

@@ -10,6 +10,7 @@
 
 #include "sl/file.h"
 #include "sl/spore_manifest.h"
+#include "platform_linux.h"
 #include "vmm_internal.h"
 #include "vmm_state.h"
 
@@ -57,6 +58,7 @@ struct vmm_spore {
 	struct spore_manifest m;
 	sl_digest digest;
 	uint64_t open_ns;
+	int disk_fd[SPORE_MAX_DISKS]; /* private copies made by vmm_spore_disks, -1: none */
 };
 
 int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *err)
@@ -65,6 +67,8 @@ int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *er
 	struct vmm_spore *sp = calloc(1, sizeof(*sp));
 	if (!sp)
 		return sl_error_set(err, SL_E_NOMEM, "spore handle");
+	for (unsigned i = 0; i < SPORE_MAX_DISKS; i++)
+		sp->disk_fd[i] = -1;
 	sp->dirfd = open(spore_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
 	if (sp->dirfd < 0) {
 		sl_error_sys(err, "open spore %s", spore_dir);
@@ -92,6 +96,9 @@ void vmm_spore_close(struct vmm_spore *sp)
 	if (!sp)
 		return;
 	spore_manifest_free(&sp->m);
+	for (unsigned i = 0; i < SPORE_MAX_DISKS; i++)
+		if (sp->disk_fd[i] >= 0)
+			close(sp->disk_fd[i]);
 	close(sp->dirfd);
 	free(sp->dir);
 	free(sp);
@@ -101,6 +108,12 @@ void vmm_spore_shape(const struct vmm_spore *sp, struct vmm_machine *m)
 {
 	m->vcpus = sp->m.vcpus;
 	m->mem_mib = sp->m.mem_mib;
+	m->platform = sp->m.platform == SPORE_PLATFORM_LINUX ? VMM_PLATFORM_LINUX : VMM_PLATFORM_BARE;
+	m->vsock_cid = sp->m.vsock_cid;
+	m->ndisks = (unsigned)sp->m.ndisks;
+	for (unsigned i = 0; i < m->ndisks; i++)
+		m->disks[i] = (struct vmm_disk){.path = NULL, .read_only = sp->m.disks[i].read_only,
+						.have_fd = sp->disk_fd[i] >= 0, .fd = sp->disk_fd[i]};
 }
 
 /* One chunk on its way in: mapped, then either vouched for by its seal or
@@ -268,6 +281,92 @@ static int load_chunks(struct vmm_vm *vm, int dirfd, const struct spore_manifest
 	return 0;
 }
 
+/* Verifies a disk's chunks (seals or hashes) like memory chunks. */
+static int check_disk_chunks(int dirfd, const struct spore_disk *d, const struct vmm_restore_opts *opts,
+			     sl_error_t *err)
+{
+	struct spore_manifest dm = {.chunks = d->chunks, .nchunks = d->nchunks};
+	return check_chunks(NULL, dirfd, &dm, opts, NULL, err);
+}
+
+/* An unlinked file to hold a private disk copy: beside the spore if its
+ * filesystem takes one (extents can then be shared), else in $TMPDIR or
+ * /var/tmp. */
+static int disk_tmpfile(int dirfd, const char **where, sl_error_t *err)
+{
+	int fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	*where = "the spore's directory";
+	if (fd >= 0)
+		return fd;
+	const char *dirs[] = {getenv("TMPDIR"), "/var/tmp", "/tmp"};
+	for (unsigned i = 0; i < 3; i++) {
+		if (!dirs[i] || !dirs[i][0])
+			continue;
+		fd = open(dirs[i], O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			*where = dirs[i];
+			return fd;
+		}
+	}
+	return sl_error_sys(err, "create a private disk file (spore directory, $TMPDIR, /var/tmp, /tmp)");
+}
+
+/* Copies one verified chunk into the disk at its offset: copy_file_range
+ * lets XFS and btrfs share the extents instead of copying bytes. */
+static int copy_chunk(int dirfd, const struct spore_chunk *c, int out, uint64_t disk_size, sl_error_t *err)
+{
+	char path[96];
+	spore_chunk_path(&c->digest, path);
+	_cleanup_close_ int in = sl_open_beneath(dirfd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0, err);
+	if (in < 0)
+		return sl_error_wrap(err, "disk chunk %llu", (unsigned long long)c->index);
+	loff_t off_in = 0, off_out = (loff_t)(c->index * VMM_CHUNK_SIZE);
+	uint64_t left = disk_size - (uint64_t)off_out;
+	if (left > VMM_CHUNK_SIZE)
+		left = VMM_CHUNK_SIZE;
+	while (left) {
+		ssize_t n = copy_file_range(in, &off_in, out, &off_out, left, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return sl_error_sys(err, "copy disk chunk %llu (%s)", (unsigned long long)c->index, path);
+		if (n == 0)
+			return sl_error_set(err, SL_E_INTEGRITY, "disk chunk %llu (%s) is short", (unsigned long long)c->index,
+					    path);
+		left -= (uint64_t)n;
+	}
+	return 0;
+}
+
+int vmm_spore_disks(struct vmm_spore *sp, const struct vmm_restore_opts *opts, struct vmm_machine *m,
+		    sl_error_t *err)
+{
+	for (size_t k = 0; k < sp->m.ndisks; k++) {
+		const struct spore_disk *d = &sp->m.disks[k];
+		if (sp->disk_fd[k] >= 0)
+			continue;
+		if (check_disk_chunks(sp->dirfd, d, opts, err) < 0)
+			return sl_error_wrap(err, "%s: disk %zu", sp->dir, k);
+		const char *where;
+		int fd = disk_tmpfile(sp->dirfd, &where, err);
+		if (fd < 0)
+			return -1;
+		/* Zero chunks are holes: the file is sparse where the disk was. */
+		if (ftruncate(fd, (off_t)d->size) < 0) {
+			close(fd);
+			return sl_error_sys(err, "disk %zu: size a private copy in %s", k, where);
+		}
+		for (size_t i = 0; i < d->nchunks; i++)
+			if (copy_chunk(sp->dirfd, &d->chunks[i], fd, d->size, err) < 0) {
+				close(fd);
+				return sl_error_wrap(err, "%s: disk %zu", sp->dir, k);
+			}
+		sp->disk_fd[k] = fd;
+	}
+	vmm_spore_shape(sp, m);
+	return 0;
+}
+
 int vmm_spore_verify(struct vmm_spore *sp, const struct vmm_restore_opts *opts, struct vmm_restore_stats *st,
 		     sl_error_t *err)
 {
@@ -276,9 +375,41 @@ int vmm_spore_verify(struct vmm_spore *sp, const struct vmm_restore_opts *opts, 
 	uint64_t t0 = vmm_now_ns();
 	if (check_chunks(NULL, sp->dirfd, &sp->m, opts, st, err) < 0)
 		return sl_error_wrap(err, "verify %s", sp->dir);
+	for (size_t k = 0; k < sp->m.ndisks; k++)
+		if (check_disk_chunks(sp->dirfd, &sp->m.disks[k], opts, err) < 0)
+			return sl_error_wrap(err, "verify %s: disk %zu", sp->dir, k);
 	if (st) {
 		st->chunks = sp->m.nchunks;
 		st->chunks_ns = vmm_now_ns() - t0;
+	}
+	return 0;
+}
+
+/* The devices the VM was created with must be the spore's: the guest's
+ * drivers hold state about each of them. */
+static int check_shape(struct vmm_vm *vm, const struct vmm_spore *sp, sl_error_t *err)
+{
+	const struct spore_manifest *m = &sp->m;
+	const struct vmm_machine *vmm = &vm->machine;
+	bool linux_spore = m->platform == SPORE_PLATFORM_LINUX;
+	if (linux_spore != (vmm->platform == VMM_PLATFORM_LINUX))
+		return sl_error_set(err, SL_E_INVALID, "spore is for the %s platform, this VM is %s",
+				    linux_spore ? "Linux" : "bare", linux_spore ? "bare" : "Linux");
+	if (m->vsock_cid != vmm->vsock_cid)
+		return sl_error_set(err, SL_E_INVALID, "spore has vsock CID %u, this VM %u", m->vsock_cid,
+				    vmm->vsock_cid);
+	if (m->ndisks != vmm_linux_ndisks(vm))
+		return sl_error_set(err, SL_E_INVALID, "spore has %zu disks, this VM %u", m->ndisks, vmm_linux_ndisks(vm));
+	for (unsigned i = 0; i < m->ndisks; i++) {
+		struct stat st;
+		int fd = vmm_linux_disk_fd(vm, i);
+		if (m->disks[i].read_only != vmm->disks[i].read_only)
+			return sl_error_set(err, SL_E_INVALID, "disk %u: spore has it %s, this VM %s", i,
+					    m->disks[i].read_only ? "read-only" : "writable",
+					    vmm->disks[i].read_only ? "read-only" : "writable");
+		if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size != m->disks[i].size)
+			return sl_error_set(err, SL_E_INVALID, "disk %u: the VM's image is not the spore's (%llu bytes)", i,
+					    (unsigned long long)m->disks[i].size);
 	}
 	return 0;
 }
@@ -298,6 +429,8 @@ static int restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_res
 			     (unsigned long long)vm->machine.mem_mib);
 		goto out;
 	}
+	if (check_shape(vm, sp, err) < 0)
+		goto out;
 	if (check_caps(vm->kvm_fd, m, err) < 0 || read_state(sp->dirfd, &m->vm_state, &vmbuf, &vmlen, err) < 0)
 		goto out;
 	for (unsigned i = 0; i < m->vcpus; i++)
@@ -317,6 +450,9 @@ static int restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_res
 	/* A restored guest is a new instance: it must never see an id it (or
 	 * a sibling) already had. */
 	if (vmm_spore_dev_new_generation(vm, err) < 0)
+		goto out;
+	vmm_linux_publish_generation(vm, true);
+	if (vmm_linux_restored(vm, err) < 0)
 		goto out;
 	vm->restored = true;
 	sl_digest_format(&sp->digest, vm->parent_manifest_digest);

@@ -76,7 +76,8 @@ static int known_tag(uint16_t kind, uint32_t tag)
 {
 	if (kind == SF_KIND_VCPU)
 		return tag >= SF_REGS && tag <= SF_TSC_KHZ;
-	return (tag >= SF_PIC_MASTER && tag <= SF_CPUID) || tag == SF_SERIAL || tag == SF_SPORE_DEV;
+	return (tag >= SF_PIC_MASTER && tag <= SF_CPUID) || (tag >= SF_SERIAL && tag <= SF_PLATFORM) ||
+	       (tag >= SF_VIRTIO_FIRST && tag <= SF_VIRTIO_LAST);
 }
 
 int sf_parse(const uint8_t *buf, size_t len, uint16_t kind, const char *what, struct sf_file *out,

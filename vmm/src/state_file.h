@@ -20,7 +20,9 @@ enum sf_tag {
 	SF_EVENTS, SF_DEBUGREGS, SF_TSC_KHZ,
 	/* VM */
 	SF_PIC_MASTER = 32, SF_PIC_SLAVE, SF_IOAPIC, SF_PIT2, SF_CLOCK, SF_CPUID,
-	SF_SERIAL = 48, SF_SPORE_DEV,
+	SF_SERIAL = 48, SF_SPORE_DEV, SF_PLATFORM,
+	/* one per virtio device slot of the Linux platform */
+	SF_VIRTIO_FIRST = 64, SF_VIRTIO_LAST = 79,
 };
 
 struct sf_writer {

@@ -279,12 +279,15 @@ struct virtio_blk_opts {
 	const char *path; /* raw image: a regular file or a block device */
 	bool read_only;   /* offer VIRTIO_BLK_F_RO; the image is opened O_RDONLY */
 	const char *serial; /* GET_ID answer, up to 20 bytes; NULL: "spore-blk" */
+	bool have_fd;       /* use a duplicate of fd; path only names it in messages */
+	int fd;
 };
 struct virtio_blk;
 int virtio_blk_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, const struct virtio_blk_opts *o,
 		      struct virtio_blk **out, sl_error_t *err);
 struct virtio_mmio *virtio_blk_transport(struct virtio_blk *b);
 uint64_t virtio_blk_capacity(struct virtio_blk *b); /* 512-byte sectors */
+int virtio_blk_fd(struct virtio_blk *b);            /* the image, for capture */
 void virtio_blk_free(struct virtio_blk *b);
 
 #endif

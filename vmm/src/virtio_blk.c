@@ -168,6 +168,8 @@ int virtio_blk_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, const 
 	const char *serial = o->serial ? o->serial : "spore-blk";
 	if (!o->path)
 		return sl_error_set(err, SL_E_INVALID, "virtio-blk: no image path");
+	if (o->have_fd && o->fd < 0)
+		return sl_error_set(err, SL_E_INVALID, "virtio-blk: %s: no open image", o->path);
 	if (strlen(serial) > VIRTIO_BLK_ID_BYTES)
 		return sl_error_set(err, SL_E_INVALID, "virtio-blk: serial \"%s\" longer than %u bytes", serial,
 				    VIRTIO_BLK_ID_BYTES);
@@ -175,7 +177,8 @@ int virtio_blk_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, const 
 	if (!b)
 		return sl_error_set(err, SL_E_NOMEM, "virtio-blk");
 	b->read_only = o->read_only;
-	b->fd = open(o->path, (o->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+	b->fd = o->have_fd ? fcntl(o->fd, F_DUPFD_CLOEXEC, 0)
+			   : open(o->path, (o->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
 	if (b->fd < 0) {
 		sl_error_sys(err, "virtio-blk: open %s", o->path);
 		goto fail;
@@ -230,6 +233,11 @@ struct virtio_mmio *virtio_blk_transport(struct virtio_blk *b)
 uint64_t virtio_blk_capacity(struct virtio_blk *b)
 {
 	return b->capacity;
+}
+
+int virtio_blk_fd(struct virtio_blk *b)
+{
+	return b->fd;
 }
 
 void virtio_blk_free(struct virtio_blk *b)

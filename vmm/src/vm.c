@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <time.h>
 
+#include "platform_linux.h"
 #include "vmm_internal.h"
 
 uint64_t vmm_now_ns(void)
@@ -79,6 +80,10 @@ static int check_machine(const struct vmm_machine *m, sl_error_t *err)
 	if (m->vcpus < 1 || m->vcpus > VMM_MAX_VCPUS)
 		return sl_error_set(err, SL_E_INVALID, "vcpus must be 1..%d, got %u", VMM_MAX_VCPUS,
 				    m->vcpus);
+	if (m->platform != VMM_PLATFORM_BARE && m->platform != VMM_PLATFORM_LINUX)
+		return sl_error_set(err, SL_E_INVALID, "unknown machine platform %d", (int)m->platform);
+	if (m->platform == VMM_PLATFORM_BARE && (m->vsock_cid || m->ndisks))
+		return sl_error_set(err, SL_E_INVALID, "vsock and disks need the Linux platform (a bzImage kernel)");
 	if (m->mem_mib < 2 || m->mem_mib > VMM_MAX_MEM_MIB || m->mem_mib % 2)
 		return sl_error_set(err, SL_E_INVALID,
 				    "memory must be an even number of MiB in 2..%u, got %llu",
@@ -96,6 +101,7 @@ int vmm_create(const struct vmm_machine *m, const struct vmm_console *con, struc
 		return sl_error_set(err, SL_E_NOMEM, "VM context");
 	vm->machine = *m;
 	vm->kvm_fd = vm->vm_fd = -1;
+	vm->src_dirfd = -1;
 	for (unsigned i = 0; i < VMM_MAX_VCPUS; i++)
 		vm->vcpus[i].fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
@@ -128,6 +134,8 @@ int vmm_create(const struct vmm_machine *m, const struct vmm_console *con, struc
 		if (vmm_cpuid_set_vcpu(vm, &vm->vcpus[i], err) < 0)
 			goto fail;
 	if (vmm_serial_init(vm, con, err) < 0 || vmm_spore_dev_init(vm, err) < 0)
+		goto fail;
+	if (m->platform == VMM_PLATFORM_LINUX && vmm_linux_create(vm, err) < 0)
 		goto fail;
 	*out = vm;
 	return 0;
@@ -202,6 +210,8 @@ void vmm_destroy(struct vmm_vm *vm)
 				pthread_join(vm->vcpus[i].thread, NULL);
 		vmm_serial_flush(vm);
 	}
+	/* Devices go before guest memory: an I/O thread may still touch it. */
+	vmm_linux_free(vm);
 	for (unsigned i = 0; i < VMM_MAX_VCPUS; i++)
 		if (vm->vcpus[i].fd >= 0)
 			vmm_vcpu_destroy(&vm->vcpus[i]);

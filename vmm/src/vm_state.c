@@ -2,6 +2,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "platform_linux.h"
 #include "state_file.h"
 #include "vmm_internal.h"
 #include "vmm_state.h"
@@ -52,6 +53,10 @@ int vmm_vm_save(struct vmm_vm *vm, uint8_t **out, size_t *len, sl_error_t *err)
 					.gen_lo = vm->sdev.gen_lo};
 	memcpy(ds.id, vm->sdev.id, sizeof(ds.id));
 	sf_add(&w, SF_SPORE_DEV, &ds, sizeof(ds));
+	if (vmm_linux_save(vm, &w, err) < 0) {
+		free(w.buf);
+		return -1;
+	}
 	*out = sf_finish(&w, len, err);
 	return *out ? 0 : -1;
 }
@@ -155,5 +160,5 @@ int vmm_vm_load(struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *w
 	vm->sdev.gen_lo = ds.gen_lo;
 	vm->sdev.counter = ds.counter;
 	memcpy(vm->sdev.id, ds.id, sizeof(ds.id));
-	return 0;
+	return vmm_linux_load(vm, &f, what, err);
 }

@@ -28,6 +28,21 @@ struct spore_chunk {
 	sl_digest digest;
 };
 
+/* What the guest runs on: a bare machine (serial + spore device: the test
+ * guest) or the Linux platform (ACPI, virtio-mmio devices). */
+enum spore_platform { SPORE_PLATFORM_BARE = 0, SPORE_PLATFORM_LINUX = 1 };
+#define SPORE_MAX_DISKS 8
+#define SPORE_DISK_MAX_BYTES (1ull << 40)
+
+/* A virtio-blk disk's content at capture, in 2 MiB chunks (the last one
+ * zero-padded; all-zero chunks left out) stored like memory chunks. */
+struct spore_disk {
+	uint64_t size; /* bytes, a multiple of 512 */
+	bool read_only;
+	struct spore_chunk *chunks; /* strictly increasing index */
+	size_t nchunks;
+};
+
 struct spore_manifest {
 	unsigned version;
 	char created[32]; /* RFC 3339 UTC */
@@ -43,6 +58,11 @@ struct spore_manifest {
 	/* machine */
 	unsigned vcpus;
 	uint64_t mem_mib;
+	enum spore_platform platform;
+	uint32_t vsock_cid; /* Linux platform: 0 = no vsock device */
+	/* disks (Linux platform), in device order */
+	struct spore_disk disks[SPORE_MAX_DISKS];
+	size_t ndisks;
 	/* state */
 	struct spore_file_ref vm_state;
 	struct spore_file_ref vcpu_state[SPORE_MAX_VCPUS];
@@ -68,6 +88,12 @@ int spore_manifest_load(int dirfd, struct spore_manifest *m, sl_digest *digest, 
 void spore_manifest_free(struct spore_manifest *m);
 /* Deep copy (for forks). */
 int spore_manifest_copy(const struct spore_manifest *src, struct spore_manifest *dst, sl_error_t *err);
+
+/* Calls fn for every chunk digest the spore references (memory, then
+ * disks), duplicates included; stops at and returns fn's first nonzero. */
+int spore_manifest_each_chunk(const struct spore_manifest *m, int (*fn)(const sl_digest *d, void *arg), void *arg);
+/* How many chunk references spore_manifest_each_chunk visits. */
+size_t spore_manifest_chunk_refs(const struct spore_manifest *m);
 
 /* chunks/sha256/<hex> for a digest. */
 void spore_chunk_path(const sl_digest *d, char out[96]);

@@ -12,7 +12,7 @@ fi
 if [ "$KVMHOST_FAILED" = 0 ]; then
 	t=$(kvmhost_uptime)
 	timeout $STEP_TIMEOUT spore run --kernel /payload/vmlinuz --initrd /payload/guest-initrd.gz \
-		--mem 256 --vcpus 2 -- quiet guest.marker=1 >/tmp/linux.out 2>/tmp/linux.err </dev/null
+		--mem 256 --vcpus 2 --cmdline "quiet guest.marker=1" >/tmp/linux.out 2>/tmp/linux.err </dev/null
 	RC=$?
 	SECS=$(kvmhost_elapsed "$t")
 	echo "\$ spore run --kernel vmlinuz --initrd guest-initrd.gz --mem 256 --vcpus 2  -> $RC (${SECS}s)"

@@ -1,0 +1,132 @@
+# Scenario "linux_guest" (sourced by init.sh): Debian's kernel boots into spore-init under nested KVM; commands run over vsock; capture at ready, resume, fork identity and private disks.
+#
+# Issue #4's scenarios in one emulated host (a Linux guest boot under TCG
+# costs tens of seconds, so the captured spore is shared by the steps):
+#   agent, exit_status   boot to the agent, run a command, its status comes back
+#   capture, resume      warm (mount a disk, write files), capture at ready,
+#                        resume: same boot, uptime went on, files intact
+#   fork                 3 children: own uuid sequences, hostnames, VMGenIDs
+#   disks                children see the parent's disk data; their writes
+#                        stay their own and never reach the parent
+
+export SPORE_LOG=info
+export SPORE_STATE_DIR=/tmp/.spore-state
+K=/payload/vmlinuz
+I=/payload/agent-initrd.gz
+STEP_TIMEOUT=${LINUX_GUEST_TIMEOUT:-300}
+# The VMGenID buffer: ACPI tables at 0xe0000, the id at +0x30 (vmm/src/acpi.h).
+VMGENID_OFF=$((0xe0030))
+
+# lg_spore NAME ARGS...: spore with stdout in /tmp/NAME.out, stderr in
+# /tmp/NAME.err, both shown; sets RC and SECS.
+lg_spore() {
+	name=$1
+	shift
+	t=$(kvmhost_uptime)
+	timeout $STEP_TIMEOUT spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null
+	RC=$?
+	SECS=$(kvmhost_elapsed "$t")
+	echo "\$ spore $*  -> $RC (${SECS}s)"
+	kvmhost_show /tmp/$name.out
+	kvmhost_show /tmp/$name.err
+	kvmhost_info ${name}_s=$SECS
+}
+
+# A guest shell snippet printing "VMGENID <32 hex>" from the ACPI buffer.
+VMGENID_SH="echo VMGENID \$(dd if=/dev/mem bs=1 skip=$VMGENID_OFF count=16 2>/dev/null | od -An -tx1 | tr -d ' \\n')"
+
+if grep -q '^kvm_amd ' /proc/modules && [ -c /dev/kvm ]; then
+	kvmhost_pass dev_kvm
+else
+	kvmhost_fail dev_kvm "kvm_amd not loaded or /dev/kvm missing"
+fi
+
+# 1. Boot to the agent and run a command; the exit status comes back.
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	lg_spore echo run --kernel $K --initrd $I --mem 256 --vcpus 2 -- /bin/echo hi
+	if [ "$RC" = 0 ] && grep -qx hi /tmp/echo.out; then
+		kvmhost_pass agent
+	else
+		kvmhost_fail agent "spore run -- /bin/echo hi exited $RC or printed no 'hi' line"
+	fi
+	lg_spore status run --kernel $K --initrd $I --mem 256 -- /bin/sh -c 'echo to-stderr >&2; exit 7'
+	if [ "$RC" = 7 ] && grep -qx to-stderr /tmp/status.err; then
+		kvmhost_pass exit_status
+	else
+		kvmhost_fail exit_status "the guest command's exit 7 came back as $RC (or its stderr was lost)"
+	fi
+fi
+
+# 2. Warm up (mount a writable disk, write files), capture at ready, resume.
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	cp /payload/disk.ext4 /tmp/disk.img
+	lg_spore warm run --kernel $K --initrd $I --mem 256 --vcpus 2 --disk /tmp/disk.img \
+		--capture /tmp/s --capture-on ready -- /bin/sh -c \
+		"mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo parent-data >/mnt/p.txt && sync &&
+		 echo warm-\$(cat /proc/sys/kernel/random/boot_id) >/tmp/warm &&
+		 echo UPTIME \$(cut -d' ' -f1 /proc/uptime) && $VMGENID_SH && cat /mnt/hello.txt"
+	if [ "$RC" = 0 ] && [ -f /tmp/s/spore/manifest.json ] && grep -q 'msg="captured"' /tmp/warm.err &&
+		grep -qx disk-hello /tmp/warm.out; then
+		kvmhost_pass capture
+	else
+		kvmhost_fail capture "warm-up and capture at ready failed (exit $RC)"
+	fi
+fi
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	spore inspect /tmp/s | sed 's/^/    | /'
+	lg_spore resume run --from /tmp/s -- /bin/sh -c \
+		"cat /tmp/warm; echo BOOT warm-\$(cat /proc/sys/kernel/random/boot_id);
+		 echo UPTIME \$(cut -d' ' -f1 /proc/uptime); cat /mnt/p.txt"
+	u0=$(sed -n 's/^UPTIME //p' /tmp/warm.out)
+	u1=$(sed -n 's/^UPTIME //p' /tmp/resume.out)
+	w=$(grep '^warm-' /tmp/resume.out)
+	b=$(sed -n 's/^BOOT //p' /tmp/resume.out)
+	if [ "$RC" = 0 ] && [ -n "$w" ] && [ "$w" = "$b" ] && grep -qx parent-data /tmp/resume.out &&
+		awk -v a="$u0" -v b="$u1" 'BEGIN { exit !(a > 0 && b >= a) }'; then
+		kvmhost_pass resume
+		kvmhost_info uptime_at_capture=$u0 uptime_after_resume=$u1
+	else
+		kvmhost_fail resume "after resume: exit $RC, warm file '$w' vs boot '$b', uptime $u0 -> $u1"
+	fi
+fi
+
+# 3 + 4. Three children at once: identity, and private disks.
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	lg_spore fork fork /tmp/s --count 3 --out /tmp/kids
+	lg_spore fanout fanout /tmp/kids --parallel -- /bin/sh -c \
+		"echo ID \$(hostname) \$(cat /proc/sys/kernel/random/uuid) \$(cat /proc/sys/kernel/random/uuid);
+		 $VMGENID_SH; echo DATA \$(cat /mnt/p.txt); echo mine >/mnt/child-\$(hostname); sync;
+		 echo FILES \$(ls /mnt | grep child- | tr '\\n' ' ')"
+	pv=$(sed -n 's/^VMGENID //p' /tmp/warm.out)
+	ids=$(grep -c '| ID ' /tmp/fanout.out)
+	hosts=$(sed -n 's/^.*| ID \([^ ]*\) .*/\1/p' /tmp/fanout.out | sort -u | wc -l)
+	uuids=$(sed -n 's/^.*| ID [^ ]* //p' /tmp/fanout.out | tr ' ' '\n' | grep . | sort -u | wc -l)
+	gens=$(sed -n 's/^.*| VMGENID //p' /tmp/fanout.out | sort -u)
+	ngens=$(echo "$gens" | grep -c .)
+	okid=1
+	[ "$RC" = 0 ] && [ "$ids" = 3 ] && [ "$hosts" = 3 ] && [ "$uuids" = 6 ] || okid=0
+	# Each child's hostname is its name.
+	for c in $(ls /tmp/kids); do grep -q "^$c| ID $c " /tmp/fanout.out || okid=0; done
+	if [ $okid = 1 ]; then
+		kvmhost_pass fork_identity
+	else
+		kvmhost_fail fork_identity "want 3 children with their names as hostnames and 6 distinct uuids: exit $RC, $ids ids, $hosts hostnames, $uuids uuids"
+	fi
+	if [ -n "$pv" ] && [ "$ngens" = 3 ] && ! echo "$gens" | grep -qx "$pv" && ! echo "$gens" | grep -qx '0*'; then
+		kvmhost_pass fork_vmgenid
+		kvmhost_info parent_vmgenid=$pv
+	else
+		kvmhost_fail fork_vmgenid "want 3 distinct VMGenIDs, none the parent's ($pv): got '$gens'"
+	fi
+	okd=1
+	[ "$(grep -c '| DATA parent-data$' /tmp/fanout.out)" = 3 ] || okd=0
+	for c in $(ls /tmp/kids); do grep -q "^$c| FILES child-$c $" /tmp/fanout.out || okd=0; done
+	# The parent spore again: none of the children's files.
+	lg_spore parent run --from /tmp/s -- /bin/sh -c "echo FILES \$(ls /mnt | grep child- | tr '\\n' ' '); cat /mnt/p.txt"
+	grep -qx 'FILES ' /tmp/parent.out && grep -qx parent-data /tmp/parent.out || okd=0
+	if [ $okd = 1 ] && [ "$RC" = 0 ]; then
+		kvmhost_pass disks
+	else
+		kvmhost_fail disks "children must each see parent-data and only their own child-<name> file, the parent none"
+	fi
+fi
