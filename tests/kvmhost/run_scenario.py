@@ -2,7 +2,7 @@
 """Runs one scenario in the virtual KVM host (QEMU TCG, AMD SVM+NPT, Debian cloud kernel); see README.md.
 
 usage: run_scenario.py SPORE_BINARY TESTGUEST_ELF CACHE_DIR [--scenario NAME] [--timeout SECONDS]
-                       [--spore-init FILE]
+                       [--spore-init FILE] [--result KEY,KEY...]
 
 Builds the host (build_host.py, cached in CACHE_DIR), boots it with
 qemu-system-x86_64 and reads the serial console until KVMHOST-END or the hard
@@ -107,8 +107,8 @@ def boot(argv, deadline, log_path):
 
 def main(argv):
     args = argv[1:]
-    scenario, timeout, spore_init = "smoke", 840.0, None
-    for opt in ("--scenario", "--timeout", "--spore-init"):
+    scenario, timeout, spore_init, result_keys = "smoke", 840.0, None, []
+    for opt in ("--scenario", "--timeout", "--spore-init", "--result"):
         if opt in args:
             i = args.index(opt)
             if i + 1 >= len(args):
@@ -118,6 +118,8 @@ def main(argv):
                 scenario = args[i + 1]
             elif opt == "--spore-init":
                 spore_init = args[i + 1]
+            elif opt == "--result":
+                result_keys = [k for k in args[i + 1].split(",") if k]
             else:
                 timeout = float(args[i + 1])
             del args[i:i + 2]
@@ -188,6 +190,19 @@ def main(argv):
         print("FAIL: kvmhost %s: %s (console log: %s)" % (scenario, "; ".join(problems), log_path))
         return 1
     print("OK: kvmhost %s: %d step(s) passed" % (scenario, len(passes)))
+    if result_keys:
+        # A benchmark scenario: its KVMHOST-INFO values as the one RESULT line.
+        values = {}
+        for r in infos:
+            for word in r.split():
+                k, eq, v = word.partition("=")
+                if eq:
+                    values[k] = v
+        missing = [k for k in result_keys if k not in values]
+        if missing:
+            print("FAIL: kvmhost %s: no KVMHOST-INFO value for %s" % (scenario, ", ".join(missing)))
+            return 1
+        print("RESULT " + " ".join("%s=%s" % (k, values[k]) for k in result_keys), flush=True)
     return 0
 
 

@@ -95,8 +95,8 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	lg_spore fork fork /tmp/s --count 3 --out /tmp/kids
 	lg_spore fanout fanout /tmp/kids --parallel -- /bin/sh -c \
 		"echo ID \$(hostname) \$(cat /proc/sys/kernel/random/uuid) \$(cat /proc/sys/kernel/random/uuid);
-		 $VMGENID_SH; echo DATA \$(cat /mnt/p.txt); echo mine >/mnt/child-\$(hostname); sync;
-		 echo FILES \$(ls /mnt | grep child- | tr '\\n' ' ')"
+		 $VMGENID_SH; echo DATA \$(cat /mnt/p.txt); echo mine >/mnt/f-\$(hostname); sync;
+		 echo FILES \$(ls /mnt | grep '^f-')"
 	pv=$(sed -n 's/^VMGENID //p' /tmp/warm.out)
 	ids=$(grep -c '| ID ' /tmp/fanout.out)
 	hosts=$(sed -n 's/^.*| ID \([^ ]*\) .*/\1/p' /tmp/fanout.out | sort -u | wc -l)
@@ -120,13 +120,13 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	fi
 	okd=1
 	[ "$(grep -c '| DATA parent-data$' /tmp/fanout.out)" = 3 ] || okd=0
-	for c in $(ls /tmp/kids); do grep -q "^$c| FILES child-$c $" /tmp/fanout.out || okd=0; done
+	for c in $(ls /tmp/kids); do grep -qx "$c| FILES f-$c" /tmp/fanout.out || okd=0; done
 	# The parent spore again: none of the children's files.
-	lg_spore parent run --from /tmp/s -- /bin/sh -c "echo FILES \$(ls /mnt | grep child- | tr '\\n' ' '); cat /mnt/p.txt"
-	grep -qx 'FILES ' /tmp/parent.out && grep -qx parent-data /tmp/parent.out || okd=0
+	lg_spore parent run --from /tmp/s -- /bin/sh -c "echo FILES \$(ls /mnt | grep '^f-'); cat /mnt/p.txt"
+	grep -qx 'FILES' /tmp/parent.out && grep -qx parent-data /tmp/parent.out || okd=0
 	if [ $okd = 1 ] && [ "$RC" = 0 ]; then
 		kvmhost_pass disks
 	else
-		kvmhost_fail disks "children must each see parent-data and only their own child-<name> file, the parent none"
+		kvmhost_fail disks "children must each see parent-data and only their own f-<name> file, the parent none"
 	fi
 fi
