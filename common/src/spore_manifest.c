@@ -474,6 +474,30 @@ size_t spore_manifest_chunk_refs(const struct spore_manifest *m)
 	return n;
 }
 
+struct digest_list {
+	sl_digest *v;
+	size_t n;
+};
+
+static int append_digest(const sl_digest *d, void *arg)
+{
+	struct digest_list *l = arg;
+	l->v[l->n++] = *d;
+	return 0;
+}
+
+int spore_manifest_chunk_digests(const struct spore_manifest *m, sl_digest **out, size_t *n, sl_error_t *err)
+{
+	size_t refs = spore_manifest_chunk_refs(m);
+	struct digest_list l = {.v = malloc((refs ? refs : 1) * sizeof(sl_digest))};
+	if (!l.v)
+		return sl_error_set(err, SL_E_NOMEM, "chunk list");
+	spore_manifest_each_chunk(m, append_digest, &l);
+	*out = l.v;
+	*n = l.n;
+	return 0;
+}
+
 void spore_chunk_path(const sl_digest *d, char out[96])
 {
 	char hex[SL_DIGEST_HEXLEN + 1];

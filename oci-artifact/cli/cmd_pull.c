@@ -255,24 +255,21 @@ int cmd_pull(int argc, char **argv)
 	for (unsigned i = 0; i < m.vcpus; i++)
 		if (check_state(tmpfd, &m.vcpu_state[i], &err) < 0)
 			goto out;
-	ds = calloc(m.nchunks ? m.nchunks : 1, sizeof(*ds));
-	if (!ds) {
-		sl_error_set(&err, SL_E_NOMEM, "chunk list");
+	/* Memory and disk chunks alike. */
+	size_t nrefs;
+	if (spore_manifest_chunk_digests(&m, &ds, &nrefs, &err) < 0)
 		goto out;
-	}
-	for (size_t i = 0; i < m.nchunks; i++)
-		ds[i] = m.chunks[i].digest;
-	ocli_out_total(out, (uint64_t)m.nchunks * SPORE_CHUNK_SIZE, m.nchunks);
+	ocli_out_total(out, (uint64_t)nrefs * SPORE_CHUNK_SIZE, nrefs);
 	size_t fetched, distinct = 0;
-	if (ocli_fetch_chunks(client, cache, &img, ds, m.nchunks, &fetched, &err) < 0)
+	if (ocli_fetch_chunks(client, cache, &img, ds, nrefs, &fetched, &err) < 0)
 		goto out;
-	for (size_t i = 0; i < m.nchunks; i++) {
+	for (size_t i = 0; i < nrefs; i++) {
 		bool seen = false;
 		for (size_t j = 0; j < i && !seen; j++)
 			seen = sl_digest_equal(&ds[j], &ds[i]);
 		distinct += !seen;
 	}
-	for (size_t i = 0; i < m.nchunks; i++) {
+	for (size_t i = 0; i < nrefs; i++) {
 		char path[96];
 		spore_chunk_path(&ds[i], path);
 		if (faccessat(tmpfd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
@@ -310,7 +307,7 @@ int cmd_pull(int argc, char **argv)
 	if (!ro.json)
 		printf("%s\n", dstr);
 	sl_info("pulled", "ref=%s digest=%s chunks=%zu fetched=%zu bytes_downloaded=%llu ms=%.1f", refs, dstr,
-		m.nchunks, fetched, (unsigned long long)cs.bytes_downloaded, (ocli_now_ns() - t0) / 1e6);
+		nrefs, fetched, (unsigned long long)cs.bytes_downloaded, (ocli_now_ns() - t0) / 1e6);
 	rc = 0;
 out:
 	if (rc != 0) {

@@ -368,19 +368,20 @@ static int plan(int dirfd, const struct spore_image *parent, const struct spore_
 	if (spore_manifest_load(dirfd, m, &mdigest, err) < 0)
 		return sl_error_wrap(err, "spore push");
 
-	/* Each distinct chunk once, sorted: deterministic layers. */
-	uniq = malloc((m->nchunks ? m->nchunks : 1) * sizeof(*uniq));
-	rest = malloc((m->nchunks ? m->nchunks : 1) * sizeof(*rest));
-	covered = calloc(m->nchunks ? m->nchunks : 1, sizeof(*covered));
+	/* Each distinct chunk (of memory and disks) once, sorted:
+	 * deterministic layers. */
+	size_t nrefs;
+	if (spore_manifest_chunk_digests(m, &uniq, &nrefs, err) < 0)
+		return sl_error_wrap(err, "spore push");
+	rest = malloc((nrefs ? nrefs : 1) * sizeof(*rest));
+	covered = calloc(nrefs ? nrefs : 1, sizeof(*covered));
 	if (parent && parent->shape == SPORE_SHAPE_TAR)
 		reuse = calloc(parent->nlayers ? parent->nlayers : 1, sizeof(*reuse));
-	if (!uniq || !rest || !covered || (parent && parent->shape == SPORE_SHAPE_TAR && !reuse))
+	if (!rest || !covered || (parent && parent->shape == SPORE_SHAPE_TAR && !reuse))
 		return sl_error_set(err, SL_E_NOMEM, "spore push: out of memory");
-	for (size_t i = 0; i < m->nchunks; i++)
-		uniq[i] = m->chunks[i].digest;
-	if (m->nchunks > 1)
-		qsort(uniq, m->nchunks, sizeof(*uniq), cmp_digest);
-	for (size_t i = 0; i < m->nchunks; i++)
+	if (nrefs > 1)
+		qsort(uniq, nrefs, sizeof(*uniq), cmp_digest);
+	for (size_t i = 0; i < nrefs; i++)
 		if (nu == 0 || !sl_digest_equal(&uniq[nu - 1], &uniq[i]))
 			uniq[nu++] = uniq[i];
 

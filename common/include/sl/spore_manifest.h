@@ -94,6 +94,9 @@ int spore_manifest_copy(const struct spore_manifest *src, struct spore_manifest 
 int spore_manifest_each_chunk(const struct spore_manifest *m, int (*fn)(const sl_digest *d, void *arg), void *arg);
 /* How many chunk references spore_manifest_each_chunk visits. */
 size_t spore_manifest_chunk_refs(const struct spore_manifest *m);
+/* Every chunk digest the spore references (memory, then disks), duplicates
+ * included, in a new array (free() it; never NULL on success). */
+int spore_manifest_chunk_digests(const struct spore_manifest *m, sl_digest **out, size_t *n, sl_error_t *err);
 
 /* chunks/sha256/<hex> for a digest. */
 void spore_chunk_path(const sl_digest *d, char out[96]);
