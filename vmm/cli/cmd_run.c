@@ -17,6 +17,7 @@
 static const char run_usage[] =
 	"usage: spore run --kernel FILE [--initrd FILE] [--cmdline S] [--mem MIB] [--vcpus N]\n"
 	"                 [--disk FILE[:ro]]... [--vsock PATH] [--env K=V]... [--agent-timeout DURATION]\n"
+	"                 [--virtio-cmdline]\n"
 	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"                 [--for DURATION] [-- ARGS...]\n"
 	"       spore run --from SPORE [--hostname NAME] [--env K=V]... [--vsock PATH] [--for DURATION]\n"
@@ -42,7 +43,7 @@ static const char resume_usage[] =
 
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
-	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT,
+	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT, OPT_VIRTIO_CMDLINE,
 };
 
 /* Options for a Linux guest's agent, shared by run and resume. */
@@ -187,7 +188,8 @@ int cmd_run(int argc, char **argv)
 		{"report-fd", required_argument, NULL, OPT_REPORT_FD},  {"disk", required_argument, NULL, OPT_DISK},
 		{"vsock", required_argument, NULL, OPT_VSOCK}, {"from", required_argument, NULL, OPT_FROM},
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
-		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"help", no_argument, NULL, 'h'},
+		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT},
+		{"virtio-cmdline", no_argument, NULL, OPT_VIRTIO_CMDLINE}, {"help", no_argument, NULL, 'h'},
 		{0}};
 	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *kernel = NULL, *cmdline = NULL, *initrd = NULL, *from = NULL;
@@ -204,6 +206,10 @@ int cmd_run(int argc, char **argv)
 		case OPT_INITRD: initrd = optarg; break;
 		case OPT_CMDLINE: cmdline = optarg; break;
 		case OPT_FROM: from = optarg; break;
+		case OPT_VIRTIO_CMDLINE:
+			m.virtio_cmdline = true;
+			shape_given = true;
+			break;
 		case OPT_DISK:
 			if (cli_parse_disk(optarg, &m, &err) < 0)
 				return cli_fail(&err);
@@ -229,7 +235,7 @@ int cmd_run(int argc, char **argv)
 	if (from) {
 		if (kernel || initrd || cmdline || shape_given)
 			return cli_usage("run --from: the spore fixes the kernel and the machine; drop --kernel, "
-					 "--initrd, --cmdline, --mem, --vcpus and --disk\n%s", run_usage);
+					 "--initrd, --cmdline, --mem, --vcpus, --disk and --virtio-cmdline\n%s", run_usage);
 		return resume_local(from, &o, NULL, VMM_VERIFY_SEALED, &g, args);
 	}
 	if (!kernel)
@@ -239,9 +245,9 @@ int cmd_run(int argc, char **argv)
 	_cleanup_free_ char *cl = NULL;
 	struct cli_vsock vs = {0};
 	if (m.platform == VMM_PLATFORM_BARE) {
-		if (m.ndisks || guest_opts_given(&g))
-			return cli_usage("run: --disk, --vsock, --hostname, --env and --agent-timeout need a Linux "
-					 "kernel (%s is an ELF test kernel)", kernel);
+		if (m.ndisks || m.virtio_cmdline || guest_opts_given(&g))
+			return cli_usage("run: --disk, --vsock, --virtio-cmdline, --hostname, --env and --agent-timeout "
+					 "need a Linux kernel (%s is an ELF test kernel)", kernel);
 		/* ARGS after "--" extend the test kernel's command line. */
 		size_t len = (cmdline ? strlen(cmdline) : 0) + 1;
 		for (int i = optind; i < argc; i++)

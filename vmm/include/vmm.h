@@ -41,6 +41,10 @@ struct vmm_machine {
 	const char *vsock_path; /* the vsock device's host Unix socket (docs/vsock.md) */
 	unsigned ndisks;        /* virtio-blk disks, /dev/vda, vdb, ... in order */
 	struct vmm_disk disks[VMM_MAX_DISKS];
+	/* Boot only: describe the virtio devices with virtio_mmio.device= words
+	 * on the kernel command line instead of in the DSDT, for kernels built
+	 * with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (Debian's is not). */
+	bool virtio_cmdline;
 };
 
 /* Which platform a kernel file needs: an ELF file boots on the bare

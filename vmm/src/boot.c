@@ -24,9 +24,12 @@ static int boot_linux_platform(struct vmm_vm *vm, const char *kernel, const char
 	struct boot_linux_opts o = {.rsdp_gpa = lay.rsdp_gpa, .reserved = &acpi, .nreserved = 1};
 	/* The user's words extend the defaults (console on our COM1, reboot by
 	 * triple fault, no PCI); a later word of the same key wins in Linux. */
+	char devs[VMM_CMDLINE_MAX] = "";
+	if (vm->machine.virtio_cmdline && vmm_linux_virtio_cmdline(vmm_linux_nslots(vm), devs, sizeof(devs)) < 0)
+		return sl_error_set(err, SL_E_LIMIT, "virtio_mmio.device= words longer than %u bytes", VMM_CMDLINE_MAX - 1);
 	char cl[VMM_CMDLINE_MAX];
-	if ((size_t)snprintf(cl, sizeof(cl), "%s%s%s", VMM_BOOT_LINUX_DEFAULT_CMDLINE, cmdline && cmdline[0] ? " " : "",
-			     cmdline ? cmdline : "") >= sizeof(cl))
+	if ((size_t)snprintf(cl, sizeof(cl), "%s%s%s%s%s", VMM_BOOT_LINUX_DEFAULT_CMDLINE, devs[0] ? " " : "", devs,
+			     cmdline && cmdline[0] ? " " : "", cmdline ? cmdline : "") >= sizeof(cl))
 		return sl_error_set(err, SL_E_LIMIT, "kernel command line longer than %u bytes", VMM_CMDLINE_MAX - 1);
 	return vmm_boot_linux(vm, kernel, initrd, cl, &o, err);
 }

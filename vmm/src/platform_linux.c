@@ -182,7 +182,7 @@ int vmm_linux_build_acpi(struct vmm_vm *vm, uint8_t *buf, size_t cap, uint64_t g
 			.base = slot_base(i), .size = VIRTIO_MMIO_SIZE, .gsi = slot_gsi(i), .level = true};
 	struct acpi_config cfg = {.vcpus = vm->machine.vcpus,
 				  .virtio = dev,
-				  .nvirtio = l->nslots,
+				  .nvirtio = vm->machine.virtio_cmdline ? 0 : l->nslots,
 				  .vmgenid = true,
 				  .vmgenid_gsi = LINUX_GED_GSI,
 				  .sleep_port = l->sleep_port};
@@ -302,6 +302,27 @@ int vmm_linux_restored(struct vmm_vm *vm, sl_error_t *err)
 			return sl_error_wrap(err, "vsock");
 	}
 	return 0;
+}
+
+int vmm_linux_virtio_cmdline(unsigned nslots, char *buf, size_t cap)
+{
+	size_t len = 0;
+	if (cap)
+		buf[0] = '\0';
+	for (unsigned i = 0; i < nslots; i++) {
+		/* Linux's format: <size>@<baseaddr>:<irq>, size with a K suffix. */
+		int n = snprintf(buf + len, cap - len, "%svirtio_mmio.device=%uK@0x%llx:%u", i ? " " : "",
+				 VIRTIO_MMIO_SIZE / 1024, (unsigned long long)slot_base(i), slot_gsi(i));
+		if (n < 0 || (size_t)n >= cap - len)
+			return -1;
+		len += (size_t)n;
+	}
+	return (int)len;
+}
+
+unsigned vmm_linux_nslots(struct vmm_vm *vm)
+{
+	return vm->lnx ? vm->lnx->nslots : 0;
 }
 
 unsigned vmm_linux_ndisks(struct vmm_vm *vm)

@@ -39,6 +39,12 @@ int vmm_linux_load(struct vmm_vm *vm, const struct sf_file *f, const char *what,
  * interrupts, tell the guest its vsock connections are gone. */
 int vmm_linux_restored(struct vmm_vm *vm, sl_error_t *err);
 
+/* The words "virtio_mmio.device=4K@0xd0000000:5 ..." describing slots
+ * [0, nslots), space-separated, into buf. Returns the length, or -1 if it
+ * does not fit. */
+int vmm_linux_virtio_cmdline(unsigned nslots, char *buf, size_t cap);
+unsigned vmm_linux_nslots(struct vmm_vm *vm);
+
 unsigned vmm_linux_ndisks(struct vmm_vm *vm);
 int vmm_linux_disk_fd(struct vmm_vm *vm, unsigned disk); /* -1 if none */
 
