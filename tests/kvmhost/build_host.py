@@ -432,6 +432,7 @@ def build_initramfs(fetched, spore, testguest, out):
             c.symlink(applet, "/bin/busybox")
     with open(os.path.join(HERE, "init.sh"), "rb") as f:
         c.file("init", f.read(), 0o755)
+    add_host_file(c, os.path.join(HERE, "lib.sh"), "lib/kvmhost/lib.sh", 0o644)
     for m in KVM_MODULES:
         c.file("lib/kvmhost/%s.ko" % m, read_module(fetched["moddir"], MODULE_PATHS[m]))
     add_host_file(c, spore, "usr/bin/spore", 0o755)
@@ -490,6 +491,35 @@ def build(cache, spore, testguest, out=None, spore_init=None):
             "download_s": round(fetched["download_s"], 2), "fetch_s": round(t1 - t0, 2),
             "payload_s": round(t2 - t1, 2), "initramfs_s": round(t3 - t2, 2), "initramfs_bytes": raw,
             "initramfs_gz_bytes": gz}
+
+
+def direct_payload(cache, spore, testguest, spore_init=None):
+    """For direct mode (a machine whose KVM runs Linux): the guests' payload as
+    files under CACHE/direct/payload (what /payload holds in the virtual host)
+    and `spore` under CACHE/direct/bin, without building the host."""
+    spore_init = spore_init or default_spore_init(testguest)
+    for p, what in ((spore, "spore binary"), (testguest, "testguest.elf"),
+                    (spore_init, "spore-init (build the spore-init target, or pass --spore-init)")):
+        if not os.path.isfile(p):
+            raise BuildError("%s %s does not exist" % (what, p))
+    cache = os.path.abspath(cache)
+    fetched = fetch(cache)
+    fetched["agent_initrd"], fetched["info"]["agent_initrd"] = agent_initramfs(cache, fetched, spore_init)
+    fetched["disk"], disk = disk_image(cache)
+    fetched["info"]["disk_ext4"] = {k: disk[k] for k in ("sha256", "bytes", "label", "uuid", "files", "mke2fs")}
+    record_versions(cache, fetched["info"])
+    top = os.path.join(cache, "direct")
+    payload, bindir = os.path.join(top, "payload"), os.path.join(top, "bin")
+    shutil.rmtree(top, ignore_errors=True)
+    os.makedirs(payload)
+    os.makedirs(bindir)
+    for src, name in ((testguest, "testguest.elf"), (fetched["guest_vmlinuz"], "vmlinuz"),
+                      (fetched["agent_initrd"], "agent-initrd.gz"), (fetched["disk"], "disk.ext4")):
+        shutil.copyfile(src, os.path.join(payload, name))
+    with open(os.path.join(payload, "guest-initrd.gz"), "wb") as f:
+        f.write(guest_initramfs(fetched["busybox"]))
+    os.symlink(os.path.abspath(spore), os.path.join(bindir, "spore"))
+    return {"payload": payload, "bin": bindir, "versions": fetched["info"]}
 
 
 def main(argv):

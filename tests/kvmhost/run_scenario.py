@@ -2,7 +2,7 @@
 """Runs one scenario in the virtual KVM host (QEMU TCG, AMD SVM+NPT, Debian cloud kernel); see README.md.
 
 usage: run_scenario.py SPORE_BINARY TESTGUEST_ELF CACHE_DIR [--scenario NAME] [--timeout SECONDS]
-                       [--spore-init FILE] [--result KEY,KEY...]
+                       [--spore-init FILE] [--result KEY,KEY...] [--direct | --qemu]
 
 Builds the host (build_host.py, cached in CACHE_DIR), boots it with
 qemu-system-x86_64 and reads the serial console until KVMHOST-END or the hard
@@ -11,6 +11,10 @@ KVMHOST-BEGIN, at least one KVMHOST-PASS, no KVMHOST-FAIL and KVMHOST-END.
 The whole console goes to CACHE_DIR/console-<scenario>.log. --spore-init (the static
 guest agent for /payload/agent-initrd.gz) defaults to guest/spore-init/bin/spore-init
 next to TESTGUEST_ELF.
+Mode: on a machine whose own KVM runs Linux guests (kvm_intel or kvm_amd, not
+PVM) the scenario runs directly (direct.sh, as root in a private mount
+namespace); elsewhere in the QEMU host. --direct / --qemu or
+SPORE_KVMHOST_MODE=direct|qemu|auto choose.
 Exit status: 0 pass, 1 fail, 77 skip (no QEMU, or the kernel cannot be fetched;
 SPORE_KVMHOST_NO_SKIP=1 makes those failures instead).
 """
@@ -33,6 +37,32 @@ import build_host  # noqa: E402
 SKIP = 1 if os.environ.get("SPORE_KVMHOST_NO_SKIP") == "1" else 77
 MARKER_RE = re.compile(r"KVMHOST-(BEGIN|INFO|PASS|FAIL|END)\b ?(.*)$")
 QEMU = "qemu-system-x86_64"
+
+
+def host_kvm_runs_linux():
+    """True when this machine's own KVM can run stock Linux guests (bare metal or
+    nested VMX/SVM): then the scenarios run here directly, without QEMU. The
+    build machines' PVM-backed KVM (/sys/module/kvm_pvm) cannot."""
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return False
+    if not (os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd")):
+        return False
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def choose_mode(forced):
+    """--direct / --qemu, else SPORE_KVMHOST_MODE=direct|qemu|auto (default auto)."""
+    mode = forced or os.environ.get("SPORE_KVMHOST_MODE", "auto")
+    if mode not in ("auto", "direct", "qemu"):
+        raise ValueError("SPORE_KVMHOST_MODE must be auto, direct or qemu, not %r" % mode)
+    if mode == "auto":
+        mode = "direct" if host_kvm_runs_linux() else "qemu"
+    return mode
+
+
+def direct_argv(scenario, payload, bindir):
+    return ["unshare", "--mount", "--propagation", "private", "sh",
+            os.path.join(os.path.dirname(os.path.abspath(__file__)), "direct.sh"), scenario, payload, bindir]
 
 
 def qemu_argv(vmlinuz, initrd, scenario):
@@ -68,13 +98,13 @@ def boot(argv, deadline, log_path):
                     break
                 if not sel.select(timeout=min(left, 1.0)):
                     if p.poll() is not None:
-                        reason = "qemu exited (status %d)" % p.returncode
+                        reason = "runner exited (status %d)" % p.returncode
                         break
                     continue
                 chunk = os.read(p.stdout.fileno(), 65536)
                 if not chunk:
                     p.wait(timeout=max(1.0, deadline - time.monotonic()))
-                    reason = "qemu exited (status %d)" % p.returncode
+                    reason = "runner exited (status %d)" % p.returncode
                     break
                 log.write(chunk)
                 log.flush()
@@ -107,7 +137,11 @@ def boot(argv, deadline, log_path):
 
 def main(argv):
     args = argv[1:]
-    scenario, timeout, spore_init, result_keys = "smoke", 840.0, None, []
+    scenario, timeout, spore_init, result_keys, forced = "smoke", 840.0, None, [], None
+    for flag in ("--direct", "--qemu"):
+        if flag in args:
+            args.remove(flag)
+            forced = flag[2:]
     for opt in ("--scenario", "--timeout", "--spore-init", "--result"):
         if opt in args:
             i = args.index(opt)
@@ -130,37 +164,61 @@ def main(argv):
     t_start = time.monotonic()
     deadline = t_start + timeout
 
-    if not shutil.which(QEMU):
-        print("SKIP: %s is not installed (Debian package qemu-system-x86); the virtual KVM host "
-              "cannot run" % QEMU, flush=True)
-        return SKIP
     if not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios",
                                        scenario + ".sh")):
         print("FAIL: no scenario %s" % scenario)
         return 1
     try:
-        built = build_host.build(cache, spore, testguest, spore_init=spore_init)
-    except build_host.Unavailable as e:
-        print("SKIP: cannot fetch the virtual host's kernel: %s" % e, flush=True)
-        return SKIP
-    except build_host.BuildError as e:
-        print("FAIL: building the virtual host: %s" % e, flush=True)
+        mode = choose_mode(forced)
+    except ValueError as e:
+        print("FAIL: %s" % e)
         return 1
-    v = built["versions"]
-    print("host kernel %s %s (%s), busybox %s" % (v["kernel_package"], v["kernel_version"],
-                                                   v["kernel_deb_sha256"][:16], v["busybox_version"]))
-    a, d = v["agent_initrd"], v["disk_ext4"]
-    print("guest kernel %s %s; agent initrd %d bytes (%s), modules %s; disk.ext4 %d bytes (%s)"
-          % (v["guest_kernel_package"], v["guest_kernel_version"], a["bytes"], a["sha256"][:16],
-             ",".join(a["modules"]), d["bytes"], d["sha256"][:16]))
-    print("timing: download %.2fs (0 = cached), fetch+extract %.2fs, guest payload %.2fs, initramfs %.2fs "
-          "(%d bytes, %d gzipped)" % (built["download_s"], built["fetch_s"], built["payload_s"], built["initramfs_s"],
-                                      built["initramfs_bytes"], built["initramfs_gz_bytes"]), flush=True)
-
-    qargv = qemu_argv(built["vmlinuz"], built["initrd"], scenario)
-    print("$ " + " ".join(qargv), flush=True)
     log_path = os.path.join(os.path.abspath(cache), "console-%s.log" % scenario)
-    markers, first, reason, qsecs = boot(qargv, deadline, log_path)
+    if mode == "direct":
+        # This machine's KVM runs Linux: the same scenario, here, as root in
+        # a private mount namespace (direct.sh), no emulated host.
+        if os.geteuid() != 0 or not shutil.which("unshare"):
+            print("SKIP: direct mode needs root and unshare(1) (util-linux)", flush=True)
+            return SKIP
+        try:
+            built = build_host.direct_payload(cache, spore, testguest, spore_init=spore_init)
+        except build_host.Unavailable as e:
+            print("SKIP: cannot fetch the guest kernel: %s" % e, flush=True)
+            return SKIP
+        except build_host.BuildError as e:
+            print("FAIL: building the payload: %s" % e, flush=True)
+            return 1
+        argv = direct_argv(scenario, built["payload"], built["bin"])
+        print("mode: direct (%s); payload in %s" % ("chosen" if forced or os.environ.get("SPORE_KVMHOST_MODE")
+                                                      else "this machine's KVM runs Linux guests", built["payload"]))
+    else:
+        if not shutil.which(QEMU):
+            print("SKIP: %s is not installed (Debian package qemu-system-x86); the virtual KVM host "
+                  "cannot run" % QEMU, flush=True)
+            return SKIP
+        try:
+            built = build_host.build(cache, spore, testguest, spore_init=spore_init)
+        except build_host.Unavailable as e:
+            print("SKIP: cannot fetch the virtual host's kernel: %s" % e, flush=True)
+            return SKIP
+        except build_host.BuildError as e:
+            print("FAIL: building the virtual host: %s" % e, flush=True)
+            return 1
+        v = built["versions"]
+        print("host kernel %s %s (%s), busybox %s" % (v["kernel_package"], v["kernel_version"],
+                                                       v["kernel_deb_sha256"][:16], v["busybox_version"]))
+        a, d = v["agent_initrd"], v["disk_ext4"]
+        print("guest kernel %s %s; agent initrd %d bytes (%s), modules %s; disk.ext4 %d bytes (%s)"
+              % (v["guest_kernel_package"], v["guest_kernel_version"], a["bytes"], a["sha256"][:16],
+                 ",".join(a["modules"]), d["bytes"], d["sha256"][:16]))
+        print("timing: download %.2fs (0 = cached), fetch+extract %.2fs, guest payload %.2fs, initramfs %.2fs "
+              "(%d bytes, %d gzipped)" % (built["download_s"], built["fetch_s"], built["payload_s"],
+                                          built["initramfs_s"], built["initramfs_bytes"],
+                                          built["initramfs_gz_bytes"]), flush=True)
+        argv = qemu_argv(built["vmlinuz"], built["initrd"], scenario)
+        print("mode: qemu (virtual KVM host under TCG)")
+    print("$ " + " ".join(argv), flush=True)
+    markers, first, reason, qsecs = boot(argv, deadline, log_path)
 
     passes = [r for k, r in markers if k == "PASS"]
     fails = [r for k, r in markers if k == "FAIL"]

@@ -27,10 +27,12 @@
  * virtio_mmio_save never sees one in flight), computes what to wait for,
  * drops the lock, polls, retakes it and handles what poll reported. Only
  * the I/O thread creates or frees connections and touches host sockets, so
- * a poll result can never refer to a connection freed under it. Pause is a
- * flag checked each time the lock is taken: once virtio_vsock_pause has
- * set it (under the lock) the thread cannot be inside the guest's memory,
- * and it does not enter it again until resumed.
+ * a poll result can never refer to a connection freed under it. A new
+ * device leaves the rings alone until the driver resets or kicks it, or
+ * virtio_vsock_restored is called (see `armed`). Pause is a flag checked
+ * each time the lock is taken: once virtio_vsock_pause has set it (under
+ * the lock) the thread cannot be inside the guest's memory, and it does
+ * not enter it again until resumed.
  *
  * Flow control (section 5.10.6.3). Host -> guest: a host socket is read
  * only when the guest has credit (buf_alloc - (tx_cnt - fwd_cnt), from the
@@ -103,7 +105,7 @@ struct vsock_conn {
 	bool shut_wr;        /* shutdown(SHUT_WR) done */
 	bool send_response;  /* guest-initiated: OP_RESPONSE owed */
 	bool send_credit_update;
-	bool credit_requested; /* CREDIT_REQUEST sent, no packet from the guest since */
+	bool credit_requested; /* CREDIT_REQUEST sent, no credit from the guest since */
 	uint8_t line_len;
 	char line[VIRTIO_VSOCK_LINE_MAX];
 };
@@ -133,6 +135,11 @@ struct virtio_vsock {
 
 	/* Under the transport lock from here on. */
 	bool stop, paused;
+	/* The rings are ours to run: the driver reset or kicked us (a fresh
+	 * boot), or virtio_vsock_restored said so. Until then a transport made
+	 * live by virtio_mmio_load alone is left alone, so nothing reaches a
+	 * restored guest before it is told its connections are gone. */
+	bool armed;
 	bool reset_pending;   /* the driver reset the device: drop what the guest knew */
 	bool restore_pending; /* virtio_vsock_restored: the same, then the event */
 	bool event_pending;   /* TRANSPORT_RESET not yet in an event buffer */
@@ -277,6 +284,16 @@ static void queue_rst(struct virtio_vsock *v, const struct virtio_vsock_hdr *h)
 }
 
 /* ---- guest -> host ---- */
+
+/* The guest's room for host data: its buf_alloc minus what is in flight. */
+static uint32_t peer_credit(const struct vsock_conn *c)
+{
+	/* A guest claiming to have consumed more than we sent gets nothing:
+	 * the subtraction wraps to a huge in_flight. */
+	uint32_t in_flight = c->tx_cnt - c->peer_fwd_cnt;
+	return in_flight >= c->peer_buf_alloc ? 0 : c->peer_buf_alloc - in_flight;
+}
+
 
 /* Bookkeeping after guest data moved or the guest shut down: half-close
  * the host socket once the guest's data is out, offer credit, finish. */
@@ -473,7 +490,11 @@ static bool handle_tx(struct virtio_vsock *v, const struct virtq_chain *ch)
 	}
 	c->peer_buf_alloc = h.buf_alloc;
 	c->peer_fwd_cnt = h.fwd_cnt;
-	c->credit_requested = false;
+	/* Ask again only after credit came back: Linux answers a request at
+	 * once, with no more room if its reader is slow, and clearing on any
+	 * packet would ping-pong requests and updates until it reads. */
+	if (peer_credit(c))
+		c->credit_requested = false;
 	bool open = c->state == CONN_OPEN;
 	switch (h.op) {
 	case VIRTIO_VSOCK_OP_RST:
@@ -532,14 +553,6 @@ static void process_tx(struct virtio_vsock *v)
 /* ---- host -> guest ---- */
 
 enum rx_kind { RX_NONE, RX_RST, RX_REQUEST, RX_RESPONSE, RX_DATA, RX_EOF, RX_CREDIT_UPDATE, RX_CREDIT_REQUEST };
-
-static uint32_t peer_credit(const struct vsock_conn *c)
-{
-	/* A guest claiming to have consumed more than we sent gets nothing:
-	 * the subtraction wraps to a huge in_flight. */
-	uint32_t in_flight = c->tx_cnt - c->peer_fwd_cnt;
-	return in_flight >= c->peer_buf_alloc ? 0 : c->peer_buf_alloc - in_flight;
-}
 
 /* Whether reading the host socket now yields data (1, *avail set), EOF (2),
  * nothing (0: drained) or an error (-1). Asked before an rx buffer is
@@ -868,6 +881,7 @@ static void vsock_work(struct virtio_vsock *v)
 {
 	v->again = false;
 	if (v->reset_pending || v->restore_pending) {
+		drop_guest_conns(v);
 		if (v->restore_pending)
 			v->event_pending = true;
 		v->reset_pending = v->restore_pending = false;
@@ -960,7 +974,7 @@ static void vsock_round(struct virtio_vsock *v, int max_wait_ms)
 	int timeout;
 	virtio_mmio_lock(v->t);
 	v->now = now_ms();
-	if (!v->paused)
+	if (!v->paused && v->armed)
 		vsock_work(v);
 	unsigned n = build_poll(v, &timeout);
 	virtio_mmio_unlock(v->t);
@@ -1005,6 +1019,7 @@ static void vsock_notify(struct virtio_mmio *t, void *dev, unsigned queue)
 {
 	struct virtio_vsock *v = dev;
 	(void)t;
+	v->armed = true;
 	if (queue == VIRTIO_VSOCK_QUEUE_RX)
 		v->rx_starved = false;
 	else if (queue == VIRTIO_VSOCK_QUEUE_EVENT)
@@ -1018,6 +1033,7 @@ static void vsock_reset(void *dev)
 	/* The driver's sockets are gone with it; the I/O thread drops ours
 	 * before it looks at the (new) rings again. */
 	v->reset_pending = true;
+	v->armed = true;
 	v->restore_pending = v->event_pending = v->event_ack_wait = false;
 	v->rx_starved = false;
 	wake(v);
@@ -1047,8 +1063,8 @@ static int listen_on(struct virtio_vsock *v, const char *path, sl_error_t *err)
 {
 	struct stat st;
 	if (lstat(path, &st) == 0)
-		return sl_error_set(err, SL_E_INVALID, "virtio-vsock: %s already exists (another VM's socket, or stale?)",
-				    path);
+		return sl_error_set(err, SL_E_INVALID,
+				    "virtio-vsock: %s already exists (another VM's socket, or stale?)", path);
 	if (errno != ENOENT)
 		return sl_error_sys(err, "virtio-vsock: stat %s", path);
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -1115,7 +1131,8 @@ int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, cons
 	if (!o || !o->uds_path || !o->uds_path[0])
 		return sl_error_set(err, SL_E_INVALID, "virtio-vsock: no Unix socket path");
 	if (o->guest_cid < 3 || o->guest_cid > 0xfffffffeull)
-		return sl_error_set(err, SL_E_INVALID, "virtio-vsock: guest CID %llu is reserved or out of range (3 .. %u)",
+		return sl_error_set(err, SL_E_INVALID,
+				    "virtio-vsock: guest CID %llu is reserved or out of range (3 .. %u)",
 				    (unsigned long long)o->guest_cid, 0xfffffffeu);
 	/* Room for "<path>_4294967295" too: every guest-initiated connection
 	 * must be able to name its socket. */
@@ -1123,7 +1140,8 @@ int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, cons
 	size_t max = UDS_PATH_MAX;
 	if (len > max)
 		return sl_error_set(err, SL_E_INVALID,
-				    "virtio-vsock: socket path is %zu bytes, at most %zu fit with a \"_<port>\" suffix: %s",
+				    "virtio-vsock: socket path is %zu bytes, at most %zu fit with a "
+				    "\"_<port>\" suffix: %s",
 				    len, max, o->uds_path);
 
 	struct virtio_vsock *v = calloc(1, sizeof(*v));
@@ -1219,6 +1237,7 @@ int virtio_vsock_restored(struct virtio_vsock *v, sl_error_t *err)
 	virtio_mmio_lock(v->t);
 	v->restore_pending = live;
 	v->reset_pending = !live;
+	v->armed = true;
 	v->rx_starved = false;
 	virtio_mmio_unlock(v->t);
 	wake(v);

@@ -52,11 +52,11 @@ _Static_assert(sizeof(struct virtio_vsock_hdr) == 44, "virtio_vsock_hdr is 44 by
 
 /* ---- limits ---- */
 #define VIRTIO_VSOCK_QUEUE_SIZE 128u
-#define VIRTIO_VSOCK_MAX_CONNS 256u     /* per device, host clients still sending CONNECT included */
-#define VIRTIO_VSOCK_BUF_ALLOC (128u << 10) /* guest->host bytes buffered per connection (advertised) */
-#define VIRTIO_VSOCK_MAX_PKT (64u << 10)    /* payload cap of one packet, either way (Linux's too) */
-#define VIRTIO_VSOCK_LINE_MAX 32u           /* "CONNECT <port>\n", newline included */
-#define VIRTIO_VSOCK_TIMEOUT_MS 5000u       /* default for opts.timeout_ms */
+#define VIRTIO_VSOCK_MAX_CONNS 256u             /* per device, host clients still sending CONNECT included */
+#define VIRTIO_VSOCK_BUF_ALLOC (128u << 10)     /* guest->host bytes buffered per connection (advertised) */
+#define VIRTIO_VSOCK_MAX_PKT (64u << 10)        /* payload cap of one packet, either way (Linux's too) */
+#define VIRTIO_VSOCK_LINE_MAX 32u               /* "CONNECT <port>\n", newline included */
+#define VIRTIO_VSOCK_TIMEOUT_MS 5000u           /* default for opts.timeout_ms */
 #define VIRTIO_VSOCK_LOCAL_PORT_BASE (1u << 30) /* host ports of host-initiated connections */
 
 struct virtio_vsock_opts {
@@ -88,14 +88,15 @@ uint64_t virtio_vsock_cid(struct virtio_vsock *v);
 void virtio_vsock_pause(struct virtio_vsock *v);
 void virtio_vsock_resume(struct virtio_vsock *v);
 
-/* After a restore loaded the transport state: no host connection of the
- * captured guest survives, so the device tells the guest with a
- * VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (as soon as the
- * driver has an event buffer posted) and the guest drops its connections
- * (its listeners stay). Host clients that connect meanwhile are held until
- * the guest has handled the event. Call between virtio_vsock_pause and
- * virtio_vsock_resume, after virtio_mmio_load, so the device never runs on
- * the loaded rings before it knows. Cannot fail today. */
+/* After a restore loaded the transport state (virtio_mmio_load): no host
+ * connection of the captured guest survives, so the device tells the guest
+ * with a VIRTIO_VSOCK_EVENT_TRANSPORT_RESET on the event queue (as soon as
+ * the driver has an event buffer posted) and the guest drops its
+ * connections (its listeners stay). Host clients that connect meanwhile are
+ * held until the guest has handled the event. A new device does not touch
+ * rings that virtio_mmio_load made live until this is called (or the
+ * driver resets or kicks it), so no pause is needed around the load.
+ * Cannot fail today. */
 int virtio_vsock_restored(struct virtio_vsock *v, sl_error_t *err);
 
 /* Stops the thread, closes every connection, unlinks uds_path (if it is

@@ -14,8 +14,8 @@
 
 export SPORE_LOG=info
 export SPORE_STATE_DIR=/tmp/.spore-state
-K=/payload/vmlinuz
-I=/payload/agent-initrd.gz
+K=$KVMHOST_PAYLOAD/vmlinuz
+I=$KVMHOST_PAYLOAD/agent-initrd.gz
 RUNS=${BENCH_RUNS:-3}
 STEP_TIMEOUT=300
 
@@ -23,8 +23,8 @@ STEP_TIMEOUT=300
 ready_ms() { sed -n 's/.*msg="agent ready" ms_after_launch=\([0-9.]*\).*/\1/p' "$1" | head -n1; }
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'; }
 
-if ! grep -q '^kvm_amd ' /proc/modules || [ ! -c /dev/kvm ]; then
-	kvmhost_fail dev_kvm "kvm_amd not loaded or /dev/kvm missing"
+if ! kvmhost_has_kvm; then
+	kvmhost_fail dev_kvm "no usable /dev/kvm (kvm_amd not loaded?)"
 fi
 
 : >/tmp/boot.ms

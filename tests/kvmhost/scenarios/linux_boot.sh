@@ -3,15 +3,15 @@
 export SPORE_LOG=info
 STEP_TIMEOUT=${LINUX_BOOT_TIMEOUT:-300}
 
-if grep -q '^kvm_amd ' /proc/modules && [ -c /dev/kvm ]; then
+if kvmhost_has_kvm; then
 	kvmhost_pass dev_kvm
 else
-	kvmhost_fail dev_kvm "kvm_amd not loaded or /dev/kvm missing"
+	kvmhost_fail dev_kvm "no usable /dev/kvm (kvm_amd not loaded?)"
 fi
 
 if [ "$KVMHOST_FAILED" = 0 ]; then
 	t=$(kvmhost_uptime)
-	timeout $STEP_TIMEOUT spore run --kernel /payload/vmlinuz --initrd /payload/guest-initrd.gz \
+	timeout $STEP_TIMEOUT spore run --kernel $KVMHOST_PAYLOAD/vmlinuz --initrd $KVMHOST_PAYLOAD/guest-initrd.gz \
 		--mem 256 --vcpus 2 --virtio-cmdline --cmdline "quiet guest.marker=1" >/tmp/linux.out 2>/tmp/linux.err </dev/null
 	RC=$?
 	SECS=$(kvmhost_elapsed "$t")

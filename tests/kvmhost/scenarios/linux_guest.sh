@@ -11,8 +11,8 @@
 
 export SPORE_LOG=info
 export SPORE_STATE_DIR=/tmp/.spore-state
-K=/payload/vmlinuz
-I=/payload/agent-initrd.gz
+K=$KVMHOST_PAYLOAD/vmlinuz
+I=$KVMHOST_PAYLOAD/agent-initrd.gz
 STEP_TIMEOUT=${LINUX_GUEST_TIMEOUT:-300}
 # The VMGenID buffer: ACPI tables at 0xe0000, the id at +0x30 (vmm/src/acpi.h).
 VMGENID_OFF=$((0xe0030))
@@ -35,10 +35,10 @@ lg_spore() {
 # A guest shell snippet printing "VMGENID <32 hex>" from the ACPI buffer.
 VMGENID_SH="echo VMGENID \$(dd if=/dev/mem bs=1 skip=$VMGENID_OFF count=16 2>/dev/null | od -An -tx1 | tr -d ' \\n')"
 
-if grep -q '^kvm_amd ' /proc/modules && [ -c /dev/kvm ]; then
+if kvmhost_has_kvm; then
 	kvmhost_pass dev_kvm
 else
-	kvmhost_fail dev_kvm "kvm_amd not loaded or /dev/kvm missing"
+	kvmhost_fail dev_kvm "no usable /dev/kvm (kvm_amd not loaded?)"
 fi
 
 # 1. Boot to the agent and run a command; the exit status comes back.
@@ -59,7 +59,7 @@ fi
 
 # 2. Warm up (mount a writable disk, write files), capture at ready, resume.
 if [ "$KVMHOST_FAILED" = 0 ]; then
-	cp /payload/disk.ext4 /tmp/disk.img
+	cp $KVMHOST_PAYLOAD/disk.ext4 /tmp/disk.img
 	lg_spore warm run --kernel $K --initrd $I --mem 256 --vcpus 2 --disk /tmp/disk.img \
 		--capture /tmp/s --capture-on ready -- /bin/sh -c \
 		"mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo parent-data >/mnt/p.txt && sync &&
