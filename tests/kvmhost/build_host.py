@@ -467,21 +467,30 @@ def default_spore_init(testguest):
     return os.path.join(os.path.dirname(os.path.abspath(testguest)), "spore-init", "bin", "spore-init")
 
 
-def build(cache, spore, testguest, out=None, spore_init=None):
-    """Fetches (cached) and builds; returns a dict with vmlinuz, initrd, versions and timings."""
+def guest_payload(cache, spore, testguest, spore_init):
+    """Checks the inputs, fetches (cached) and builds the guests' payload: the
+    agent initramfs and the data disk. Returns the fetch record and the cache's
+    absolute path."""
     spore_init = spore_init or default_spore_init(testguest)
     for p, what in ((spore, "spore binary"), (testguest, "testguest.elf"),
                     (spore_init, "spore-init (build the spore-init target, or pass --spore-init)")):
         if not os.path.isfile(p):
             raise BuildError("%s %s does not exist" % (what, p))
     cache = os.path.abspath(cache)
-    t0 = time.monotonic()
     fetched = fetch(cache)
-    t1 = time.monotonic()
+    fetched["fetched_at"] = time.monotonic()
     fetched["agent_initrd"], fetched["info"]["agent_initrd"] = agent_initramfs(cache, fetched, spore_init)
     fetched["disk"], disk = disk_image(cache)
     fetched["info"]["disk_ext4"] = {k: disk[k] for k in ("sha256", "bytes", "label", "uuid", "files", "mke2fs")}
     record_versions(cache, fetched["info"])
+    return fetched, cache
+
+
+def build(cache, spore, testguest, out=None, spore_init=None):
+    """Fetches (cached) and builds; returns a dict with vmlinuz, initrd, versions and timings."""
+    t0 = time.monotonic()
+    fetched, cache = guest_payload(cache, spore, testguest, spore_init)
+    t1 = fetched["fetched_at"]
     t2 = time.monotonic()
     out = out or os.path.join(cache, "host-initrd.gz")
     raw, gz = build_initramfs(fetched, spore, testguest, out)
@@ -497,17 +506,7 @@ def direct_payload(cache, spore, testguest, spore_init=None):
     """For direct mode (a machine whose KVM runs Linux): the guests' payload as
     files under CACHE/direct/payload (what /payload holds in the virtual host)
     and `spore` under CACHE/direct/bin, without building the host."""
-    spore_init = spore_init or default_spore_init(testguest)
-    for p, what in ((spore, "spore binary"), (testguest, "testguest.elf"),
-                    (spore_init, "spore-init (build the spore-init target, or pass --spore-init)")):
-        if not os.path.isfile(p):
-            raise BuildError("%s %s does not exist" % (what, p))
-    cache = os.path.abspath(cache)
-    fetched = fetch(cache)
-    fetched["agent_initrd"], fetched["info"]["agent_initrd"] = agent_initramfs(cache, fetched, spore_init)
-    fetched["disk"], disk = disk_image(cache)
-    fetched["info"]["disk_ext4"] = {k: disk[k] for k in ("sha256", "bytes", "label", "uuid", "files", "mke2fs")}
-    record_versions(cache, fetched["info"])
+    fetched, cache = guest_payload(cache, spore, testguest, spore_init)
     top = os.path.join(cache, "direct")
     payload, bindir = os.path.join(top, "payload"), os.path.join(top, "bin")
     shutil.rmtree(top, ignore_errors=True)

@@ -37,6 +37,21 @@ kvmhost_scenario() {
 	fi
 }
 
+# kvmhost_spore NAME ARGS...: runs `spore ARGS` bounded by $STEP_TIMEOUT
+# seconds, stdout in /tmp/NAME.out and stderr in /tmp/NAME.err, shows both;
+# sets RC and SECS.
+kvmhost_spore() {
+	name=$1
+	shift
+	t=$(kvmhost_uptime)
+	timeout ${STEP_TIMEOUT:-240} spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null
+	RC=$?
+	SECS=$(kvmhost_elapsed "$t")
+	echo "\$ spore $*  -> $RC (${SECS}s)"
+	kvmhost_show /tmp/$name.out
+	kvmhost_show /tmp/$name.err
+}
+
 # kvmhost_has_kvm: /dev/kvm is a character device and, in the virtual host,
 # kvm_amd is loaded (direct mode uses whatever KVM the machine has).
 kvmhost_has_kvm() {

@@ -17,19 +17,10 @@ STEP_TIMEOUT=${LINUX_GUEST_TIMEOUT:-300}
 # The VMGenID buffer: ACPI tables at 0xe0000, the id at +0x30 (vmm/src/acpi.h).
 VMGENID_OFF=$((0xe0030))
 
-# lg_spore NAME ARGS...: spore with stdout in /tmp/NAME.out, stderr in
-# /tmp/NAME.err, both shown; sets RC and SECS.
+# lg_spore NAME ARGS...: kvmhost_spore, and the time as KVMHOST-INFO NAME_s.
 lg_spore() {
-	name=$1
-	shift
-	t=$(kvmhost_uptime)
-	timeout $STEP_TIMEOUT spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null
-	RC=$?
-	SECS=$(kvmhost_elapsed "$t")
-	echo "\$ spore $*  -> $RC (${SECS}s)"
-	kvmhost_show /tmp/$name.out
-	kvmhost_show /tmp/$name.err
-	kvmhost_info ${name}_s=$SECS
+	kvmhost_spore "$@"
+	kvmhost_info ${1}_s=$SECS
 }
 
 # A guest shell snippet printing "VMGENID <32 hex>" from the ACPI buffer.

@@ -8,20 +8,6 @@ export SPORE_STATE_DIR=/tmp/.spore-state
 TG=$KVMHOST_PAYLOAD/testguest.elf
 STEP_TIMEOUT=240
 
-# smoke_spore NAME ARGS...: runs spore with output in /tmp/NAME.out (stdout)
-# and /tmp/NAME.err (stderr), shows both, sets RC and SECS.
-smoke_spore() {
-	name=$1
-	shift
-	t=$(kvmhost_uptime)
-	timeout $STEP_TIMEOUT spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null
-	RC=$?
-	SECS=$(kvmhost_elapsed "$t")
-	echo "\$ spore $*  -> $RC (${SECS}s)"
-	kvmhost_show /tmp/$name.out
-	kvmhost_show /tmp/$name.err
-}
-
 # smoke_expect STEP FILE LINE: fails STEP unless FILE has the exact line LINE.
 smoke_expect() {
 	if grep -qxF "$3" "$2"; then
@@ -41,7 +27,7 @@ fi
 if [ "$KVMHOST_FAILED" = 0 ]; then
 	# 2. Boot to exit: the guest exits on its own with status 7 once its
 	#    checks passed (exit_after_ms), so 7 proves the whole run.
-	smoke_spore run run --kernel $TG --mem 64 -- mode=bench warm_ms=50 exit_after_ms=500 exit=7
+	kvmhost_spore run run --kernel $TG --mem 64 -- mode=bench warm_ms=50 exit_after_ms=500 exit=7
 	kvmhost_info run_s=$SECS
 	ok=1
 	[ "$RC" = 7 ] || { kvmhost_fail run "spore run exited $RC, expected 7"; ok=0; }
@@ -56,7 +42,7 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 
 	# 3. Capture at READY, then resume: the guest must see generation 1 and
 	#    re-check itself.
-	smoke_spore capture run --kernel $TG --mem 64 --capture /tmp/s --capture-on ready -- mode=bench warm_ms=50
+	kvmhost_spore capture run --kernel $TG --mem 64 --capture /tmp/s --capture-on ready -- mode=bench warm_ms=50
 	kvmhost_info capture_s=$SECS
 	ok=1
 	[ "$RC" = 0 ] || { kvmhost_fail capture "spore run --capture exited $RC, expected 0"; ok=0; }
@@ -65,7 +51,7 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	[ $ok = 1 ] && kvmhost_pass capture
 
 	if [ $ok = 1 ]; then
-		smoke_spore resume resume /tmp/s --for 500ms
+		kvmhost_spore resume resume /tmp/s --for 500ms
 		kvmhost_info resume_s=$SECS
 		ok=1
 		[ "$RC" = 0 ] || { kvmhost_fail resume "spore resume exited $RC, expected 0"; ok=0; }
