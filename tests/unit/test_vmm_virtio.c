@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "test_fake_vm.h"
+
 #include "virtio.h"
 #include "vmm_internal.h"
 
@@ -58,53 +60,10 @@ static void hook_report(void *arg, const char *device, const char *msg)
 	snprintf(s->report, sizeof(s->report), "%s: %s", device, msg);
 }
 
-static struct vmm_vm *fake_vm(void)
-{
-	struct vmm_vm *vm = calloc(1, sizeof(*vm));
-	assert_non_null(vm);
-	vm->mem = aligned_alloc(4096, MEM_SIZE);
-	assert_non_null(vm->mem);
-	memset(vm->mem, 0, MEM_SIZE);
-	vm->mem_size = MEM_SIZE;
-	vm->vm_fd = -1; /* any stray KVM ioctl fails instead of hitting fd 0 */
-	return vm;
-}
-
-static void free_vm(struct vmm_vm *vm)
-{
-	free(vm->mem);
-	free(vm);
-}
-
 static void set_hooks(struct ctx *c)
 {
 	struct virtio_mmio_hooks h = {.irq = hook_irq, .report = hook_report, .arg = &c->seen};
 	virtio_mmio_set_hooks(c->t, &h);
-}
-
-/* MMIO accesses go through the real bus dispatcher, as a vCPU exit would. */
-static uint64_t mmio_rd(struct vmm_vm *vm, uint64_t addr, unsigned size)
-{
-	struct kvm_run run;
-	memset(&run, 0, sizeof(run));
-	run.mmio.phys_addr = addr;
-	run.mmio.len = size;
-	run.mmio.is_write = 0;
-	vmm_mmio_dispatch(vm, &run);
-	uint64_t v = 0;
-	memcpy(&v, run.mmio.data, size);
-	return v;
-}
-
-static void mmio_wr(struct vmm_vm *vm, uint64_t addr, uint64_t v, unsigned size)
-{
-	struct kvm_run run;
-	memset(&run, 0, sizeof(run));
-	run.mmio.phys_addr = addr;
-	run.mmio.len = size;
-	run.mmio.is_write = 1;
-	memcpy(run.mmio.data, &v, size);
-	vmm_mmio_dispatch(vm, &run);
 }
 
 static uint32_t rd(struct ctx *c, uint64_t off) { return (uint32_t)mmio_rd(c->vm, BASE + off, 4); }
@@ -181,7 +140,7 @@ static int setup_rng(void **state)
 	struct ctx *c = calloc(1, sizeof(*c));
 	sl_error_t err = NULL;
 	assert_non_null(c);
-	c->vm = fake_vm();
+	c->vm = fake_vm(MEM_SIZE);
 	assert_int_equal(virtio_rng_create(c->vm, BASE, GSI, &c->rng, &err), 0);
 	assert_null(err);
 	c->t = virtio_rng_transport(c->rng);
@@ -211,7 +170,7 @@ static int blk_common(void **state, bool ro)
 	struct ctx *c = calloc(1, sizeof(*c));
 	sl_error_t err = NULL;
 	assert_non_null(c);
-	c->vm = fake_vm();
+	c->vm = fake_vm(MEM_SIZE);
 	make_image(c);
 	struct virtio_blk_opts o = {.path = c->img, .read_only = ro, .serial = "disk-0"};
 	assert_int_equal(virtio_blk_create(c->vm, BASE, GSI, &o, &c->blk, &err), 0);
@@ -693,7 +652,7 @@ static void test_state_round_trip(void **state)
 
 	/* A second VM: same RAM contents, a fresh device, the saved state. */
 	struct ctx c2 = {.num = c->num, .avail_idx = c->avail_idx};
-	c2.vm = fake_vm();
+	c2.vm = fake_vm(MEM_SIZE);
 	memcpy(c2.vm->mem, c->vm->mem, MEM_SIZE);
 	assert_int_equal(virtio_rng_create(c2.vm, BASE, GSI, &c2.rng, &err), 0);
 	c2.t = virtio_rng_transport(c2.rng);
@@ -811,7 +770,7 @@ static void test_save_refuses_in_flight(void **state)
 	sl_error_t err = NULL;
 	struct virtio_mmio_state_v1 s;
 
-	c.vm = fake_vm();
+	c.vm = fake_vm(MEM_SIZE);
 	assert_int_equal(virtio_mmio_register(c.vm, BASE, GSI, &slow_ops, &d, &c.t, &err), 0);
 	set_hooks(&c);
 	driver_init(&c, 1ull << VIRTIO_F_VERSION_1, 16);
@@ -856,7 +815,7 @@ static void *buf_map(void *ctx, uint64_t gpa, uint64_t len)
 static void test_chain_helpers(void **state)
 {
 	(void)state;
-	struct vmm_vm *vm = fake_vm();
+	struct vmm_vm *vm = fake_vm(MEM_SIZE);
 	struct virtio_gmem m = {.map = buf_map, .ctx = vm};
 	struct virtq q = {.desc = DESC, .avail = AVAIL, .used = USED, .num = 8, .ready = true};
 	static struct virtq_chain ch;

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include "test_fake_vm.h"
+
 #include "test_util.h"
 #include "virtio_vsock.h"
 #include "vmm_internal.h"
@@ -104,47 +106,6 @@ static void hook_report(void *arg, const char *device, const char *msg)
 	struct ctx *c = arg;
 	c->reports++;
 	snprintf(c->report, sizeof(c->report), "%s: %s", device, msg);
-}
-
-static struct vmm_vm *fake_vm(void)
-{
-	struct vmm_vm *vm = calloc(1, sizeof(*vm));
-	assert_non_null(vm);
-	vm->mem = aligned_alloc(4096, MEM_SIZE);
-	assert_non_null(vm->mem);
-	memset(vm->mem, 0, MEM_SIZE);
-	vm->mem_size = MEM_SIZE;
-	vm->vm_fd = -1;
-	return vm;
-}
-
-static void free_vm(struct vmm_vm *vm)
-{
-	free(vm->mem);
-	free(vm);
-}
-
-static uint64_t mmio_rd(struct vmm_vm *vm, uint64_t addr, unsigned size)
-{
-	struct kvm_run run;
-	memset(&run, 0, sizeof(run));
-	run.mmio.phys_addr = addr;
-	run.mmio.len = size;
-	vmm_mmio_dispatch(vm, &run);
-	uint64_t v = 0;
-	memcpy(&v, run.mmio.data, size);
-	return v;
-}
-
-static void mmio_wr(struct vmm_vm *vm, uint64_t addr, uint64_t v, unsigned size)
-{
-	struct kvm_run run;
-	memset(&run, 0, sizeof(run));
-	run.mmio.phys_addr = addr;
-	run.mmio.len = size;
-	run.mmio.is_write = 1;
-	memcpy(run.mmio.data, &v, size);
-	vmm_mmio_dispatch(vm, &run);
 }
 
 static uint32_t rd(struct ctx *c, uint64_t off) { return (uint32_t)mmio_rd(c->vm, BASE + off, 4); }
@@ -508,7 +469,7 @@ static struct ctx *ctx_new(unsigned timeout_ms)
 	assert_non_null(c);
 	assert_int_equal(scratch_make(&c->dir), 0);
 	snprintf(c->path, sizeof(c->path), "%s/vm.sock", c->dir.path);
-	c->vm = fake_vm();
+	c->vm = fake_vm(MEM_SIZE);
 	struct virtio_vsock_opts o = {.guest_cid = CID, .uds_path = c->path, .timeout_ms = timeout_ms};
 	assert_int_equal(virtio_vsock_create(c->vm, BASE, GSI, &o, &c->v, &err), 0);
 	assert_null(err);
@@ -1204,7 +1165,7 @@ static void test_save_load_restored(void **state)
 	struct ctx *r = calloc(1, sizeof(*r));
 	assert_non_null(r);
 	snprintf(r->path, sizeof(r->path), "%s/vm2.sock", c->dir.path);
-	r->vm = fake_vm();
+	r->vm = fake_vm(MEM_SIZE);
 	memcpy(r->vm->mem, c->vm->mem, MEM_SIZE);
 	memcpy(r->q, c->q, sizeof(r->q));
 	r->tx_slot = c->tx_slot;
