@@ -1,5 +1,6 @@
 /* Host-side agent client: connects, handshakes and runs processes, treating every guest frame as untrusted. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -211,9 +212,13 @@ int agent_client_connect(const char *path, const struct agent_client_opts *opts,
 		return sl_error_set(err, SL_E_NOMEM, "agent: out of memory");
 	c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 10000;
 	int64_t deadline = now_ms() + c->timeout_ms;
-	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		sl_error_sys(err, "agent: connect %s", path);
+	/* Non-blocking connect: a Unix listener whose backlog is full would
+	 * otherwise block us past every deadline; EAGAIN is just a failed
+	 * attempt the caller may retry. */
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		sl_error_sys(err, "agent: connect %s%s", path, errno == EAGAIN ? " (listen backlog full)" : "");
 		agent_client_close(c);
 		return -1;
 	}

@@ -37,15 +37,34 @@ kvmhost_scenario() {
 	fi
 }
 
-# kvmhost_spore NAME ARGS...: runs `spore ARGS` bounded by $STEP_TIMEOUT
+# kvmhost_spore NAME ARGS...: runs `spore ARGS` for at most $STEP_TIMEOUT
 # seconds, stdout in /tmp/NAME.out and stderr in /tmp/NAME.err, shows both;
-# sets RC and SECS.
+# sets RC (124 if it had to be killed) and SECS. A spore still running at the
+# deadline gets its threads' states shown (where it is stuck), then SIGKILL.
 kvmhost_spore() {
 	name=$1
 	shift
 	t=$(kvmhost_uptime)
-	timeout ${STEP_TIMEOUT:-240} spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null
-	RC=$?
+	spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null &
+	pid=$!
+	left=${STEP_TIMEOUT:-240}
+	while [ $left -gt 0 ] && kill -0 $pid 2>/dev/null; do
+		sleep 1
+		left=$((left - 1))
+	done
+	if kill -0 $pid 2>/dev/null; then
+		echo "spore still running after ${STEP_TIMEOUT:-240}s; its threads:"
+		for task in /proc/$pid/task/*; do
+			echo "    $(cat $task/comm) state=$(cut -d' ' -f3 $task/stat) wchan=$(cat $task/wchan)" \
+				"syscall=$(cut -d' ' -f1 $task/syscall)"
+		done
+		kill -9 $pid
+		wait $pid
+		RC=124
+	else
+		wait $pid
+		RC=$?
+	fi
 	SECS=$(kvmhost_elapsed "$t")
 	echo "\$ spore $*  -> $RC (${SECS}s)"
 	kvmhost_show /tmp/$name.out

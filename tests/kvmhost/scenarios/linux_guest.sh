@@ -3,6 +3,7 @@
 # Issue #4's scenarios in one emulated host (a Linux guest boot under TCG
 # costs tens of seconds, so the captured spore is shared by the steps):
 #   agent, exit_status   boot to the agent, run a command, its status comes back
+#   ro_disk              a --disk FILE:ro is read-only in the guest and unchanged
 #   capture, resume      warm (mount a disk, write files), capture at ready,
 #                        resume: same boot, uptime went on, files intact
 #   fork                 3 children: own uuid sequences, hostnames, VMGenIDs
@@ -40,11 +41,23 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	else
 		kvmhost_fail agent "spore run -- /bin/echo hi exited $RC or printed no 'hi' line"
 	fi
-	lg_spore status run --kernel $K --initrd $I --mem 256 -- /bin/sh -c 'echo to-stderr >&2; exit 7'
+	# The same run checks a read-only disk: the guest sees it read-only,
+	# can mount and read it, cannot write it, and the image is unchanged.
+	cp $KVMHOST_PAYLOAD/disk.ext4 /tmp/ro.img
+	sum0=$(sha256sum /tmp/ro.img | cut -d' ' -f1)
+	lg_spore status run --kernel $K --initrd $I --mem 256 --disk /tmp/ro.img:ro -- /bin/sh -c \
+		"echo RO \$(cat /sys/block/vda/ro); mkdir -p /mnt && mount -t ext4 -o ro /dev/vda /mnt && cat /mnt/hello.txt;
+		 if echo x 2>/dev/null >/dev/vda; then echo WRITE-OK; else echo WRITE-REFUSED; fi; echo to-stderr >&2; exit 7"
 	if [ "$RC" = 7 ] && grep -qx to-stderr /tmp/status.err; then
 		kvmhost_pass exit_status
 	else
 		kvmhost_fail exit_status "the guest command's exit 7 came back as $RC (or its stderr was lost)"
+	fi
+	if grep -qx 'RO 1' /tmp/status.out && grep -qx disk-hello /tmp/status.out && grep -qx WRITE-REFUSED /tmp/status.out &&
+		[ "$(sha256sum /tmp/ro.img | cut -d' ' -f1)" = "$sum0" ]; then
+		kvmhost_pass ro_disk
+	else
+		kvmhost_fail ro_disk "a :ro disk must be read-only in the guest, readable, and unchanged"
 	fi
 fi
 
