@@ -369,10 +369,11 @@ void oci_cache_tmp_abort(struct oci_cache *c, struct oci_cache_tmp *t)
 }
 
 /* The caller's digest is a claim; this hash of the bytes actually in the
- * file is the check. pread from 0 leaves the caller's offset irrelevant. */
+ * file is the check. pread from 0 leaves the caller's offset irrelevant; an
+ * aligned buffer serves a temp file the caller switched to O_DIRECT. */
 static int hash_fd(int fd, sl_digest *out, uint64_t *size, sl_error_t *err)
 {
-	_cleanup_free_ unsigned char *buf = malloc(HASH_BLOCK);
+	_cleanup_free_ unsigned char *buf = aligned_alloc(4096, HASH_BLOCK);
 	sl_sha256_ctx *h = sl_sha256_new();
 	uint64_t off = 0;
 
@@ -610,8 +611,9 @@ int oci_cache_tmp_commit_many(struct oci_cache *c, struct oci_cache_tmp *t, cons
 		}
 	}
 	/* Data before names, as in oci_cache_tmp_commit, but one syncfs for the
-	 * batch instead of an fsync per chunk: 512 chunks took 2.5 s of fsyncs. */
-	if (n && syncfs(t[0].fd) < 0) {
+	 * batch instead of an fsync per chunk: 512 chunks took 2.5 s of fsyncs
+	 * here. Unless the caller synced each file already, off this path. */
+	if (n && !(flags & OCI_CACHE_SYNCED) && syncfs(t[0].fd) < 0) {
 		sl_error_sys(err, "cache: syncfs");
 		goto out;
 	}

@@ -47,6 +47,7 @@ struct oci_client {
 	size_t npool;
 
 	struct oci_client_stats stats;
+	struct reg_sink *sink; /* part writers (registry_transfer.c), started on first use */
 };
 
 enum req_body { BODY_NONE = 0, BODY_MEM, BODY_SEGS };
@@ -134,6 +135,15 @@ struct job {
 	size_t wlen;
 	size_t part;          /* fetch parts: the one being received */
 	sl_sha256_ctx *phash; /* its hash so far */
+	/* fetch parts through the writers (registry_transfer.c): the part
+	 * being received goes into pbuf; finished parts are hashed and written
+	 * by the writer threads. inflight and async_err are guarded by the
+	 * sink's lock. */
+	bool async;
+	struct reg_pbuf *pbuf;
+	unsigned inflight;
+	sl_error_t async_err; /* first failure of a writer for this attempt */
+	bool async_retry;
 	/* upload */
 	int ustate;
 	uint64_t up_off;
@@ -163,6 +173,7 @@ void reg_media_type_base(const char *v, char *out, size_t cap);
 /* ---- registry_http.c: requests, auth, the transfer loop ---- */
 int reg_global_init(sl_error_t *err);
 uint64_t reg_now_ms(void);
+uint64_t reg_now_ns(void);
 /* Starts describing a new request of j (takes url). */
 void reg_req(struct job *j, const char *method, char *url);
 /* "base/v2/<repo>/<fmt...>", or NULL */
@@ -186,5 +197,9 @@ typedef void (*reg_job_init)(void *ctx, size_t i, struct job *j);
 void reg_run(struct oci_client *c, size_t n, reg_job_init init, void *ctx);
 void reg_job_release(struct job *j);
 void reg_client_close(struct oci_client *c);
+
+/* ---- registry_transfer.c ---- */
+/* Stops and frees the part writers (reg_client_close calls it). */
+void reg_sink_free(struct oci_client *c);
 
 #endif

@@ -7,12 +7,18 @@ verifies every chunk, writes it durably into the cache and materialises the
 spore directory, so the ratio is the price of all that.
 
 usage: bench_pull.py SPORE_BIN TESTGUEST_ELF
+Each round prints wall time and CPU (user/sys of the client, CPU of the
+registry) of both sides, and the pull's own breakdown (its "fetch round"
+debug line: fetch_ms, part_wait_ms = transfers waiting for hashing and the
+disk, commit_ms = making the round durable and linking it).
 Ends with: RESULT pull_mib_s=<x> curl_mib_s=<y> ratio=<pull/curl>
 Exit status 0, 1 (could not run), 77 (no /dev/kvm, docker-registry or curl).
 """
 
 import json
 import os
+import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -62,6 +68,30 @@ def must(r, what):
     return r
 
 
+def proc_cpu_s(pid):
+    """User + system CPU seconds of a running process (the registry)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Usage:
+    """CPU used by waited-for children and by the registry between start and stop."""
+
+    def __init__(self, reg_pid):
+        self.reg_pid = reg_pid
+        self.c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.r0 = proc_cpu_s(reg_pid)
+
+    def stop(self):
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return ("user=%.2fs sys=%.2fs registry_cpu=%.2fs" %
+                (c1.ru_utime - self.c0.ru_utime, c1.ru_stime - self.c0.ru_stime, proc_cpu_s(self.reg_pid) - self.r0))
+
+
 def curl_round(reg, urls, accept_manifest):
     """All blobs with PARALLEL curls at a time (xargs -P); seconds."""
     lst = "\n".join(urls) + "\n"
@@ -103,17 +133,28 @@ def main():
         urls = ["%s/v2/%s/blobs/%s" % (reg.url, REPO, b["digest"]) for b in blobs]
         murl = ("%s/v2/%s/manifests/%s" % (reg.url, REPO, digest), H.MT_MANIFEST)
         pulls, curls = [], []
+        mib = total / 1048576
         for i in range(ROUNDS):
+            u = Usage(reg.proc.pid)
             curls.append(curl_round(reg, urls, murl))
+            print("bench: round %d: curl %.2fs (%.0f MiB/s) %s" % (i, curls[-1], mib / curls[-1], u.stop()),
+                  flush=True)
             cache, out = os.path.join(work, "cache%d" % i), os.path.join(work, "pulled%d" % i)
-            penv = dict(env, SPORE_CACHE_DIR=cache)
+            # debug: the pull's "fetch round" line, its own breakdown.
+            penv = dict(env, SPORE_CACHE_DIR=cache, SPORE_LOG="debug")
+            u = Usage(reg.proc.pid)
             t0 = time.monotonic()
-            must(H.run([spore, "pull", ref, "--out", out, "--parallel", PARALLEL], env=penv, timeout=600),
-                 "spore pull")
+            r = must(H.run([spore, "pull", ref, "--out", out, "--parallel", PARALLEL], env=penv, timeout=600),
+                     "spore pull")
             pulls.append(time.monotonic() - t0)
+            usage = u.stop()
+            rounds = [" ".join(re.findall(r"\b(?:chunks|requests|\w+_ms)=\S+", line))
+                      for line in r.err.splitlines() if "fetch round" in line]
+            print("bench: round %d: spore pull %.2fs (%.0f MiB/s) %s; %s" %
+                  (i, pulls[-1], mib / pulls[-1], usage, " | ".join(rounds) or "no fetch round reported"),
+                  flush=True)
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(cache, ignore_errors=True)
-        mib = total / 1048576
         pull_s, curl_s = mib / min(pulls), mib / min(curls)
         print("bench: %.0f MiB image (%d layers), %d-way parallel, best of %d: spore pull %.2fs (%.0f MiB/s, "
               "into an empty cache, verified), curl %.2fs (%.0f MiB/s, to /dev/null)" %

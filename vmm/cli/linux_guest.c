@@ -25,21 +25,21 @@ int cli_parse_disk(const char *arg, struct vmm_machine *m, sl_error_t *err)
 	} else {
 		n = 0;
 	}
-	char *path = n ? strndup(arg, n - 3) : strdup(arg);
-	if (!path)
-		return sl_error_set(err, SL_E_NOMEM, "--disk");
+	/* The CLI parses one command line: the names live in static storage
+	 * for the rest of the process. */
+	static char paths[VMM_MAX_DISKS][4096];
+	char *path = paths[m->ndisks];
+	size_t len = n ? n - 3 : strlen(arg);
+	if (len >= sizeof(paths[0]))
+		return sl_error_set(err, SL_E_INVALID, "--disk: path longer than %zu bytes", sizeof(paths[0]) - 1);
+	memcpy(path, arg, len);
+	path[len] = '\0';
 	struct stat st;
-	if (!path[0] || stat(path, &st) < 0) {
-		sl_error_set(err, SL_E_INVALID, "--disk %s: %s", arg, path[0] ? strerror(errno) : "no file name");
-		free(path);
-		return -1;
-	}
-	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
-		sl_error_set(err, SL_E_INVALID, "--disk %s: not a regular file or block device", arg);
-		free(path);
-		return -1;
-	}
-	d->path = path; /* lives as long as the process */
+	if (!path[0] || stat(path, &st) < 0)
+		return sl_error_set(err, SL_E_INVALID, "--disk %s: %s", arg, path[0] ? strerror(errno) : "no file name");
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return sl_error_set(err, SL_E_INVALID, "--disk %s: not a regular file or block device", arg);
+	d->path = path;
 	m->ndisks++;
 	return 0;
 }

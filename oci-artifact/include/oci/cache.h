@@ -47,8 +47,13 @@ void oci_cache_tmp_abort(struct oci_cache *c, struct oci_cache_tmp *t);
  * wrote them, and checked them against d (the registry client's fetches do):
  * commit without reading them back. */
 #define OCI_CACHE_STREAM_VERIFIED 1u
+/* The caller fsynced each temp file after its last write (the registry
+ * client's writer threads do, with oci_fetch.sync): commit skips the batch
+ * syncfs, which would also flush every other dirty file of the filesystem. */
+#define OCI_CACHE_SYNCED 2u
 /* oci_cache_tmp_commit for a batch: the same checks and guarantees, with one
- * syncfs for all data before any name is linked and one directory fsync.
+ * syncfs for all data before any name is linked (none with OCI_CACHE_SYNCED)
+ * and one directory fsync.
  * Every temp file is closed/removed, committed or not. */
 int oci_cache_tmp_commit_many(struct oci_cache *c, struct oci_cache_tmp *t, const sl_digest *d, size_t n,
 			      unsigned flags, sl_error_t *err);

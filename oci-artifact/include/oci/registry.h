@@ -55,6 +55,7 @@ struct oci_client_stats {
 	uint64_t bytes_uploaded; /* blob bytes sent */
 	uint64_t bytes_downloaded;
 	uint64_t retries;
+	uint64_t part_wait_ns; /* downloads waited for the part writers (hashing or the disk slower than the network) */
 };
 void oci_client_stats(const struct oci_client *c, struct oci_client_stats *st);
 
@@ -82,7 +83,8 @@ int oci_blob_get(struct oci_client *c, const sl_digest *d, size_t max, char **bu
  * (for a whole blob: the blob digest; for a range: e.g. the chunk digest). */
 /* A piece of a fetched window with its own digest and destination: how one
  * GET of a tar layer becomes verified chunk files. Offsets are relative to
- * the blob; parts are sorted and do not overlap. */
+ * the blob; parts are sorted and do not overlap. fd -1: the fetch's
+ * open_part gives it. */
 struct oci_fetch_part {
 	uint64_t offset, length;
 	sl_digest want;
@@ -98,13 +100,26 @@ struct oci_fetch {
 	uint64_t dst_off;
 	/* With parts: the window's bytes go to the parts (each hashed and
 	 * checked against its own want; bytes between parts are dropped) and
-	 * want/fd/dst_off above are unused. */
+	 * want/fd/dst_off above are unused. Parts of up to 2 MiB are hashed
+	 * and written by writer threads, each only after it checked out. */
 	const struct oci_fetch_part *parts;
 	size_t nparts;
+	/* For parts with fd -1: returns the part's fd (or -1 with *err set),
+	 * called before each write of the part, possibly from a writer thread
+	 * (so it must be thread-safe and return the same fd every time): the
+	 * destination files are then created while the transfer runs. */
+	int (*open_part)(void *arg, const struct oci_fetch_part *pt, sl_error_t *err);
+	void *open_arg;
+	/* fsync each destination once all its bytes are written (parts: on the
+	 * writer threads, so the flushes overlap the transfer). */
+	bool sync;
 	/* result */
 	int rc; /* 0 ok, -1 failed (err set) */
 	sl_error_t err;
 };
+/* Destination fds may be O_DIRECT: writes of parts come from 4 KiB-aligned
+ * buffers, and a write the filesystem refuses that way (EINVAL) is repeated
+ * through the page cache after O_DIRECT is turned off on that fd. */
 /* Runs all fetches, opts->parallel at a time, retrying each on connection
  * errors, 429 and 5xx (honouring Retry-After up to 30 s) and on truncated
  * or wrong bytes. Returns 0 if all succeeded, else -1 with *err naming the
