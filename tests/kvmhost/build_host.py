@@ -359,17 +359,39 @@ def agent_initramfs(cache, fetched, spore_init):
 
 # /payload/disk.ext4: a data disk for the guests (spore run --disk). Fixed UUID,
 # hash seed and times (E2FSPROGS_FAKE_TIME, debugfs) make the image reproducible.
-DISK_FILES = {"hello.txt": b"disk-hello\n"}
-DISK_SIZE = "16M"
 DISK_UUID = "5f0e1d2c-5b0a-4e1d-9c3a-000000000001"
-DISK_MKFS = ["-q", "-F", "-t", "ext4", "-L", "spore-data", "-U", DISK_UUID,
-             "-E", "hash_seed=5f0e1d2c-5b0a-4e1d-9c3a-000000000002,root_owner=0:0"]
+ROOT_UUID = "5f0e1d2c-5b0a-4e1d-9c3a-000000000003"
 
 
-def disk_image(cache):
-    """Builds CACHE/disk.ext4 without root (mkfs.ext4 -d) once per recipe; returns (path, provenance)."""
-    out = os.path.join(cache, "disk.ext4")
-    recipe = hashlib.sha256(json.dumps([DISK_FILES, DISK_SIZE, DISK_MKFS], default=repr).encode()).hexdigest()
+def ext4_mkfs(label, uuid):
+    return ["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid,
+            "-E", "hash_seed=5f0e1d2c-5b0a-4e1d-9c3a-000000000002,root_owner=0:0"]
+
+
+# The data disk: one file the scenarios read.
+DATA_DISK = {"name": "disk.ext4", "size": "16M", "label": "spore-data", "uuid": DISK_UUID,
+             "files": {"hello.txt": b"disk-hello\n"}}
+
+
+def root_disk_spec(busybox):
+    """A root file system for spore.root=: busybox, its shell and cat, a marker."""
+    return {"name": "root.ext4", "size": "16M", "label": "spore-root", "uuid": ROOT_UUID,
+            "files": {"etc/root-marker": b"spore-root-disk\n", "bin/busybox": ("copy", busybox, 0o755),
+                      "bin/sh": ("symlink", "busybox"), "bin/cat": ("symlink", "busybox"),
+                      "proc/": None, "sys/": None, "dev/": None, "tmp/": None, "run/": None}}
+
+
+def disk_image(cache, spec):
+    """Builds CACHE/<spec name> without root (mkfs.ext4 -d) once per recipe; returns (path, provenance).
+    spec files: path -> bytes, ("copy", source, mode), ("symlink", target) or None (a directory)."""
+    out = os.path.join(cache, spec["name"])
+    files = spec["files"]
+    # The recipe names copied files by content, so a new busybox rebuilds the image.
+    desc = {n: (("copy", sha256(v[1]), v[2]) if isinstance(v, tuple) and v[0] == "copy" else v)
+            for n, v in files.items()}
+    mkfs_args = ext4_mkfs(spec["label"], spec["uuid"])
+    recipe = hashlib.sha256(json.dumps([desc, spec["size"], mkfs_args], default=repr, sort_keys=True)
+                            .encode()).hexdigest()
     meta = out + ".json"
     if os.path.exists(out) and os.path.exists(meta):
         with open(meta) as f:
@@ -385,18 +407,33 @@ def disk_image(cache):
     try:
         root = os.path.join(tmp, "root")
         os.mkdir(root)
-        for name, data in DISK_FILES.items():
-            with open(os.path.join(root, name), "wb") as f:
-                f.write(data)
-        img = os.path.join(tmp, "disk.ext4")
-        p = subprocess.run([mkfs] + DISK_MKFS + ["-d", root, img, DISK_SIZE], env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        paths = []
+        for name in sorted(files):
+            v, dst = files[name], os.path.join(root, name.rstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            if v is None:
+                os.makedirs(dst, exist_ok=True)
+            elif isinstance(v, tuple) and v[0] == "symlink":
+                os.symlink(v[1], dst)
+            elif isinstance(v, tuple):
+                shutil.copyfile(v[1], dst)
+                os.chmod(dst, v[2])
+            else:
+                with open(dst, "wb") as f:
+                    f.write(v)
+            paths.append("/" + name.rstrip("/"))
+        img = os.path.join(tmp, spec["name"])
+        p = subprocess.run([mkfs] + mkfs_args + ["-d", root, img, spec["size"]], env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=120)
         if p.returncode != 0:
             raise BuildError("mkfs.ext4 -d failed (status %d): %s" % (p.returncode, p.stdout.strip()[-400:]))
-        # mkfs.ext4 -d copies the source files' ctime; zero every timestamp.
+        # mkfs.ext4 -d copies the source files' times; zero every timestamp
+        # (the parent directories first, then what is in them).
+        dirs = sorted({os.path.dirname(x) for x in paths} - {"/"})
         cmds = os.path.join(tmp, "debugfs.cmds")
         with open(cmds, "w") as f:
-            for path in ["/", "/lost+found"] + ["/" + n for n in sorted(DISK_FILES)]:
+            for path in ["/", "/lost+found"] + dirs + paths:
                 for field in ("atime", "mtime", "ctime", "crtime"):
                     f.write("sif %s %s 0\n" % (path, field))
         p = subprocess.run([debugfs, "-w", "-f", cmds, img], env=env, stdin=subprocess.DEVNULL,
@@ -404,8 +441,9 @@ def disk_image(cache):
         if p.returncode != 0:
             raise BuildError("debugfs -w failed (status %d): %s" % (p.returncode, p.stdout.strip()[-400:]))
         _, ver, verr = run([mkfs, "-V"])
-        rec = {"recipe_sha256": recipe, "sha256": sha256(img), "bytes": os.path.getsize(img), "size": DISK_SIZE,
-               "label": "spore-data", "uuid": DISK_UUID, "files": {"/" + n: d.decode() for n, d in DISK_FILES.items()},
+        shown = {"/" + n: (v.decode() if isinstance(v, bytes) else repr(desc[n])) for n, v in files.items()}
+        rec = {"recipe_sha256": recipe, "sha256": sha256(img), "bytes": os.path.getsize(img),
+               "size": spec["size"], "label": spec["label"], "uuid": spec["uuid"], "files": shown,
                "mke2fs": ((ver or verr).splitlines() or ["?"])[0].strip()}
         os.replace(img, out)
         with open(meta + ".tmp", "w") as f:
@@ -447,6 +485,7 @@ def build_initramfs(fetched, spore, testguest, out):
     # The agent initramfs (scripts/guest-image) and a data disk (see build()).
     add_host_file(c, fetched["agent_initrd"], "payload/agent-initrd.gz", 0o644)
     add_host_file(c, fetched["disk"], "payload/disk.ext4", 0o644)
+    add_host_file(c, fetched["root_disk"], "payload/root.ext4", 0o644)
     sdir = os.path.join(HERE, "scenarios")
     for name in sorted(os.listdir(sdir)):
         if name.endswith(".sh"):
@@ -480,8 +519,10 @@ def guest_payload(cache, spore, testguest, spore_init):
     fetched = fetch(cache)
     fetched["fetched_at"] = time.monotonic()
     fetched["agent_initrd"], fetched["info"]["agent_initrd"] = agent_initramfs(cache, fetched, spore_init)
-    fetched["disk"], disk = disk_image(cache)
+    fetched["disk"], disk = disk_image(cache, DATA_DISK)
     fetched["info"]["disk_ext4"] = {k: disk[k] for k in ("sha256", "bytes", "label", "uuid", "files", "mke2fs")}
+    fetched["root_disk"], rdisk = disk_image(cache, root_disk_spec(fetched["busybox"]))
+    fetched["info"]["root_ext4"] = {k: rdisk[k] for k in ("sha256", "bytes", "label", "uuid", "mke2fs")}
     record_versions(cache, fetched["info"])
     return fetched, cache
 
@@ -513,7 +554,8 @@ def direct_payload(cache, spore, testguest, spore_init=None):
     os.makedirs(payload)
     os.makedirs(bindir)
     for src, name in ((testguest, "testguest.elf"), (fetched["guest_vmlinuz"], "vmlinuz"),
-                      (fetched["agent_initrd"], "agent-initrd.gz"), (fetched["disk"], "disk.ext4")):
+                      (fetched["agent_initrd"], "agent-initrd.gz"), (fetched["disk"], "disk.ext4"),
+                      (fetched["root_disk"], "root.ext4")):
         shutil.copyfile(src, os.path.join(payload, name))
     with open(os.path.join(payload, "guest-initrd.gz"), "wb") as f:
         f.write(guest_initramfs(fetched["busybox"]))

@@ -4,6 +4,7 @@
 # costs tens of seconds, so the captured spore is shared by the steps):
 #   agent, exit_status   boot to the agent, run a command, its status comes back
 #   ro_disk              a --disk FILE:ro is read-only in the guest and unchanged
+#   root_disk            spore.root=/dev/vda: spore-init switches to a root disk
 #   capture, resume      warm (mount a disk, write files), capture at ready,
 #                        resume: same boot, uptime went on, files intact
 #   fork                 3 children: own uuid sequences, hostnames, VMGenIDs
@@ -58,6 +59,19 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 		kvmhost_pass ro_disk
 	else
 		kvmhost_fail ro_disk "a :ro disk must be read-only in the guest, readable, and unchanged"
+	fi
+fi
+
+# 1b. A root disk: spore-init mounts spore.root= and switches to it; the
+#     command comes from the disk (the marker is not in the initramfs).
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	cp $KVMHOST_PAYLOAD/root.ext4 /tmp/root.img
+	lg_spore root run --kernel $K --initrd $I --mem 256 --disk /tmp/root.img \
+		--cmdline "quiet spore.root=/dev/vda" -- /bin/cat /etc/root-marker
+	if [ "$RC" = 0 ] && grep -qx spore-root-disk /tmp/root.out; then
+		kvmhost_pass root_disk
+	else
+		kvmhost_fail root_disk "booting with spore.root=/dev/vda: exit $RC, no marker from the root disk"
 	fi
 fi
 
