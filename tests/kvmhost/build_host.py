@@ -543,14 +543,14 @@ def build(cache, spore, testguest, out=None, spore_init=None):
             "initramfs_gz_bytes": gz}
 
 
-def direct_payload(cache, spore, testguest, spore_init=None):
-    """For direct mode (a machine whose KVM runs Linux): the guests' payload as
-    files under CACHE/direct/payload (what /payload holds in the virtual host)
-    and `spore` under CACHE/direct/bin, without building the host."""
+def direct_payload(cache, spore, testguest, top, spore_init=None):
+    """For direct mode (a machine whose KVM runs Linux): under TOP, which the
+    caller made, the guests' payload as TOP/payload (what /payload holds in the
+    virtual host), `spore` as TOP/bin/spore, and the runner with its scenarios
+    (TOP/kvmhost). Copies, not links: direct.sh hides /tmp behind a private
+    tmpfs, and the build tree may live under /tmp."""
     fetched, cache = guest_payload(cache, spore, testguest, spore_init)
-    top = os.path.join(cache, "direct")
-    payload, bindir = os.path.join(top, "payload"), os.path.join(top, "bin")
-    shutil.rmtree(top, ignore_errors=True)
+    payload, bindir, runner = (os.path.join(top, d) for d in ("payload", "bin", "kvmhost"))
     os.makedirs(payload)
     os.makedirs(bindir)
     for src, name in ((testguest, "testguest.elf"), (fetched["guest_vmlinuz"], "vmlinuz"),
@@ -559,8 +559,12 @@ def direct_payload(cache, spore, testguest, spore_init=None):
         shutil.copyfile(src, os.path.join(payload, name))
     with open(os.path.join(payload, "guest-initrd.gz"), "wb") as f:
         f.write(guest_initramfs(fetched["busybox"]))
-    os.symlink(os.path.abspath(spore), os.path.join(bindir, "spore"))
-    return {"payload": payload, "bin": bindir, "versions": fetched["info"]}
+    shutil.copy2(spore, os.path.join(bindir, "spore"))
+    shutil.copytree(os.path.join(HERE, "scenarios"), os.path.join(runner, "scenarios"))
+    for name in ("lib.sh", "direct.sh"):
+        shutil.copy2(os.path.join(HERE, name), os.path.join(runner, name))
+    return {"payload": payload, "bin": bindir, "runner": os.path.join(runner, "direct.sh"),
+            "versions": fetched["info"]}
 
 
 def main(argv):

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.dont_write_bytecode = True  # keep the source tree free of __pycache__
@@ -60,9 +61,8 @@ def choose_mode(forced):
     return mode
 
 
-def direct_argv(scenario, payload, bindir):
-    return ["unshare", "--mount", "--propagation", "private", "sh",
-            os.path.join(os.path.dirname(os.path.abspath(__file__)), "direct.sh"), scenario, payload, bindir]
+def direct_argv(runner, scenario, payload, bindir):
+    return ["unshare", "--mount", "--propagation", "private", "sh", runner, scenario, payload, bindir]
 
 
 def qemu_argv(vmlinuz, initrd, scenario):
@@ -136,6 +136,15 @@ def boot(argv, deadline, log_path):
 
 
 def main(argv):
+    cleanup = []
+    try:
+        return run(argv, cleanup)
+    finally:
+        for d in cleanup:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def run(argv, cleanup):
     args = argv[1:]
     scenario, timeout, spore_init, result_keys, forced = "smoke", 840.0, None, [], None
     for flag in ("--direct", "--qemu"):
@@ -180,15 +189,18 @@ def main(argv):
         if os.geteuid() != 0 or not shutil.which("unshare"):
             print("SKIP: direct mode needs root and unshare(1) (util-linux)", flush=True)
             return SKIP
+        # Outside /tmp: direct.sh gives the scenario a private /tmp.
+        top = tempfile.mkdtemp(prefix="spore-kvmhost-", dir="/var/tmp")
+        cleanup.append(top)
         try:
-            built = build_host.direct_payload(cache, spore, testguest, spore_init=spore_init)
+            built = build_host.direct_payload(cache, spore, testguest, top, spore_init=spore_init)
         except build_host.Unavailable as e:
             print("SKIP: cannot fetch the guest kernel: %s" % e, flush=True)
             return SKIP
         except build_host.BuildError as e:
             print("FAIL: building the payload: %s" % e, flush=True)
             return 1
-        argv = direct_argv(scenario, built["payload"], built["bin"])
+        argv = direct_argv(built["runner"], scenario, built["payload"], built["bin"])
         print("mode: direct (%s); payload in %s" % ("chosen" if forced or os.environ.get("SPORE_KVMHOST_MODE")
                                                       else "this machine's KVM runs Linux guests", built["payload"]))
     else:
