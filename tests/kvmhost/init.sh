@@ -21,6 +21,9 @@ export KVMHOST_PAYLOAD=/payload
 . /lib/kvmhost/lib.sh
 
 echo "KVMHOST-BEGIN uptime=$(kvmhost_uptime)"
+# A heartbeat on the console: the harness tells a stalled emulated host (no
+# line for minutes) from a slow scenario step (heartbeats go on).
+( while :; do sleep 30; echo "KVMHOST-HEARTBEAT uptime=$(kvmhost_uptime)"; done ) &
 kvmhost_info kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) mem_kib=$(awk '/MemTotal/ {print $2}' /proc/meminfo)
 
 t0=$(kvmhost_uptime)
