@@ -7,7 +7,8 @@
 #   root_disk            spore.root=/dev/vda: spore-init switches to a root disk
 #   capture, resume      warm (mount a disk, write files), capture at ready,
 #                        resume: same boot, uptime went on, files intact
-#   fork                 3 children: own uuid sequences, hostnames, VMGenIDs
+#   fork                 3 children: own uuid sequences, hostnames, VMGenIDs,
+#                        fork.d hooks run, clocks set from the host
 #   disks                children see the parent's disk data; their writes
 #                        stay their own and never reach the parent
 
@@ -80,7 +81,9 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	cp $KVMHOST_PAYLOAD/disk.ext4 /tmp/disk.img
 	lg_spore warm run --kernel $K --initrd $I --mem 256 --vcpus 2 --disk /tmp/disk.img \
 		--capture /tmp/s --capture-on ready -- /bin/sh -c \
-		"mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && echo parent-data >/mnt/p.txt && sync &&
+		"mkdir -p /mnt /etc/spore/fork.d && mount -t ext4 /dev/vda /mnt && echo parent-data >/mnt/p.txt && sync &&
+		 printf '#!/bin/sh\\necho hooked-\$(hostname) >/tmp/hook-ran\\n' >/etc/spore/fork.d/10-mark &&
+		 chmod +x /etc/spore/fork.d/10-mark &&
 		 echo warm-\$(cat /proc/sys/kernel/random/boot_id) >/tmp/warm &&
 		 echo UPTIME \$(cut -d' ' -f1 /proc/uptime) && $VMGENID_SH && cat /mnt/hello.txt"
 	if [ "$RC" = 0 ] && [ -f /tmp/s/spore/manifest.json ] && grep -q 'msg="captured"' /tmp/warm.err &&
@@ -113,6 +116,7 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	lg_spore fork fork /tmp/s --count 3 --out /tmp/kids
 	lg_spore fanout fanout /tmp/kids --parallel -- /bin/sh -c \
 		"echo ID \$(hostname) \$(cat /proc/sys/kernel/random/uuid) \$(cat /proc/sys/kernel/random/uuid);
+		 echo HOOK \$(cat /tmp/hook-ran) CLOCK \$(date +%s);
 		 $VMGENID_SH; echo DATA \$(cat /mnt/p.txt); echo mine >/mnt/f-\$(hostname); sync;
 		 echo FILES \$(ls /mnt | grep '^f-')"
 	pv=$(sed -n 's/^VMGENID //p' /tmp/warm.out)
@@ -125,10 +129,20 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	[ "$RC" = 0 ] && [ "$ids" = 3 ] && [ "$hosts" = 3 ] && [ "$uuids" = 6 ] || okid=0
 	# Each child's hostname is its name.
 	for c in $(ls /tmp/kids); do grep -q "^$c| ID $c " /tmp/fanout.out || okid=0; done
+	# The new generation's other half: the fork.d hook (written before the
+	# capture) ran in each child after its hostname was set, and each
+	# child's clock was set from the host's.
+	now=$(date +%s)
+	for c in $(ls /tmp/kids); do
+		line=$(grep "^$c| HOOK " /tmp/fanout.out)
+		clk=${line##* CLOCK }
+		echo "$line" | grep -q "| HOOK hooked-$c CLOCK " || okid=0
+		[ -n "$clk" ] && [ $((now - clk)) -lt 120 ] && [ $((clk - now)) -lt 120 ] || okid=0
+	done
 	if [ $okid = 1 ]; then
 		kvmhost_pass fork_identity
 	else
-		kvmhost_fail fork_identity "want 3 children with their names as hostnames and 6 distinct uuids: exit $RC, $ids ids, $hosts hostnames, $uuids uuids"
+		kvmhost_fail fork_identity "want 3 children with their names as hostnames, 6 distinct uuids, the fork.d hook run and the host's clock: exit $RC, $ids ids, $hosts hostnames, $uuids uuids"
 	fi
 	if [ -n "$pv" ] && [ "$ngens" = 3 ] && ! echo "$gens" | grep -qx "$pv" && ! echo "$gens" | grep -qx '0*'; then
 		kvmhost_pass fork_vmgenid
@@ -140,8 +154,11 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	[ "$(grep -c '| DATA parent-data$' /tmp/fanout.out)" = 3 ] || okd=0
 	for c in $(ls /tmp/kids); do grep -qx "$c| FILES f-$c" /tmp/fanout.out || okd=0; done
 	# The parent spore again: none of the children's files.
-	lg_spore parent run --from /tmp/s -- /bin/sh -c "echo FILES \$(ls /mnt | grep '^f-'); cat /mnt/p.txt"
+	lg_spore parent run --from /tmp/s --env SPORE_T=env-ok -- /bin/sh -c \
+		"echo FILES \$(ls /mnt | grep '^f-'); cat /mnt/p.txt; echo ENV \$SPORE_T"
 	grep -qx 'FILES' /tmp/parent.out && grep -qx parent-data /tmp/parent.out || okd=0
+	grep -qx 'ENV env-ok' /tmp/parent.out && kvmhost_pass generation_env ||
+		kvmhost_fail generation_env "run --from --env SPORE_T=env-ok: the command did not see it"
 	if [ $okd = 1 ] && [ "$RC" = 0 ]; then
 		kvmhost_pass disks
 	else
