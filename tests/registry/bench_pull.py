@@ -2,9 +2,15 @@
 """bench-pull: `spore pull` of a 1 GiB spore (512 random, incompressible 2 MiB
 chunks) into an empty node cache, side by side with curl fetching the same
 blobs (manifest, config, every layer) from the same registry with the same
-concurrency, in the same run. curl writes to /dev/null; spore pull also
-verifies every chunk, writes it durably into the cache and materialises the
-spore directory, so the ratio is the price of all that.
+concurrency, in the same run.
+
+The peer is curl saving every blob to a file on the same filesystem and
+fsyncing it (`curl -o F URL && sync F`, then the directory): the same end
+state as a pull, the blobs durably on this node's disk, without the
+verification, the chunk table and the spore directory. So `ratio` is the
+price of full verification. The transport ceiling is measured too: curl
+writing to /dev/null (`curl_null_mib_s`, `ratio_null`), which no pull that
+keeps what it fetched can reach once the disk is slower than the network.
 
 usage: bench_pull.py SPORE_BIN TESTGUEST_ELF
 Each round prints wall time and CPU (user/sys of the client, CPU of the
@@ -12,6 +18,7 @@ registry) of both sides, and the pull's own breakdown (its "fetch round"
 debug line: fetch_ms, part_wait_ms = transfers waiting for hashing and the
 disk, commit_ms = making the round durable and linking it).
 Ends with: RESULT pull_mib_s=<x> curl_mib_s=<y> ratio=<pull/curl>
+                  curl_null_mib_s=<z> ratio_null=<pull/z>
 Exit status 0, 1 (could not run), 77 (no /dev/kvm, docker-registry or curl).
 """
 
@@ -92,17 +99,33 @@ class Usage:
                 (c1.ru_utime - self.c0.ru_utime, c1.ru_stime - self.c0.ru_stime, proc_cpu_s(self.reg_pid) - self.r0))
 
 
-def curl_round(reg, urls, accept_manifest):
-    """All blobs with PARALLEL curls at a time (xargs -P); seconds."""
-    lst = "\n".join(urls) + "\n"
+def curl_round(urls, accept_manifest, out_dir=None):
+    """All blobs with PARALLEL curls at a time (xargs -P); seconds.
+    out_dir None: to /dev/null. Otherwise each blob is saved to a file in
+    out_dir and fsynced as soon as it is complete (coreutils `sync FILE`),
+    then out_dir itself, so the round ends with everything durable."""
     t0 = time.monotonic()
-    m = subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-H", "Accept: " + accept_manifest[1],
-                        accept_manifest[0]], stderr=subprocess.PIPE, timeout=120)
-    p = subprocess.run(["xargs", "-P", str(PARALLEL), "-n", "1", "curl", "-sSf", "-o", "/dev/null"], input=lst.encode(),
-                       stderr=subprocess.PIPE, timeout=600)
+    if out_dir is None:
+        m = subprocess.run(["curl", "-sSf", "-o", "/dev/null", "-H", "Accept: " + accept_manifest[1],
+                            accept_manifest[0]], stderr=subprocess.PIPE, timeout=120)
+        lst = "\n".join(urls) + "\n"
+        p = subprocess.run(["xargs", "-P", str(PARALLEL), "-n", "1", "curl", "-sSf", "-o", "/dev/null"],
+                           input=lst.encode(), stderr=subprocess.PIPE, timeout=600)
+    else:
+        os.makedirs(out_dir)
+        mf = os.path.join(out_dir, "manifest.json")
+        m = subprocess.run(["sh", "-c", 'curl -sSf -o "$0" -H "$1" "$2" && sync "$0"', mf,
+                            "Accept: " + accept_manifest[1], accept_manifest[0]], stderr=subprocess.PIPE, timeout=120)
+        lst = "".join("%s %s\n" % (os.path.join(out_dir, "blob%d" % i), u) for i, u in enumerate(urls))
+        p = subprocess.run(["xargs", "-P", str(PARALLEL), "-n", "2", "sh", "-c", 'curl -sSf -o "$0" "$1" && sync "$0"'],
+                           input=lst.encode(), stderr=subprocess.PIPE, timeout=600)
+        if m.returncode == 0 and p.returncode == 0:
+            subprocess.run(["sync", out_dir], check=True, timeout=120)
     dt = time.monotonic() - t0
     if m.returncode or p.returncode:
         raise H.HarnessError("curl failed: %s %s" % (m.stderr.decode(errors="replace"), p.stderr.decode(errors="replace")))
+    if out_dir is not None:
+        shutil.rmtree(out_dir)
     return dt
 
 
@@ -132,13 +155,17 @@ def main():
         total = len(body) + sum(b["size"] for b in blobs)
         urls = ["%s/v2/%s/blobs/%s" % (reg.url, REPO, b["digest"]) for b in blobs]
         murl = ("%s/v2/%s/manifests/%s" % (reg.url, REPO, digest), H.MT_MANIFEST)
-        pulls, curls = [], []
+        pulls, curls, nulls = [], [], []
         mib = total / 1048576
         for i in range(ROUNDS):
             u = Usage(reg.proc.pid)
-            curls.append(curl_round(reg, urls, murl))
-            print("bench: round %d: curl %.2fs (%.0f MiB/s) %s" % (i, curls[-1], mib / curls[-1], u.stop()),
-                  flush=True)
+            nulls.append(curl_round(urls, murl))
+            print("bench: round %d: curl to /dev/null %.2fs (%.0f MiB/s) %s" %
+                  (i, nulls[-1], mib / nulls[-1], u.stop()), flush=True)
+            u = Usage(reg.proc.pid)
+            curls.append(curl_round(urls, murl, os.path.join(work, "curl%d" % i)))
+            print("bench: round %d: curl to files, fsynced %.2fs (%.0f MiB/s) %s" %
+                  (i, curls[-1], mib / curls[-1], u.stop()), flush=True)
             cache, out = os.path.join(work, "cache%d" % i), os.path.join(work, "pulled%d" % i)
             # debug: the pull's "fetch round" line, its own breakdown.
             penv = dict(env, SPORE_CACHE_DIR=cache, SPORE_LOG="debug")
@@ -155,11 +182,13 @@ def main():
                   flush=True)
             shutil.rmtree(out, ignore_errors=True)
             shutil.rmtree(cache, ignore_errors=True)
-        pull_s, curl_s = mib / min(pulls), mib / min(curls)
+        pull_s, curl_s, null_s = mib / min(pulls), mib / min(curls), mib / min(nulls)
         print("bench: %.0f MiB image (%d layers), %d-way parallel, best of %d: spore pull %.2fs (%.0f MiB/s, "
-              "into an empty cache, verified), curl %.2fs (%.0f MiB/s, to /dev/null)" %
-              (mib, len(m["layers"]), PARALLEL, ROUNDS, min(pulls), pull_s, min(curls), curl_s))
-        print("RESULT pull_mib_s=%.1f curl_mib_s=%.1f ratio=%.3f" % (pull_s, curl_s, pull_s / curl_s))
+              "into an empty cache, verified, durable), curl %.2fs (%.0f MiB/s, to files, fsynced), "
+              "curl %.2fs (%.0f MiB/s, to /dev/null)" %
+              (mib, len(m["layers"]), PARALLEL, ROUNDS, min(pulls), pull_s, min(curls), curl_s, min(nulls), null_s))
+        print("RESULT pull_mib_s=%.1f curl_mib_s=%.1f ratio=%.3f curl_null_mib_s=%.1f ratio_null=%.3f" %
+              (pull_s, curl_s, pull_s / curl_s, null_s, pull_s / null_s))
         return 0
     except H.HarnessError as e:
         print("bench-pull: %s\nregistry log:\n%s" % (e, H.tail(reg.log())))
