@@ -936,6 +936,128 @@ def test_pool(ctx):
     check('msg="pool client went away"' in err, "the worker of a killed client did not end its VM:\n%s" % err)
     check(not os.path.exists(sock), "the pool left its socket behind")
 
+def test_control(ctx):
+    """--control SOCKET: status, pause (the guest stops), resume, capture of
+    the running VM (which resumes on its own), stop; --ready-fd announces the
+    running guest; malformed requests get errors naming what was wrong; a
+    live socket is never taken over, a stale one is replaced."""
+    import socket
+    a = ctx.path("A")
+    boot_capture(ctx, a, args=("mode=demo", "warm_ms=50", "pulse_ms=20"))
+    sock = ctx.path("ctl.sock")
+    with open(sock, "w"):
+        pass  # not a socket: refused by name, never removed
+    r = ctx.spore("resume", a, "--control", sock, "--for", "5s", timeout=30, expect=EXIT_SPORE_FAILED)
+    check("control socket %s: exists and is not a socket" % sock in r.err, "a regular file at the control path:\n" +
+          r.describe())
+    os.unlink(sock)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stale.bind(sock)
+    stale.close()  # a socket file nobody listens on: a dead VMM's
+
+    opath = ctx.path("control.out")
+    rfd, wfd = os.pipe()
+    with open(opath, "w") as out:
+        vm = subprocess.Popen([ctx.spore_bin, "resume", a, "--control", sock, "--ready-fd", str(wfd)],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.PIPE, env=ctx.env,
+                              cwd=ctx.tmp, start_new_session=True, text=True, pass_fds=(wfd,))
+    os.close(wfd)
+
+    def pulses():
+        return len(re.findall(r"^tg: pulse n=\d+$", read(opath).decode(errors="replace"), re.M))
+
+    def ask(msg):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        c.settimeout(30)
+        try:
+            c.connect(sock)
+            c.send(msg)
+            return c.recv(4096).decode(errors="replace")
+        finally:
+            c.close()
+
+    try:
+        t0 = time.monotonic()
+        ready = b""
+        while not ready.endswith(b"\n"):
+            check(time.monotonic() - t0 < 30, "no ready line on --ready-fd within 30 s")
+            b = os.read(rfd, 100)
+            check(b, "--ready-fd closed without a ready line; stderr: %s" % (vm.stderr.read() if vm.poll() else ""))
+            ready += b
+        check(re.match(rb"^ready restore_ms=\d+\.\d{3}\n$", ready), "ready line %r" % ready)
+        check(os.read(rfd, 100) == b"", "--ready-fd must be closed after the ready line")
+        os.close(rfd)
+        rfd = -1
+        check(os.stat(sock).st_mode & 0o077 == 0, "control socket must be private to its owner")
+
+        st = ask(b"status")
+        m = re.match(r"^ok state=running pid=(\d+) generation=([0-9a-f]{32}) counter=1$", st)
+        check(m and int(m.group(1)) == vm.pid, "status reply %r (pid %d)" % (st, vm.pid))
+        deadline = time.monotonic() + 20
+        while pulses() < 3:
+            check(time.monotonic() < deadline, "the resumed guest does not pulse")
+            time.sleep(0.05)
+        gen_line = "tg: gen counter=1 id=%s" % m.group(2)
+        check(gen_line in read(opath).decode(), "status generation is not the guest's (%s)" % gen_line)
+
+        check(ask(b"pause") == "ok state=paused", "pause")
+        time.sleep(0.1)  # output already in flight
+        n = pulses()
+        time.sleep(0.6)
+        check(pulses() == n, "the guest went on pulsing while paused (%d -> %d)" % (n, pulses()))
+        check(ask(b"status").startswith("ok state=paused "), "status while paused")
+        check(ask(b"pause") == "ok state=paused", "a second pause is harmless")
+        check(ask(b"resume") == "ok state=running", "resume")
+        deadline = time.monotonic() + 20
+        while pulses() < n + 3:
+            check(time.monotonic() < deadline, "the guest did not pulse again after resume")
+            time.sleep(0.05)
+
+        b = ctx.path("B")
+        rep = ask(("capture " + b).encode())
+        check(re.match(r"^ok ms=[0-9.]+ chunks_written=\d+ chunks_reused=\d+ zero_chunks=\d+$", rep),
+              "capture reply %r" % rep)
+        check(os.path.isfile(os.path.join(b, "spore", "manifest.json")), "capture wrote no spore at %s" % b)
+        n = pulses()
+        deadline = time.monotonic() + 20
+        while pulses() < n + 3:
+            check(time.monotonic() < deadline, "the guest did not run on after a capture")
+            time.sleep(0.05)
+        rep = ask(("capture " + b).encode())
+        check(rep.startswith("error ") and b in rep, "capture over an existing spore: %r" % rep)
+
+        for msg, want in ((b"bogus", 'error control request "bogus": want status, pause, resume, stop or capture DIR'),
+                          (b"capture rel/dir", "error control request: capture wants an absolute directory"),
+                          (b"capture /x/../y", "error control request: capture wants an absolute directory"),
+                          (b"status\x00", "error control request: contains a NUL byte"),
+                          (b"x" * 5000, "error control request longer than 4096 bytes")):
+            got = ask(msg)
+            check(got.startswith(want), "request %r: reply %r, want %r" % (msg[:40], got, want))
+
+        r = ctx.spore("resume", a, "--control", sock, "--for", "5s", timeout=30, expect=EXIT_SPORE_FAILED)
+        check("control socket %s: in use by a running VM" % sock in r.err, "a live socket taken over:\n" +
+              r.describe())
+        r = ctx.spore("control", sock, "status", timeout=30, expect=0)
+        check(r.out.startswith("ok state=running pid=%d " % vm.pid), "spore control status\n" + r.describe())
+        check(ask(b"stop") == "ok", "stop")
+        _, err = vm.communicate(timeout=30)
+    finally:
+        if vm.poll() is None:
+            os.killpg(vm.pid, signal.SIGKILL)
+            vm.communicate()
+        if rfd >= 0:
+            os.close(rfd)
+    check(vm.returncode == 0, "a VM stopped through its control socket exits 0, got %s\n%s" % (vm.returncode, err))
+    check(not os.path.exists(sock), "the control socket was left behind")
+    r = ctx.spore("resume", b, "--for", "1s", timeout=60, expect=0)
+    lines = r.lines()
+    assert_clean(r, lines)
+    one_gen(r, lines, 2)
+    check(any(ln.startswith("tg: pulse ") for ln in lines), "the spore captured through --control does not run\n" +
+          r.describe())
+    r = ctx.spore("control", ctx.path("nothing.sock"), "status", timeout=30, expect=EXIT_SPORE_FAILED)
+    check("control: connect to" in r.err, "spore control without a VM\n" + r.describe())
+
 
 def test_sharing(ctx):
     a, f = ctx.path("A"), ctx.path("F")
@@ -1132,6 +1254,7 @@ TESTS = {
     "sharing": test_sharing,
     "seals": test_seals,
     "pool": test_pool,
+    "control": test_control,
     "cli_errors": test_cli_errors,
 }
 

@@ -17,6 +17,7 @@ int cmd_fork(int argc, char **argv);
 int cmd_fanout(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
+int cmd_control(int argc, char **argv);
 
 /* "250ms", "2s", "1.5s", "3m"; a bare number is seconds. */
 int cli_parse_duration_ms(const char *s, uint64_t *ms, sl_error_t *err);
@@ -67,6 +68,22 @@ int cli_vsock_setup(const char *user_path, struct cli_vsock *v, sl_error_t *err)
 void cli_vsock_cleanup(struct cli_vsock *v);
 #define CLI_VSOCK_CID 3u
 
+/* ---- control.c: the per-VM control socket (docs/control-protocol.md) ---- */
+#define CONTROL_MAX_CLIENTS 4
+struct pollfd;
+struct cli_control;
+struct cli_control_vm {
+	struct vmm_vm *vm;
+	bool paused; /* by a control request */
+};
+/* Binds PATH (mode 0600); a stale socket is replaced, a live one refused. */
+int cli_control_open(const char *path, struct cli_control **out, sl_error_t *err);
+void cli_control_close(struct cli_control *c); /* also removes the socket */
+/* Fills p with the fds to poll (1 + CONTROL_MAX_CLIENTS); returns how many. */
+int cli_control_pollfds(const struct cli_control *c, struct pollfd *p);
+/* Serves what p reports; returns the run's exit status after "stop", else -1. */
+int cli_control_service(struct cli_control *c, const struct pollfd *p, struct cli_control_vm *cv);
+
 /* When and how a running VM ends. */
 enum capture_on { CAP_NONE = 0, CAP_EXIT, CAP_READY, CAP_AFTER, CAP_SIGNAL };
 struct drive_opts {
@@ -81,10 +98,16 @@ struct drive_opts {
 	int client_fd;           /* >= 0: a pool client; the run ends when it hangs up */
 	struct agent_job *job;   /* Linux guests: readiness, commands, their status */
 	bool job_has_command;    /* the run's status is the guest command's */
+	const char *control_path;    /* --control PATH */
+	struct cli_control *control; /* its socket while the VM runs */
+	/* --ready-fd: one line "ready restore_ms=<ms>" once the vCPUs run and,
+	 * with an agent, the agent answered (after a restore: the new
+	 * generation applied); then closed. -1: none. */
+	int ready_fd;
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* Runs the VM until it ends per opts; returns the process exit status. */
-int cli_drive(struct vmm_vm *vm, const struct drive_opts *o);
+int cli_drive(struct vmm_vm *vm, struct drive_opts *o);
 
 uint64_t cli_now_ns(void);
 /* --verify sealed|full, and where seals live: $SPORE_STATE_DIR/seals, else

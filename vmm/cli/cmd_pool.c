@@ -78,7 +78,7 @@ static int worker(int lfd, const struct vmm_machine *m, const struct vmm_restore
 		sl_error_free(&err);
 		return EXIT_SPORE_FAILED;
 	}
-	struct drive_opts o = {.report_fd = -1, .for_ms = req.for_ms, .launch_ns = t0,
+	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .for_ms = req.for_ms, .launch_ns = t0,
 			       .restore_ns = cli_now_ns() - t0, .client_fd = conn};
 	cli_log_restored(vm, req.dir, &o, &rs);
 	reply(conn, "ok restore_us=%llu\n", (unsigned long long)(o.restore_ns / 1000));

@@ -1,5 +1,6 @@
 /* spore run and spore resume: boot a kernel or resume a spore, then drive it. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@ static const char run_usage[] =
 	"                 [--disk FILE[:ro]]... [--vsock PATH] [--env K=V]... [--agent-timeout DURATION]\n"
 	"                 [--virtio-cmdline]\n"
 	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
-	"                 [--for DURATION] [-- ARGS...]\n"
+	"                 [--for DURATION] [--control SOCKET] [--ready-fd N] [-- ARGS...]\n"
 	"       spore run --from SPORE [--hostname NAME] [--env K=V]... [--vsock PATH] [--for DURATION]\n"
 	"                 [-- COMMAND...]\n"
 	"Boots an x86_64 ELF kernel (the test guest; ARGS extend its command line)\n"
@@ -34,16 +35,22 @@ static const char run_usage[] =
 static const char resume_usage[] =
 	"usage: spore resume DIR [--for DURATION] [--prefix S] [--pool SOCKET]\n"
 	"                   [--verify sealed|full] [--hostname NAME] [--env K=V]... [--vsock PATH]\n"
-	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1] [-- COMMAND...]\n"
+	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
+	"                   [--control SOCKET] [--ready-fd N] [-- COMMAND...]\n"
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
 	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
 	"every chunk even when a seal shows it unchanged since it was last verified.\n"
 	"A Linux spore's agent gets the new generation (fresh entropy, the clock,\n"
-	"NAME as hostname, the K=V environment) and then runs COMMAND, if given.\n";
+	"NAME as hostname, the K=V environment) and then runs COMMAND, if given.\n"
+	"--control SOCKET serves pause, resume, capture DIR, stop and status\n"
+	"(docs/control-protocol.md; `spore control SOCKET REQUEST`). --ready-fd N\n"
+	"gets one line \"ready restore_ms=<ms>\" once the guest runs (and its agent,\n"
+	"if any, answered), then is closed.\n";
 
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
 	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT, OPT_VIRTIO_CMDLINE,
+	OPT_CONTROL, OPT_READY_FD,
 };
 
 /* Options for a Linux guest's agent, shared by run and resume. */
@@ -112,7 +119,15 @@ static int drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct gue
 		o->job = job;
 		o->job_has_command = command != NULL;
 	}
+	if (o->control_path && cli_control_open(o->control_path, &o->control, &err) < 0) {
+		agent_job_free(job);
+		o->job = NULL;
+		vmm_destroy(vm);
+		return cli_fail(&err);
+	}
 	int rc = cli_drive(vm, o);
+	cli_control_close(o->control);
+	o->control = NULL;
 	/* The job first: it may be blocked on the VM's socket. */
 	agent_job_free(job);
 	o->job = NULL;
@@ -141,6 +156,19 @@ static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 		o->report_fd = (int)fd;
 		return 0;
 	}
+	case OPT_READY_FD: {
+		uint64_t fd;
+		if (cli_parse_u64(optarg, "--ready-fd", 3, 1024, &fd, err) < 0)
+			return -1;
+		if (fcntl((int)fd, F_GETFD) < 0)
+			return sl_error_set(err, SL_E_INVALID, "--ready-fd %llu: not an open file descriptor",
+					    (unsigned long long)fd);
+		o->ready_fd = (int)fd;
+		return 0;
+	}
+	case OPT_CONTROL:
+		o->control_path = optarg;
+		return 0;
 	}
 	return sl_error_set(err, SL_E_INVALID, "unknown option");
 }
@@ -189,9 +217,10 @@ int cmd_run(int argc, char **argv)
 		{"vsock", required_argument, NULL, OPT_VSOCK}, {"from", required_argument, NULL, OPT_FROM},
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT},
+		{"control", required_argument, NULL, OPT_CONTROL}, {"ready-fd", required_argument, NULL, OPT_READY_FD},
 		{"virtio-cmdline", no_argument, NULL, OPT_VIRTIO_CMDLINE}, {"help", no_argument, NULL, 'h'},
 		{0}};
-	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
+	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *kernel = NULL, *cmdline = NULL, *initrd = NULL, *from = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
 	bool shape_given = false;
@@ -325,10 +354,11 @@ int cmd_resume(int argc, char **argv)
 		{"report-fd", required_argument, NULL, OPT_REPORT_FD}, {"pool", required_argument, NULL, OPT_POOL},
 		{"verify", required_argument, NULL, OPT_VERIFY}, {"vsock", required_argument, NULL, OPT_VSOCK},
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
-		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"control", required_argument, NULL, OPT_CONTROL},
+		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"help", no_argument, NULL, 'h'}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	struct guest_opts g = {0};
-	struct drive_opts o = {.report_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
+	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
 	int c;
@@ -359,9 +389,9 @@ int cmd_resume(int argc, char **argv)
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
 	if (pool) {
-		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED)
-			return cli_usage("resume: --pool does not take --capture, --report-fd or --verify "
-					 "(the pool's own --verify applies)");
+		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED || o.control_path || o.ready_fd >= 0)
+			return cli_usage("resume: --pool does not take --capture, --report-fd, --verify, --control or "
+					 "--ready-fd (the pool's own --verify applies)");
 		if (optind + 1 < argc || guest_opts_given(&g))
 			return cli_usage("resume: --pool is for test-guest spores (no command, --hostname, --env, --vsock)");
 		return resume_pooled(pool, dir, &o, prefix);

@@ -47,9 +47,21 @@ static void report(const struct drive_opts *o, uint64_t first_output_ns, int sta
 
 #define DRIVE_POWEROFF_GRACE_S 10
 
+static void announce_ready(struct drive_opts *o)
+{
+	if (o->ready_fd < 0)
+		return;
+	char line[64];
+	int n = snprintf(line, sizeof(line), "ready restore_ms=%.3f\n", o->restore_ns / 1e6);
+	ssize_t w = write(o->ready_fd, line, (size_t)n);
+	(void)w; /* a reader that went away wanted nothing more */
+	close(o->ready_fd);
+	o->ready_fd = -1;
+}
+
 /* The agent job moved on: capture at READY, a command's end, a failure.
  * Returns the run's final status, or -1 to go on. */
-static int job_event(struct vmm_vm *vm, const struct drive_opts *o, int grace_fd, int *cmd_status)
+static int job_event(struct vmm_vm *vm, struct drive_opts *o, int grace_fd, int *cmd_status)
 {
 	sl_error_t err = NULL;
 	int st;
@@ -74,6 +86,7 @@ static int job_event(struct vmm_vm *vm, const struct drive_opts *o, int grace_fd
 		sl_info("agent ready", "ms_after_launch=%.2f", (ready - o->launch_ns) / 1e6);
 		if (gen)
 			sl_info("new generation applied", "ms_after_launch=%.2f", (gen - o->launch_ns) / 1e6);
+		announce_ready(o);
 		if (!o->job_has_command)
 			return -1;
 		*cmd_status = st;
@@ -86,7 +99,7 @@ static int job_event(struct vmm_vm *vm, const struct drive_opts *o, int grace_fd
 	return -1;
 }
 
-int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
+int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 {
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -114,13 +127,18 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 	uint64_t start_ns = cli_now_ns();
 	if (vmm_start(vm, &err) < 0)
 		return cli_fail(&err);
+	if (!o->job)
+		announce_ready(o);
 	uint64_t first_output_ns = 0;
 	int status = -1, cmd_status = -1;
+	struct cli_control_vm cv = {.vm = vm};
 	while (status < 0) {
-		struct pollfd p[7] = {{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0}, {for_fd, POLLIN, 0},
-				      {cap_fd, POLLIN, 0}, {grace_fd, POLLIN, 0},
-				      {o->job ? agent_job_fd(o->job) : -1, POLLIN, 0}, {o->client_fd, POLLRDHUP, 0}};
-		if (poll(p, 7, -1) < 0) {
+		struct pollfd p[7 + 1 + CONTROL_MAX_CLIENTS] = {
+			{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0},	 {for_fd, POLLIN, 0},
+			{cap_fd, POLLIN, 0},	       {grace_fd, POLLIN, 0}, {o->job ? agent_job_fd(o->job) : -1, POLLIN, 0},
+			{o->client_fd, POLLRDHUP, 0}};
+		int np = 7 + cli_control_pollfds(o->control, p + 7);
+		if (poll(p, (nfds_t)np, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			perror("spore: poll");
@@ -183,6 +201,8 @@ int cli_drive(struct vmm_vm *vm, const struct drive_opts *o)
 		}
 		if (p[3].revents && status < 0)
 			status = capture(vm, o->capture_dir);
+		if (status < 0)
+			status = cli_control_service(o->control, p + 7, &cv);
 	}
 	vmm_pause(vm, &err);
 	sl_error_free(&err);

@@ -19,6 +19,7 @@ static const char usage[] =
 	"  fanout   resume every child of a fork at once\n"
 	"  inspect  describe a spore (--json for machine output)\n"
 	"  pool     keep pre-started VMMs that each take one restore request\n"
+	"  control  pause, resume, capture, stop or ask a running VM (--control)\n"
 	"  push     push a spore to an OCI registry\n"
 	"  pull     pull a spore from an OCI registry into the node cache\n"
 	"  cache    list, verify, garbage-collect the node-local chunk cache\n"
@@ -74,6 +75,8 @@ int main(int argc, char **argv)
 		return cmd_inspect(argc, argv);
 	if (!strcmp(cmd, "pool"))
 		return cmd_pool(argc, argv);
+	if (!strcmp(cmd, "control"))
+		return cmd_control(argc, argv);
 	if (!strcmp(cmd, "push") || !strcmp(cmd, "pull") || !strcmp(cmd, "cache"))
 		return exec_oci(argv - 1);
 	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
