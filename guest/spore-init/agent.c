@@ -313,6 +313,12 @@ static void proc_start(struct agent *ag, struct conn *c, const struct agent_exec
 	if (p->in_fd >= 0)
 		fcntl(p->in_fd, F_SETFL, O_NONBLOCK);
 	sl_debug("process started", "id=%u pid=%d", e->id, (int)pid);
+	/* Before any output of the process: the host learns it runs (an EXEC
+	 * that fails gets ERROR EXEC instead, and nothing else). */
+	struct agent_msg sm = {.type = AGENT_MSG_STARTED};
+	sm.u.started.id = e->id;
+	sm.u.started.pid = (uint32_t)pid;
+	conn_send(c, &sm);
 out:
 	for (int i = 0; i < 2; i++) {
 		close_fd(&inp[i]);

@@ -112,6 +112,7 @@ static bool guest_may_send(uint8_t type)
 	case AGENT_MSG_STDOUT:
 	case AGENT_MSG_STDERR:
 	case AGENT_MSG_EXIT:
+	case AGENT_MSG_STARTED:
 		return true;
 	default:
 		return false;
@@ -280,6 +281,10 @@ static int exec_frame(struct agent_client *c, const struct agent_client_exec *x,
 		}
 		break;
 	}
+	case AGENT_MSG_STARTED:
+		if (r.u.started.id == x->id && x->started)
+			x->started(x->cb_arg, r.u.started.pid);
+		break;
 	case AGENT_MSG_EXIT:
 		if (r.u.exit.id == x->id) {
 			st->kind = r.u.exit.kind;
@@ -370,8 +375,10 @@ int agent_client_exec(struct agent_client *c, const struct agent_client_exec *x,
 		return sl_error_set(err, SL_E_NOMEM, "agent exec: out of memory");
 	int rc = 0;
 	while (rc == 0) {
-		struct pollfd p[2] = {{c->fd, POLLIN, 0}, {in_open ? x->stdin_fd : -1, POLLIN, 0}};
-		if (poll(p, 2, -1) < 0) {
+		struct pollfd p[3] = {{c->fd, POLLIN, 0},
+				      {in_open ? x->stdin_fd : -1, POLLIN, 0},
+				      {x->next_signal ? x->wake_fd : -1, POLLIN, 0}};
+		if (poll(p, 3, -1) < 0) {
 			if (errno != EINTR)
 				rc = sl_error_sys(err, "agent exec: poll");
 			continue;
@@ -379,6 +386,18 @@ int agent_client_exec(struct agent_client *c, const struct agent_client_exec *x,
 		/* Output first: it is what keeps the guest moving. */
 		if (p[0].revents) {
 			rc = exec_frame(c, x, st, err);
+			continue;
+		}
+		if (p[2].revents) {
+			uint8_t drain[64];
+			ssize_t k = read(x->wake_fd, drain, sizeof(drain));
+			(void)k;
+			for (int signo; rc == 0 && (signo = x->next_signal(x->cb_arg)) != 0;) {
+				struct agent_msg s = {.type = AGENT_MSG_SIGNAL};
+				s.u.signal.id = x->id;
+				s.u.signal.signo = (uint32_t)signo;
+				rc = exec_send(c, x, &s, st, err);
+			}
 			continue;
 		}
 		if (!p[1].revents)

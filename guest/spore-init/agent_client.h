@@ -46,6 +46,16 @@ struct agent_client_exec {
 	 * the guest); a negative return (errno set) ends the exec. */
 	int (*output)(void *arg, int stream, const uint8_t *data, size_t len);
 	void *output_arg;
+	/* If set, called once the agent reports the process running (STARTED,
+	 * before any of its output); guest_pid is 0 when the guest has none. */
+	void (*started)(void *arg, uint32_t guest_pid);
+	/* If set, signals are delivered while the process runs: whenever
+	 * wake_fd (an eventfd or pipe the caller writes to) is readable it is
+	 * drained, then next_signal(arg) is called until it returns 0 and each
+	 * value is sent as SIGNAL. */
+	int (*next_signal)(void *arg);
+	int wake_fd;
+	void *cb_arg; /* for started and next_signal */
 };
 
 struct agent_exit_status {

@@ -31,6 +31,7 @@ const char *agent_msg_type_name(uint8_t type)
 	case AGENT_MSG_STDERR: return "STDERR";
 	case AGENT_MSG_SIGNAL: return "SIGNAL";
 	case AGENT_MSG_EXIT: return "EXIT";
+	case AGENT_MSG_STARTED: return "STARTED";
 	case AGENT_MSG_GENERATION: return "GENERATION";
 	case AGENT_MSG_SHUTDOWN: return "SHUTDOWN";
 	default: return NULL;
@@ -208,6 +209,7 @@ static const char *msg_check(const struct agent_msg *m)
 	case AGENT_MSG_STDERR:
 		return m->u.data.len == 0 ? "empty data frame" : NULL;
 	case AGENT_MSG_STDIN_EOF:
+	case AGENT_MSG_STARTED:
 		return NULL;
 	case AGENT_MSG_SIGNAL:
 		return m->u.signal.signo == 0 || m->u.signal.signo > AGENT_MAX_SIGNO ? "bad signal number" : NULL;
@@ -273,6 +275,9 @@ int agent_msg_decode(uint8_t type, const uint8_t *payload, size_t len, struct ag
 		break;
 	case AGENT_MSG_EXIT:
 		ok = rd_u32(&r, &m->u.exit.id) && rd_u32(&r, &m->u.exit.kind) && rd_u32(&r, &m->u.exit.value);
+		break;
+	case AGENT_MSG_STARTED:
+		ok = rd_u32(&r, &m->u.started.id) && rd_u32(&r, &m->u.started.pid);
 		break;
 	case AGENT_MSG_GENERATION: {
 		struct agent_generation *g = &m->u.gen;
@@ -409,6 +414,10 @@ static const char *wr_payload(struct wr *w, const struct agent_msg *m)
 		wr_u32(w, m->u.exit.id);
 		wr_u32(w, m->u.exit.kind);
 		wr_u32(w, m->u.exit.value);
+		break;
+	case AGENT_MSG_STARTED:
+		wr_u32(w, m->u.started.id);
+		wr_u32(w, m->u.started.pid);
 		break;
 	case AGENT_MSG_GENERATION: {
 		const struct agent_generation *g = &m->u.gen;

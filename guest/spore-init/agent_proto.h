@@ -30,6 +30,7 @@ enum agent_msg_type {
 	AGENT_MSG_STDERR = 0x14,     /* guest->host: u32 id, bytes (non-empty) */
 	AGENT_MSG_SIGNAL = 0x15,     /* host->guest: u32 id, u32 signo */
 	AGENT_MSG_EXIT = 0x16,       /* guest->host: u32 id, u32 kind, u32 value */
+	AGENT_MSG_STARTED = 0x17,    /* guest->host: u32 id, u32 guest pid (0: none) */
 	AGENT_MSG_GENERATION = 0x20, /* host->guest */
 	AGENT_MSG_SHUTDOWN = 0x21,   /* host->guest: empty */
 };
@@ -93,6 +94,7 @@ struct agent_msg {
 		struct { uint32_t id; } eof;
 		struct { uint32_t id, signo; } signal;
 		struct { uint32_t id, kind, value; } exit;
+		struct { uint32_t id, pid; } started;
 		struct agent_generation gen;
 	} u;
 	void *mem_; /* the allocation behind pointers above */

@@ -334,13 +334,14 @@ static void test_signal(void)
 	m.u.exec = (struct agent_exec){.id = 5, .uid = getuid(), .gid = getgid(), .cwd = "", .argc = 2,
 				       .argv = (char **)ARGV("sleep", "30"), .env = (char **)ARGV(NULL)};
 	CHECK_OK(agent_client_send(c, &m, &err), err);
-	usleep(100000);
+	struct agent_msg x;
+	CHECK(agent_client_recv(c, &x, 5000, &err) == 1 && x.type == AGENT_MSG_STARTED && x.u.started.id == 5);
+	agent_msg_free(&x);
 	m = (struct agent_msg){.type = AGENT_MSG_SIGNAL};
 	m.u.signal.id = 5;
 	m.u.signal.signo = SIGKILL;
 	int64_t t0 = now_ms();
 	CHECK_OK(agent_client_send(c, &m, &err), err);
-	struct agent_msg x;
 	CHECK(agent_client_recv(c, &x, 5000, &err) == 1);
 	CHECK(x.type == AGENT_MSG_EXIT && x.u.exit.id == 5 && x.u.exit.kind == AGENT_EXIT_SIGNAL &&
 	      x.u.exit.value == SIGKILL);
@@ -354,6 +355,62 @@ static void test_signal(void)
 	      !(x.u.error.flags & AGENT_ERROR_FATAL));
 	agent_msg_free(&x);
 	run_ok(c, ARGV("true"), NULL, NULL, &r);
+	agent_client_close(c);
+}
+
+/* agent_client_exec's hooks: STARTED reaches started() before the exit,
+ * and signals queued through wake_fd/next_signal reach the process. */
+struct hook_state {
+	int started_calls;
+	uint32_t guest_pid;
+	int pending; /* signal to hand out once */
+};
+
+static void hook_started(void *arg, uint32_t pid)
+{
+	struct hook_state *h = arg;
+	h->started_calls++;
+	h->guest_pid = pid;
+}
+
+static int hook_next_signal(void *arg)
+{
+	struct hook_state *h = arg;
+	int s = h->pending;
+	h->pending = 0;
+	return s;
+}
+
+static void test_exec_hooks(void)
+{
+	struct agent_client *c = connect_agent(sock_path, 0);
+	sl_error_t err = NULL;
+	int pfd[2];
+	CHECK(pipe2(pfd, O_CLOEXEC | O_NONBLOCK) == 0);
+	struct hook_state h = {.pending = SIGTERM};
+	/* The wake-up is already there: the signal goes out right after EXEC,
+	 * so it must not overtake the process's start (the agent queues it). */
+	CHECK(write(pfd[1], "x", 1) == 1);
+	struct agent_client_exec x = {.id = 9, .argv = (char *const *)ARGV("sleep", "30"), .uid = getuid(),
+				      .gid = getgid(), .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1,
+				      .started = hook_started, .next_signal = hook_next_signal, .wake_fd = pfd[0],
+				      .cb_arg = &h};
+	struct agent_exit_status st;
+	int64_t t0 = now_ms();
+	CHECK_OK(agent_client_exec(c, &x, &st, &err), err);
+	CHECK(now_ms() - t0 < 10000);
+	CHECK(h.started_calls == 1 && h.guest_pid > 1);
+	CHECK(st.kind == AGENT_EXIT_SIGNAL && st.value == SIGTERM);
+	/* A process that cannot start: no started() call, an error instead. */
+	h = (struct hook_state){0};
+	x.id = 10;
+	x.argv = (char *const *)ARGV("/nonexistent/prog");
+	CHECK(agent_client_exec(c, &x, &st, &err) < 0);
+	CHECK(err && strstr(sl_error_msg(err), "execve"));
+	sl_error_free(&err);
+	CHECK(h.started_calls == 0);
+	close(pfd[0]);
+	close(pfd[1]);
 	agent_client_close(c);
 }
 
@@ -481,7 +538,7 @@ static void test_concurrent(void)
 		CHECK_OK(agent_client_send(c, &m, &err), err);
 	}
 	char out[3][256] = {{0}}, errs[3][256] = {{0}};
-	bool exited[3] = {0};
+	bool exited[3] = {0}, started[3] = {0};
 	uint32_t code[3] = {0};
 	int last = -1, switches = 0;
 	while (!exited[0] || !exited[1] || !exited[2]) {
@@ -489,12 +546,19 @@ static void test_concurrent(void)
 		int r = agent_client_recv(c, &m, 10000, &err);
 		if (r <= 0)
 			FAIL("recv: %s", err ? sl_error_msg(err) : "timeout");
-		uint32_t id = m.type == AGENT_MSG_EXIT ? m.u.exit.id : m.u.data.id;
-		CHECK(m.type == AGENT_MSG_STDOUT || m.type == AGENT_MSG_STDERR || m.type == AGENT_MSG_EXIT);
+		uint32_t id = m.type == AGENT_MSG_EXIT ? m.u.exit.id
+			      : m.type == AGENT_MSG_STARTED ? m.u.started.id : m.u.data.id;
+		CHECK(m.type == AGENT_MSG_STDOUT || m.type == AGENT_MSG_STDERR || m.type == AGENT_MSG_EXIT ||
+		      m.type == AGENT_MSG_STARTED);
 		CHECK(id >= 10 && id < 13);
 		int k = (int)(id - 10);
 		CHECK(!exited[k]);
-		if (m.type == AGENT_MSG_EXIT) {
+		/* STARTED once per process, before anything else of it. */
+		CHECK(started[k] == (m.type != AGENT_MSG_STARTED));
+		if (m.type == AGENT_MSG_STARTED) {
+			CHECK(m.u.started.pid > 1);
+			started[k] = true;
+		} else if (m.type == AGENT_MSG_EXIT) {
 			CHECK(m.u.exit.kind == AGENT_EXIT_CODE);
 			code[k] = m.u.exit.value;
 			exited[k] = true;
@@ -792,6 +856,8 @@ static void test_disconnect(void)
 				       .env = (char **)ARGV(NULL)};
 	CHECK_OK(agent_client_send(c, &m, &err), err);
 	struct agent_msg r;
+	CHECK(agent_client_recv(c, &r, 5000, &err) == 1 && r.type == AGENT_MSG_STARTED && r.u.started.id == 1);
+	agent_msg_free(&r);
 	CHECK(agent_client_recv(c, &r, 5000, &err) == 1 && r.type == AGENT_MSG_STDOUT);
 	char line[64] = "";
 	memcpy(line, r.u.data.data, r.u.data.len < 63 ? r.u.data.len : 63);
@@ -946,6 +1012,7 @@ static const struct {
 	{"echo", test_echo},
 	{"exit_status", test_exit_status},
 	{"signal", test_signal},
+	{"exec_hooks", test_exec_hooks},
 	{"stdin", test_stdin},
 	{"bulk", test_bulk},
 	{"creds_env_cwd", test_creds_env_cwd},
