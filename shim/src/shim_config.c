@@ -1,0 +1,113 @@
+/* Reading and checking the shim's YAML configuration. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shim_config.h"
+#include "sl/file.h"
+#include "sl/json.h"
+#include "sl/yaml.h"
+
+void shim_config_defaults(struct shim_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash)
+			*slash = '\0';
+		snprintf(c->spore_bin, sizeof(c->spore_bin), "%.4000s/spore", self);
+	} else {
+		snprintf(c->spore_bin, sizeof(c->spore_bin), "/usr/local/bin/spore");
+	}
+	snprintf(c->state_dir, sizeof(c->state_dir), "/run/sporelet/shim");
+	c->ready_timeout_ms = 30000;
+	c->pool_size = 0;
+	c->memory_mib = 256;
+	c->vcpus = 1;
+}
+
+static int get_uint(json_t *v, const char *what, const char *key, long long min, long long max, long long *out,
+		    sl_error_t *err)
+{
+	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an integer in %lld..%lld", what, key, min, max);
+	*out = json_integer_value(v);
+	return 0;
+}
+
+static int get_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err)
+{
+	if (!json_is_string(v) || json_string_value(v)[0] != '/' || json_string_length(v) >= cap)
+		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an absolute path", what, key);
+	snprintf(out, cap, "%s", json_string_value(v));
+	return 0;
+}
+
+int shim_config_parse(const char *buf, size_t len, const char *what, struct shim_config *c, sl_error_t *err)
+{
+	_cleanup_json_ json_t *j = NULL;
+	if (sl_yaml_parse(buf, len, what, &j, err) < 0)
+		return -1;
+	if (!json_is_object(j))
+		return sl_error_set(err, SL_E_INVALID, "%s: want a mapping of settings", what);
+	struct shim_config n = *c;
+	const char *key;
+	json_t *v;
+	json_object_foreach(j, key, v) {
+		long long x;
+		int rc;
+		if (!strcmp(key, "spore")) {
+			rc = get_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);
+		} else if (!strcmp(key, "state_dir")) {
+			/* Sockets live below it: leave room for "/<16 hex>/control". */
+			rc = get_path(v, what, key, n.state_dir, 80, err);
+		} else if (!strcmp(key, "ready_timeout_ms")) {
+			rc = get_uint(v, what, key, 100, 600000, &x, err);
+			n.ready_timeout_ms = (int)x;
+		} else if (!strcmp(key, "pool")) {
+			rc = 0;
+			if (!json_is_object(v))
+				rc = sl_error_set(err, SL_E_INVALID, "%s: pool must be a mapping", what);
+			const char *pk;
+			json_t *pv;
+			json_object_foreach(v, pk, pv) {
+				if (rc < 0)
+					break;
+				if (!strcmp(pk, "size")) {
+					rc = get_uint(pv, what, "pool.size", 0, 64, &x, err);
+					n.pool_size = (unsigned)x;
+				} else if (!strcmp(pk, "memory_mib")) {
+					rc = get_uint(pv, what, "pool.memory_mib", 2, 3072, &x, err);
+					if (rc == 0 && x % 2)
+						rc = sl_error_set(err, SL_E_INVALID, "%s: pool.memory_mib must be even", what);
+					n.memory_mib = (unsigned)x;
+				} else if (!strcmp(pk, "vcpus")) {
+					rc = get_uint(pv, what, "pool.vcpus", 1, 16, &x, err);
+					n.vcpus = (unsigned)x;
+				} else {
+					rc = sl_error_set(err, SL_E_INVALID, "%s: unknown setting pool.%.100s", what, pk);
+				}
+			}
+		} else {
+			rc = sl_error_set(err, SL_E_INVALID, "%s: unknown setting %.100s", what, key);
+		}
+		if (rc < 0)
+			return -1;
+	}
+	*c = n;
+	return 0;
+}
+
+int shim_config_load(const char *path, struct shim_config *c, sl_error_t *err)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	if (sl_read_path(path, SHIM_CONFIG_MAX_BYTES, &buf, &len, err) < 0)
+		return sl_error_wrap(err, "shim configuration");
+	int rc = shim_config_parse(buf, len, path, c, err);
+	free(buf);
+	return rc;
+}

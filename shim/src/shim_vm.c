@@ -1,0 +1,276 @@
+/* Starting, asking and stopping a pod's VMM child process. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim_vm.h"
+
+#define VM_MAX_ARGS 160
+
+static long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* The last non-empty line of the VMM's log: why it failed. */
+static void log_tail(const char *path, char *out, size_t cap)
+{
+	out[0] = '\0';
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	char buf[2048];
+	off_t end = lseek(fd, 0, SEEK_END);
+	off_t from = end > (off_t)sizeof(buf) - 1 ? end - (off_t)sizeof(buf) + 1 : 0;
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, from);
+	close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+		buf[--n] = '\0';
+	char *line = strrchr(buf, '\n');
+	line = line ? line + 1 : buf;
+	/* "spore: " is the CLI's prefix for its fatal error. */
+	if (!strncmp(line, "spore: ", 7))
+		line += 7;
+	snprintf(out, cap, "%s", line);
+}
+
+static int set_path(char *dst, size_t cap, const char *dir, const char *name, sl_error_t *err)
+{
+	if ((size_t)snprintf(dst, cap, "%s/%s", dir, name) >= cap)
+		return sl_error_set(err, SL_E_INVALID, "VM run directory path too long for a socket: %.100s", dir);
+	return 0;
+}
+
+static void kill_and_reap(struct shim_vm *vm)
+{
+	if (vm->reaped || vm->pid <= 0)
+		return;
+	kill(vm->pid, SIGKILL);
+	int st;
+	while (waitpid(vm->pid, &st, 0) < 0 && errno == EINTR)
+		;
+	vm->reaped = true;
+	vm->wait_status = st;
+}
+
+int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t *err)
+{
+	struct shim_vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return sl_error_set(err, SL_E_NOMEM, "VM: out of memory");
+	vm->pidfd = -1;
+	if (set_path(vm->vsock_path, sizeof(vm->vsock_path), o->run_dir, "vsock", err) < 0 ||
+	    set_path(vm->control_path, sizeof(vm->control_path), o->run_dir, "control", err) < 0 ||
+	    set_path(vm->log_path, sizeof(vm->log_path), o->run_dir, "vmm.log", err) < 0) {
+		free(vm);
+		return -1;
+	}
+	char ready_arg[16];
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		free(vm);
+		return sl_error_sys(err, "VM: pipe");
+	}
+	snprintf(ready_arg, sizeof(ready_arg), "%d", 3);
+	const char *argv[VM_MAX_ARGS];
+	int n = 0;
+	argv[n++] = o->spore_bin;
+	argv[n++] = "resume";
+	argv[n++] = o->spore_dir;
+	argv[n++] = "--vsock";
+	argv[n++] = vm->vsock_path;
+	argv[n++] = "--control";
+	argv[n++] = vm->control_path;
+	argv[n++] = "--ready-fd";
+	argv[n++] = ready_arg;
+	if (o->hostname) {
+		argv[n++] = "--hostname";
+		argv[n++] = o->hostname;
+	}
+	for (size_t i = 0; o->env && o->env[i]; i++) {
+		if (n + 3 > VM_MAX_ARGS) {
+			close(pfd[0]);
+			close(pfd[1]);
+			free(vm);
+			return sl_error_set(err, SL_E_LIMIT, "VM: more than %d generation env entries",
+					    (VM_MAX_ARGS - 12) / 2);
+		}
+		argv[n++] = "--env";
+		argv[n++] = o->env[i];
+	}
+	argv[n] = NULL;
+	int logfd = open(vm->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		sl_error_sys(err, "VM: %s", vm->log_path);
+		free(vm);
+		return -1;
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		close(logfd);
+		free(vm);
+		return sl_error_sys(err, "VM: fork");
+	}
+	if (pid == 0) {
+		/* The VM must not outlive its shim: nobody could reach it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(125);
+		int nul = open("/dev/null", O_RDWR);
+		int con = o->console_fd >= 0 ? o->console_fd : nul;
+		if (nul < 0 || dup2(nul, 0) < 0 || dup2(con, 1) < 0 || dup2(logfd, 2) < 0 || dup2(pfd[1], 3) < 0)
+			_exit(125);
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(o->spore_bin, (char *const *)argv);
+		dprintf(2, "spore: cannot run %s: %s\n", o->spore_bin, strerror(errno));
+		_exit(125);
+	}
+	close(pfd[1]);
+	close(logfd);
+	vm->pid = pid;
+	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	/* Wait for "ready restore_ms=<ms>\n" or the end of the pipe. */
+	char line[128];
+	size_t got = 0;
+	long deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : 30000);
+	int rc = -1;
+	for (;;) {
+		long left = deadline - now_ms();
+		if (left <= 0) {
+			sl_error_set(err, SL_E_GUEST, "VM from spore %s not ready within %d ms", o->spore_dir,
+				     o->timeout_ms > 0 ? o->timeout_ms : 30000);
+			break;
+		}
+		struct pollfd p = {pfd[0], POLLIN, 0};
+		int pr = poll(&p, 1, (int)left);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			continue;
+		ssize_t k = read(pfd[0], line + got, sizeof(line) - 1 - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			char why[512];
+			kill_and_reap(vm);
+			log_tail(vm->log_path, why, sizeof(why));
+			sl_error_set(err, SL_E_GUEST, "VM from spore %s failed to start: %s", o->spore_dir,
+				     why[0] ? why : "the VMM exited without a message");
+			break;
+		}
+		got += (size_t)k;
+		line[got] = '\0';
+		if (strchr(line, '\n')) {
+			if (sscanf(line, "ready restore_ms=%lf", &vm->restore_ms) != 1) {
+				sl_error_set(err, SL_E_GUEST, "VM from spore %s: unexpected ready line", o->spore_dir);
+				break;
+			}
+			rc = 0;
+			break;
+		}
+		if (got == sizeof(line) - 1) {
+			sl_error_set(err, SL_E_GUEST, "VM from spore %s: ready line too long", o->spore_dir);
+			break;
+		}
+	}
+	close(pfd[0]);
+	if (rc < 0) {
+		shim_vm_free(vm);
+		return -1;
+	}
+	*out = vm;
+	return 0;
+}
+
+int shim_vm_request(struct shim_vm *vm, const char *request, char *reply, size_t cap, sl_error_t *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", vm->control_path);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return sl_error_sys(err, "VM control: socket");
+	/* A capture of a large VM takes seconds; everything else milliseconds. */
+	struct timeval tv = {.tv_sec = 120};
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char buf[4097];
+	ssize_t n = -1;
+	if (connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    send(s, request, strlen(request), MSG_NOSIGNAL) < 0 || (n = recv(s, buf, sizeof(buf) - 1, 0)) <= 0) {
+		int e = n == 0 ? ECONNRESET : errno;
+		close(s);
+		return sl_error_errno(err, e, "VM control %s: %s", vm->control_path, request);
+	}
+	close(s);
+	buf[n] = '\0';
+	if (!strncmp(buf, "ok", 2) && (buf[2] == '\0' || buf[2] == ' ')) {
+		if (reply && cap)
+			snprintf(reply, cap, "%s", buf[2] ? buf + 3 : "");
+		return 0;
+	}
+	return sl_error_set(err, SL_E_GUEST, "VM: %s: %s", request, !strncmp(buf, "error ", 6) ? buf + 6 : buf);
+}
+
+bool shim_vm_reap(struct shim_vm *vm)
+{
+	if (vm->reaped)
+		return true;
+	int st;
+	pid_t r = waitpid(vm->pid, &st, WNOHANG);
+	if (r == vm->pid) {
+		vm->reaped = true;
+		vm->wait_status = st;
+	}
+	return vm->reaped;
+}
+
+void shim_vm_stop(struct shim_vm *vm, int grace_ms)
+{
+	if (shim_vm_reap(vm))
+		return;
+	sl_error_t err = NULL;
+	if (shim_vm_request(vm, "stop", NULL, 0, &err) < 0)
+		sl_error_free(&err);
+	long deadline = now_ms() + grace_ms;
+	while (!shim_vm_reap(vm) && now_ms() < deadline) {
+		struct pollfd p = {vm->pidfd, POLLIN, 0};
+		if (vm->pidfd < 0 || poll(&p, 1, (int)(deadline - now_ms())) < 0)
+			usleep(10000);
+	}
+	kill_and_reap(vm);
+}
+
+void shim_vm_free(struct shim_vm *vm)
+{
+	if (!vm)
+		return;
+	kill_and_reap(vm);
+	if (vm->pidfd >= 0)
+		close(vm->pidfd);
+	unlink(vm->vsock_path);
+	unlink(vm->control_path);
+	unlink(vm->log_path);
+	free(vm);
+}
