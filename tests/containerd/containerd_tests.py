@@ -58,17 +58,62 @@ def finish(c, tm):
 
 # ---- harness: config, pause image, proxy plugin and spore runtime tables ------
 
+FAKE_SHIM = """#!/bin/sh
+# A stand-in for containerd-shim-spore-v2 that records how containerd runs it
+# (argv, cwd, TTRPC_ADDRESS, stdin) and refuses to start.
+d=%s
+n=$(date +%%s%%N)
+{ printf '%%s\\n' "$@" > $d/$n.argv; pwd > $d/$n.cwd; printf '%%s' "$TTRPC_ADDRESS" > $d/$n.ttrpc; }
+timeout 5 cat > $d/$n.stdin
+echo "fake shim refuses" >&2
+exit 1
+"""
+
+
+def pb_fields(data):
+    """{field number: [bytes]} of a protobuf message's length-delimited fields."""
+    out, i = {}, 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        if key & 7 != 2:
+            raise HarnessError("unexpected wire type %d in %r" % (key & 7, data))
+        n, i = _varint(data, i)
+        out.setdefault(key >> 3, []).append(data[i:i + n])
+        i += n
+    return out
+
+
+def _varint(data, i):
+    v = shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return v, i
+
+
 def t_harness():
     """The config the harness writes is what containerd loads: a spore
     runtime handler and a proxy snapshotter are visible through CRI's
-    verbose Status; the pause image exits 0 promptly on SIGTERM."""
+    verbose Status; containerd finds containerd-shim-spore-v2 in shim_dirs and
+    runs it as documented (argv, cwd, TTRPC_ADDRESS, runtime options on
+    stdin); the pause image exits 0 promptly on SIGTERM."""
+    import json
+    import shutil
+    import tempfile
     import tomllib
     tm = Timer()
-    fake_shim_dir = "/nonexistent/sporelet-build"
-    spore = Runtime.spore(shim_path=fake_shim_dir + "/containerd-shim-spore-v2",
-                          config_path="/etc/sporelet/shim.toml")
-    c = Containerd(runtimes=[spore], proxy_plugins={"spore": "/run/sporelet-test/none.sock"},
-                   shim_dirs=[fake_shim_dir])
+    shim_dir = tempfile.mkdtemp(prefix="fakeshim-")
+    rec = os.path.join(shim_dir, "rec")
+    os.mkdir(rec)
+    shim = os.path.join(shim_dir, "containerd-shim-spore-v2")
+    with open(shim, "w") as f:
+        f.write(FAKE_SHIM % rec)
+    os.chmod(shim, 0o755)
+    spore = Runtime.spore(shim_path=shim, config_path="/etc/sporelet/shim.toml")
+    c = Containerd(runtimes=[spore], proxy_plugins={"spore": "/run/sporelet-test/none.sock"}, shim_dirs=[shim_dir])
     try:
         c.start()
         tm.mark("containerd up (%s)" % c.workdir)
@@ -82,13 +127,12 @@ def t_harness():
         r = c.ctr_ok("plugins", "ls", namespace=None)
         check(any(l.split()[:2] == ["io.containerd.snapshotter.v1", "spore"] and l.split()[-1] == "ok"
                   for l in r.out.splitlines()), "proxy snapshotter 'spore' not listed ok:\n%s" % r.out)
-        check(c.env()["PATH"].split(":")[0] == fake_shim_dir, "shim dir not first on containerd's PATH")
+        check(c.env()["PATH"].split(":")[0] == shim_dir, "shim dir not first on containerd's PATH")
 
         from cri import CriClient
         k = CriClient(c)
         tm.mark("CRI ready")
         st = k.status(verbose=True)
-        import json
         info = json.loads(st.info["config"])
         rts = info["containerd"]["runtimes"]
         check("spore" in rts and "runc" in rts, "CRI runtimes: %s" % sorted(rts))
@@ -102,12 +146,38 @@ def t_harness():
         conds = k.conditions()
         print("  CRI conditions: %s" % conds)
         check(conds.get("RuntimeReady", (False,))[0], "RuntimeReady is false: %s" % (conds,))
+
+        # A pod under the spore handler: containerd runs our fake shim.
+        c.ensure_pause_image()
+        try:
+            k.run_pod("spore", runtime_handler="spore")
+            raise HarnessError("RunPodSandbox succeeded with a shim that refuses to start")
+        except ctrd.HarnessError as e:
+            check("fake shim refuses" in str(e), "RunPodSandbox failed otherwise: %s" % e)
+        starts = sorted(x[:-5] for x in os.listdir(rec) if x.endswith(".argv"))
+        check(len(starts) >= 1, "the fake shim was not run")
+        with open(os.path.join(rec, starts[0] + ".argv")) as f:
+            argv = f.read().split("\n")[:-1]
+        check(argv[:6] == ["-namespace", CRI_NAMESPACE, "-address", c.address, "-publish-binary",
+                           ctrd.CONTAINERD_BIN] and argv[6] == "-id" and argv[-1] == "start",
+              "shim argv %r" % argv)
+        with open(os.path.join(rec, starts[0] + ".cwd")) as f:
+            cwd = f.read().strip()
+        check(cwd == os.path.join(c.bundle_root(), CRI_NAMESPACE, argv[7]), "shim cwd %r" % cwd)
+        with open(os.path.join(rec, starts[0] + ".ttrpc")) as f:
+            check(f.read() == c.ttrpc_address, "TTRPC_ADDRESS not %s" % c.ttrpc_address)
+        with open(os.path.join(rec, starts[0] + ".stdin"), "rb") as f:
+            anyf = pb_fields(f.read())
+        check(anyf.get(1) == [b"runtimeoptions.v1.Options"], "stdin Any type_url %r" % anyf.get(1))
+        opts = pb_fields(anyf[2][0])
+        check(opts.get(2) == [b"/etc/sporelet/shim.toml"], "runtime options ConfigPath %r" % opts)
+        check(k.list_pods() == [], "a failed RunPodSandbox left pods: %s" % k.list_pods())
+        tm.mark("spore handler ran containerd-shim-spore-v2 from shim_dirs: %s" % " ".join(argv[:2] + argv[-1:]))
         k.close()
 
         # The pause image: `ctr run` in the foreground exits with the task's
         # status, which must be 0 within 2 s of a SIGTERM.
         c.ensure_pause_image(namespace="")
-        tm.mark("pause image built and imported")
         p = c.ctr_popen(*c.ctr_run_args(c.sandbox_image, cid="pause1"))
         try:
             deadline = time.monotonic() + 20
@@ -133,6 +203,8 @@ def t_harness():
         print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
         c.stop()
         raise
+    finally:
+        shutil.rmtree(shim_dir, ignore_errors=True)
     finish(c, tm)
 
 

@@ -171,8 +171,10 @@ class Runtime:
     runtime_type: e.g. "io.containerd.runc.v2" or "io.containerd.spore.v2"
       (the shim binary is containerd-shim-<x>-v2, looked up next to
       runtime_path, then on containerd's PATH: see Containerd(shim_dirs=)).
-    path: an absolute shim binary path (runtime_path, CRI only; ctr finds
-      shims on PATH).
+    path: an absolute shim binary path, written as runtime_path. containerd
+      1.6.20 IGNORES it (its client's WithRuntimePath never reaches the task
+      request), so a shim must also be findable by name: put its directory in
+      Containerd(shim_dirs=...).
     options: the [options] table (e.g. {"ConfigPath": "..."}); for runc the
       harness adds Root (a private runc state dir) unless given.
     pod_annotations / container_annotations: glob patterns passed through
@@ -189,7 +191,8 @@ class Runtime:
     @classmethod
     def spore(cls, shim_path=None, config_path=None, name="spore", options=None):
         """The Sporelet runtime handler: io.containerd.spore.v2 with pod
-        annotations sporelet.ai/* passed through."""
+        annotations sporelet.ai/* passed through. Pass the shim's directory
+        as Containerd(shim_dirs=...) too (runtime_path is ignored by 1.6)."""
         opts = dict(options or {})
         if config_path:
             opts.setdefault("ConfigPath", config_path)
