@@ -33,10 +33,10 @@ fuzz: setup
 
 build: release
 
-# The whole suite: unit + kvm under ASan/UBSan, fuzz smoke runs, then the
+# The whole suite: unit + kvm (+ registry, linux, containerd) under ASan/UBSan, fuzz smoke runs, then the
 # benchmarks on the release build (their RESULT lines are printed at the end).
 test: release asan fuzz
-	cd build/asan && ctest --output-on-failure -L 'unit|kvm|registry|linux'
+	cd build/asan && ctest --output-on-failure -L 'unit|kvm|registry|linux|containerd'
 	cd build/fuzz && ctest --output-on-failure -L fuzz
 	cd build/release && { ctest --output-on-failure -L bench -V > bench.log 2>&1; s=$$?; \
 	  grep -E '^[0-9]+: RESULT ' bench.log | sed 's/^[0-9]*: //'; tail -n 4 bench.log; exit $$s; }
