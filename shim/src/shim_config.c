@@ -57,7 +57,7 @@ int shim_config_parse(const char *buf, size_t len, const char *what, struct shim
 	const char *key;
 	json_t *v;
 	json_object_foreach(j, key, v) {
-		long long x;
+		long long x = 0;
 		int rc;
 		if (!strcmp(key, "spore")) {
 			rc = get_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);

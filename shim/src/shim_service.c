@@ -1,6 +1,7 @@
 /* The containerd task service (containerd.task.v2.Task and v3): containers of one pod in one forked VM. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -76,15 +77,6 @@ static void process_clear(struct shim_process *p)
 	free(p->stdout_path);
 	free(p->stderr_path);
 }
-
-/* Decodes the request or sets an INTERNAL error, as a Go server would. */
-#define UNPACK(type, fn, call, res)                                                                          \
-	({                                                                                                   \
-		type *_m = fn((call)->payload_len ? NULL : NULL, (call)->payload_len, (call)->payload);     \
-		if (!_m)                                                                                     \
-			ttrpc_result_error(res, TTRPC_INTERNAL, "%s: malformed request", (call)->method);   \
-		_m;                                                                                          \
-	})
 
 static bool id_ok(const char *id, struct ttrpc_result *res)
 {
@@ -342,7 +334,7 @@ static void h_create(const struct ttrpc_call *call, struct ttrpc_result *res, vo
 			goto out;
 		}
 		mkdir(c->rootfs, 0711);
-		/* The options arrays are NULL-terminated by protobuf-c? No: use n. */
+		/* protobuf-c's repeated strings are counted, not NULL-terminated. */
 		char **opts[8] = {0};
 		for (size_t i = 0; i < r->n_rootfs; i++) {
 			size_t no = r->rootfs[i]->n_options;
@@ -738,8 +730,6 @@ static void h_exec(const struct ttrpc_call *call, struct ttrpc_result *res, void
 	e->st = SP_CREATED;
 	pthread_mutex_lock(&s->lock);
 	struct shim_container *c = find_container(s, r->id);
-	struct shim_process dummy_res_holder;
-	(void)dummy_res_holder;
 	if (!c) {
 		ttrpc_result_error(res, TTRPC_NOT_FOUND, "container %s: not found", r->id);
 	} else if (c->init.st != SP_RUNNING || c->init.placeholder) {

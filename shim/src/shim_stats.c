@@ -14,7 +14,7 @@
 /* "max" (no limit) reads as UINT64_MAX, as containerd's cgroups library has it. */
 static int read_u64(const char *dir, const char *name, uint64_t *out)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX + 64];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	char *buf = NULL;
 	size_t len = 0;
@@ -35,7 +35,7 @@ static int read_u64(const char *dir, const char *name, uint64_t *out)
 /* Calls set(key, value) for every "key value" line of a flat-keyed file. */
 static void read_kv(const char *dir, const char *name, void (*set)(void *, const char *, uint64_t), void *arg)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX + 64];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	char *buf = NULL;
 	size_t len = 0;

@@ -47,7 +47,9 @@ static void log_tail(const char *path, char *out, size_t cap)
 	/* "spore: " is the CLI's prefix for its fatal error. */
 	if (!strncmp(line, "spore: ", 7))
 		line += 7;
-	snprintf(out, cap, "%s", line);
+	size_t l = strnlen(line, cap - 1);
+	memcpy(out, line, l);
+	out[l] = '\0';
 }
 
 static int set_path(char *dst, size_t cap, const char *dir, const char *name, sl_error_t *err)
