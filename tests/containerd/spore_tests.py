@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""containerd-tier tests of containerd-shim-spore-v2 (docs/shim.md): a private
+containerd 1.6, a real docker-registry, test-guest spores with the agent
+(docs/testguest.md), driven through ctr and through CRI (the kubelet stand-in).
+
+Usage: spore_tests.py <test> SPORE_BIN TESTGUEST_ELF SHIM_DIR   (exit 0 / 1 / 77)
+Tests: ctr, cri, lifecycle
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "registry"))
+import ctrd  # noqa: E402
+from ctrd import CRI_NAMESPACE, Containerd, HarnessError, Runtime, Skip  # noqa: E402
+
+ctrd.ensure_python_with_grpc()
+
+RUNTIME = "io.containerd.spore.v2"
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def mark(self, what):
+        print("  [%6.2fs] %s" % (time.monotonic() - self.t0, what), flush=True)
+
+
+def check(cond, msg):
+    if not cond:
+        raise HarnessError(msg)
+
+
+class Env:
+    """The spore binary, test guest and shim; a scratch dir; a registry; a
+    shim configuration whose state directory is private to the test."""
+
+    def __init__(self, spore, guest, shim_dir):
+        self.spore, self.guest, self.shim_dir = spore, guest, shim_dir
+        if not os.path.exists("/dev/kvm"):
+            raise Skip("no /dev/kvm: the shim resumes real VMs")
+        import harness as regh
+        why = regh.registry_tools_missing()
+        if why:
+            raise Skip(why)
+        self.regh = regh
+        self.tmp = tempfile.mkdtemp(prefix="spore-shim-", dir="/var/tmp")
+        self.state = os.path.join(self.tmp, "st")
+        self.config = os.path.join(self.tmp, "shim.yaml")
+        with open(self.config, "w") as f:
+            f.write("spore: %s\nstate_dir: %s\nready_timeout_ms: 20000\n" % (spore, self.state))
+        self.env = dict(os.environ, SPORE_LOG="info", SPORE_STATE_DIR=os.path.join(self.tmp, "spore-state"),
+                        SPORE_CACHE_DIR=os.path.join(self.tmp, "cache"), DOCKER_CONFIG=os.path.join(self.tmp, "docker"))
+        os.makedirs(self.env["DOCKER_CONFIG"])
+        self.reg = None
+
+    def run(self, *argv, timeout=120):
+        p = subprocess.run([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
+                           timeout=timeout, text=True, errors="replace")
+        return p
+
+    def agent_spore(self, name, cmdline="mode=idle"):
+        """A test-guest spore captured with its agent ready (a vsock device)."""
+        d = os.path.join(self.tmp, name)
+        p = self.run(self.spore, "run", "--kernel", self.guest, "--mem", 64, "--vsock", os.path.join(self.tmp, name + ".v"),
+                     "--cmdline", cmdline, "--capture", d, "--capture-on", "ready")
+        check(p.returncode == 0 and os.path.isfile(os.path.join(d, "spore", "manifest.json")),
+              "capture of %s failed (%s):\n%s" % (name, p.returncode, p.stderr[-3000:]))
+        return d
+
+    def start_registry(self):
+        self.reg = self.regh.Registry().start()
+        return self.reg
+
+    def push(self, d, repo, tag="v1"):
+        ref = "%s/%s:%s" % (self.reg.host, repo, tag)
+        p = self.run(self.spore, "push", d, ref, timeout=300)
+        check(p.returncode == 0, "spore push %s failed:\n%s" % (ref, p.stderr[-3000:]))
+        return ref
+
+    def leftovers(self):
+        """Anything the shims left: VMMs, shims, entries in the state dir, mounts."""
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            argv = ctrd._proc_cmdline(pid) or []
+            if any(self.state in a for a in argv):
+                found.append("process %s %r" % (pid, argv[:4]))
+        if os.path.isdir(self.state):
+            found += ["state entry %s" % e for e in os.listdir(self.state)]
+        with open("/proc/self/mountinfo") as f:
+            found += ["mount %s" % ln.split()[4] for ln in f if self.tmp in ln]
+        return found
+
+    def close(self):
+        if self.reg:
+            self.reg.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_gone(env, timeout=15):
+    deadline = time.monotonic() + timeout
+    while True:
+        left = env.leftovers()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def ctr_spore(c, env, ref, argv, cid=None, extra=(), timeout=60):
+    return c.ctr_run(ref, argv, cid=cid, runtime=RUNTIME, extra=("--runtime-config-path", env.config) + tuple(extra),
+                     timeout=timeout)
+
+
+def t_ctr(env):
+    """`ctr run --runtime io.containerd.spore.v2 <spore image> id cmd` forks a
+    VM from the spore and runs cmd in it: output, exit status, a fresh
+    generation per run; a non-spore image gets an error naming it; nothing
+    is left behind."""
+    tm = Timer()
+    d = env.agent_spore("tg")
+    tm.mark("captured a test-guest spore with its agent")
+    env.start_registry()
+    ref = env.push(d, "spores/tg")
+    tm.mark("pushed %s" % ref)
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host])
+    try:
+        c.start()
+        c.pull(ref)
+        tm.mark("ctr images pull (unpacked by overlayfs)")
+        r = ctr_spore(c, env, ref, ["echo", "hello", "from", "a", "spore"])
+        check(r.rc == 0 and r.out == "hello from a spore\n", "ctr run echo: %s" % r.describe())
+        tm.mark("echo: rc 0, output ok (%.3fs)" % r.secs)
+        r = ctr_spore(c, env, ref, ["exit", "7"])
+        check(r.rc == 7, "ctr run exit 7: %s" % r.describe())
+        tm.mark("exit 7: rc 7")
+        gens = []
+        for i in range(2):
+            r = ctr_spore(c, env, ref, ["generation"])
+            check(r.rc == 0 and re.match(r"^[0-9a-f]{32}\n$", r.out), "generation: %s" % r.describe())
+            gens.append(r.out.strip())
+        check(gens[0] != gens[1], "two pods forked from one spore share a generation id %s" % gens[0])
+        tm.mark("two runs, two generation ids")
+        r = ctr_spore(c, env, ref, ["hostname"], extra=("--hostname", "forked-one"))
+        check(r.rc == 0 and r.out == "forked-one\n", "hostname from the spec: %s" % r.describe())
+        r = ctr_spore(c, env, ref, ["no-such-command"])
+        check(r.rc not in (0, "timeout") and "no-such-command" in r.err, "unknown command: %s" % r.describe())
+        tm.mark("the spec's hostname reaches the guest; an unknown command is refused by name")
+
+        busy = ctrd.busybox_image()
+        c.import_image(busy)
+        r = ctr_spore(c, env, busy.ref, ["sh", "-c", "true"])
+        check(r.rc != 0 and "is not a spore" in r.err, "a non-spore image must be refused clearly: %s" % r.describe())
+        tm.mark("busybox under the spore runtime: refused (%s)" % r.err.strip().splitlines()[-1][:120])
+        check(c.ctr_ok("containers", "ls", "-q").out.strip() == "", "containers left")
+        left = wait_gone(env)
+        check(not left, "left behind: %s" % left)
+        check(not c.wait_no_shims(10), "shims left")
+        tm.mark("nothing left: no VMM, shim, socket or mount")
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
+        raise
+    finally:
+        problems = c.stop()
+        check(not problems, "teardown had to clean up: %s" % problems)
+
+
+def t_cri(env):
+    """Through CRI: a pod with runtime handler `spore`; containers from a
+    spore image run in the pod's one VM; ExecSync; exit codes and logs; the
+    pod's spore named by annotation; stop and remove leave nothing."""
+    from cri import CriClient
+    tm = Timer()
+    d = env.agent_spore("tg")
+    env.start_registry()
+    ref = env.push(d, "spores/tg")
+    tm.mark("spore captured and pushed: %s" % ref)
+    c = Containerd(runtimes=[Runtime.spore(config_path=env.config)], shim_dirs=[env.shim_dir],
+                   insecure_registries=[env.reg.host])
+    k = None
+    try:
+        c.start()
+        c.ensure_pause_image()
+        k = CriClient(c)
+        k.pull_image(ref)
+        tm.mark("CRI up, spore image pulled")
+        pod = k.run_pod("spore-pod", runtime_handler="spore", hostname="pod-a")
+        tm.mark("RunPodSandbox (handler spore)")
+        ctr1, st, log = k.run_container(pod, ref, args=["echo", "hello", "cri"], name="echo")
+        check(st.exit_code == 0 and log == "hello cri\n", "echo: exit %d, log %r" % (st.exit_code, log))
+        tm.mark("container echo: exit 0, CRI log ok")
+        ctr2, st, log = k.run_container(pod, ref, args=["exit", "5"], name="five")
+        check(st.exit_code == 5, "exit 5: got %d" % st.exit_code)
+        tm.mark("container five: exit 5")
+        vmms = [p for p in env.leftovers() if p.startswith("process") and " 'resume'" in p]
+        check(len(vmms) == 1, "a pod is one VM: %s" % vmms)
+        sleeper = k.create_container(pod, ref, args=["sleep", "60000"], name="sleeper")
+        k.start_container(sleeper)
+        rc, out, err = k.exec_sync(sleeper, ["echo", "exec", "ok"])
+        check(rc == 0 and out == b"exec ok\n", "ExecSync: rc %d out %r err %r" % (rc, out, err))
+        rc, out, err = k.exec_sync(sleeper, ["hostname"])
+        check(rc == 0 and out == b"pod-a\n", "the pod's hostname in its VM: %r" % out)
+        tm.mark("ExecSync beside a running container; hostname pod-a")
+        k.stop_container(sleeper, grace=0)
+        st = k.container_status(sleeper).status
+        check(st.exit_code == 128 + signal.SIGKILL or st.exit_code == 128 + signal.SIGTERM,
+              "stopped sleeper exit code %d" % st.exit_code)
+        tm.mark("StopContainer: exit %d" % st.exit_code)
+        k.stop_pod(pod)
+        k.remove_pod(pod)
+        tm.mark("pod stopped and removed")
+        check(not c.wait_no_shims(10), "shims left")
+        left = wait_gone(env)
+        check(not left, "left behind: %s" % left)
+
+        # The pod's spore by annotation: a local directory; the pause
+        # container resumes the VM, a busybox-free container runs in it.
+        pod = k.run_pod("annotated", runtime_handler="spore", annotations={"sporelet.ai/spore": d})
+        ctr3, st, log = k.run_container(pod, ref, args=["echo", "annotated"], name="a")
+        check(st.exit_code == 0 and log == "annotated\n", "annotated pod: exit %d log %r" % (st.exit_code, log))
+        tm.mark("pod with sporelet.ai/spore annotation")
+        problems = k.cleanup()
+        check(not problems, "CRI cleanup: %s" % problems)
+        check(not c.wait_no_shims(10), "shims left")
+        left = wait_gone(env)
+        check(not left, "left behind: %s" % left)
+        tm.mark("nothing left")
+        k.close()
+        k = None
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
+        if k is not None:
+            k.cleanup()
+        raise
+    finally:
+        problems = c.stop()
+        check(not problems, "teardown had to clean up: %s" % problems)
+
+
+def t_lifecycle(env):
+    """Events in order; pause and resume; a VMM killed under a running task is
+    an exit with a non-zero status; containerd restarting while a pod runs
+    reconnects through the bundle's address file."""
+    tm = Timer()
+    d = env.agent_spore("tg")
+    env.start_registry()
+    ref = env.push(d, "spores/tg")
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host])
+    ev = None
+    try:
+        c.start()
+        c.pull(ref)
+        ev = c.ctr_popen("events")
+        r = ctr_spore(c, env, ref, ["echo", "evt"], cid="evt")
+        check(r.rc == 0 and r.out == "evt\n", "echo: %s" % r.describe())
+        time.sleep(1)
+        os.killpg(ev.pid, signal.SIGKILL)
+        out = ev.communicate(timeout=10)[0]
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        topics = [ln.split()[3] for ln in out.splitlines()
+                  if len(ln.split()) > 3 and "evt" in ln and ln.split()[3].startswith("/tasks/")]
+        want = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+        check([t for t in topics if t in want] == want, "events of one run: %s" % topics)
+        tm.mark("events: %s" % " ".join(topics))
+
+        p = c.ctr_popen(*c.ctr_run_args(ref, ["sleep", "600000"], cid="long", runtime=RUNTIME,
+                                        extra=("--runtime-config-path", env.config)))
+        deadline = time.monotonic() + 30
+        while c.task_status("long") != "RUNNING":
+            check(time.monotonic() < deadline and p.poll() is None, "long did not start")
+            time.sleep(0.05)
+        check(c.ctr("tasks", "pause", "long").rc == 0, "pause")
+        check(c.task_status("long") == "PAUSED", "status after pause: %s" % c.task_status("long"))
+        check(c.ctr("tasks", "resume", "long").rc == 0, "resume")
+        check(c.task_status("long") == "RUNNING", "status after resume: %s" % c.task_status("long"))
+        tm.mark("pause / resume")
+
+        # containerd goes away and comes back: the pod keeps running and is
+        # found again through <bundle>/address.
+        c.restart()
+        check(c.task_status("long") == "RUNNING", "after a containerd restart: %s" % c.task_status("long"))
+        tm.mark("containerd restarted; the task is still RUNNING")
+
+        vmm = [int(x.split()[1]) for x in env.leftovers() if x.startswith("process") and "'resume'" in x]
+        check(len(vmm) == 1, "one VMM expected: %s" % env.leftovers())
+        os.kill(vmm[0], signal.SIGKILL)
+        try:
+            rc = p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        check(rc not in (0, "timeout"), "a task whose VMM died must exit non-zero, got %r" % rc)
+        tm.mark("VMM killed: the task exited with %r" % rc)
+        c.ctr("tasks", "delete", "long")
+        c.ctr("containers", "delete", "long")
+        check(not c.wait_no_shims(10), "shims left")
+        left = wait_gone(env)
+        check(not left, "left behind: %s" % left)
+        tm.mark("nothing left")
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
+        raise
+    finally:
+        if ev is not None and ev.poll() is None:
+            os.killpg(ev.pid, signal.SIGKILL)
+        problems = c.stop()
+        check(not problems, "teardown had to clean up: %s" % problems)
+
+
+TESTS = {"ctr": t_ctr, "cri": t_cri, "lifecycle": t_lifecycle}
+
+
+def main():
+    if len(sys.argv) != 5 or sys.argv[1] not in TESTS:
+        sys.stderr.write("usage: %s {%s} SPORE_BIN TESTGUEST_ELF SHIM_DIR\n" % (sys.argv[0], "|".join(TESTS)))
+        sys.exit(2)
+    why = ctrd.containerd_missing()
+    if why:
+        print("SKIP: %s" % why, flush=True)
+        sys.exit(ctrd.SKIP)
+
+    def run():
+        env = Env(*[os.path.abspath(a) for a in sys.argv[2:5]])
+        try:
+            TESTS[sys.argv[1]](env)
+        finally:
+            env.close()
+    ctrd.main_wrapper(run)
+
+
+if __name__ == "__main__":
+    main()
