@@ -161,7 +161,8 @@ static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 		return sl_error_set(err, SL_E_INVALID, W ": machine.vcpus %llu not in 1..%d", (unsigned long long)vcpus, SPORE_MAX_VCPUS);
 	m->vcpus = (unsigned)vcpus;
 	/* "platform" and "vsock_cid" arrived with Linux guests; a spore
-	 * without them is a bare (test guest) machine. */
+	 * without them is a bare (test guest) machine. A bare machine may
+	 * have a vsock device too (the test guest's agent). */
 	json_t *plat = json_object_get(mach, "platform");
 	if (plat) {
 		const char *pn = json_is_string(plat) ? json_string_value(plat) : "";
@@ -176,9 +177,8 @@ static int parse(json_t *root, struct spore_manifest *m, sl_error_t *err)
 		uint64_t cid;
 		if (sl_json_get_u64(mach, "vsock_cid", W, &cid, err) < 0)
 			return -1;
-		if (cid != 0 && (cid < 3 || cid > UINT32_MAX - 1 || m->platform != SPORE_PLATFORM_LINUX))
-			return sl_error_set(err, SL_E_INVALID,
-					    W ": machine.vsock_cid %llu must be 0, or 3..2^32-2 on the linux platform",
+		if (cid != 0 && (cid < 3 || cid > UINT32_MAX - 1))
+			return sl_error_set(err, SL_E_INVALID, W ": machine.vsock_cid %llu must be 0, or 3..2^32-2",
 					    (unsigned long long)cid);
 		m->vsock_cid = (uint32_t)cid;
 	}
@@ -342,6 +342,10 @@ int spore_manifest_write(const struct spore_manifest *m, char **buf, size_t *len
 	machine = json_pack("{s:i, s:I}", "vcpus", (int)m->vcpus, "memory_mib", (json_int_t)m->mem_mib);
 	if (machine && m->platform == SPORE_PLATFORM_LINUX) {
 		json_object_set_new(machine, "platform", json_string("linux"));
+		json_object_set_new(machine, "vsock_cid", json_integer(m->vsock_cid));
+	} else if (machine && m->vsock_cid) {
+		/* A test guest with a vsock device (its agent): the CID is the
+		 * one device a restore must rebuild. */
 		json_object_set_new(machine, "vsock_cid", json_integer(m->vsock_cid));
 	}
 	json_t *parent = json_null();

@@ -46,10 +46,33 @@
 	iretq
 
 /* int3 / int 0x80 (DPL 3 interrupt gates, IF=0 on entry): halt until the
- * next interrupt; sti's one-instruction shadow makes sti;hlt race free. */
+ * next interrupt; sti's one-instruction shadow makes sti;hlt race free.
+ * A device interrupt taken since the last halt (wake flag) returns at once:
+ * ring 3 looks at its rings again instead of missing that wake-up. */
 	.org TG_STUB_HALT
+	pushq %rax
+	movq %rsp, %rax
+	andq $-TG_KSTACK_SIZE, %rax
+	cmpq $0, TG_PERCPU_WAKE(%rax)
+	jne 1f
 	sti
 	hlt
+	cli
+1:	movq $0, TG_PERCPU_WAKE(%rax)
+	popq %rax
+	iretq
+
+/* Vector TG_VEC_VIRTIO: the vsock device (edge-triggered at the IOAPIC, so
+ * ring 3 acknowledges the device whenever it likes). */
+	.org TG_STUB_VIRTIO
+	pushq %rax
+	movq %rsp, %rax
+	andq $-TG_KSTACK_SIZE, %rax
+	incq TG_PERCPU_VIRQ(%rax)
+	movq $1, TG_PERCPU_WAKE(%rax)
+	movl $(TG_LAPIC + 0xb0), %eax
+	movl $0, (%rax)
+	popq %rax
 	iretq
 
 /* Vector 0xff: LAPIC spurious interrupt, no EOI. */
@@ -238,6 +261,8 @@ tg_idt:
 	gate (TG_LOAD_ADDR+TG_STUB_TIMER),0
 	.elseif vec == TG_VEC_WAKE
 	gate (TG_LOAD_ADDR+TG_STUB_WAKE),0
+	.elseif vec == TG_VEC_VIRTIO
+	gate (TG_LOAD_ADDR+TG_STUB_VIRTIO),0
 	.elseif vec == TG_VEC_HALT_COMPAT
 	gate (TG_LOAD_ADDR+TG_STUB_HALT),3
 	.elseif vec == TG_VEC_SPURIOUS

@@ -13,6 +13,11 @@
 #define TG_PERCPU_TICKS 0 /* uint64_t: timer interrupts taken by this CPU */
 #define TG_PERCPU_CPU 8   /* uint64_t: CPU index */
 #define TG_PERCPU_FAULT 16 /* uint64_t: nonzero once a fault is being reported */
+/* uint64_t: set by a device interrupt, cleared by the halt stub: a device
+ * interrupt that lands between ring 3's last look at its rings and its
+ * `int3` makes that halt return at once instead of sleeping a timer tick. */
+#define TG_PERCPU_WAKE 24
+#define TG_PERCPU_VIRQ 32 /* uint64_t: device interrupts taken by this CPU */
 
 /* GDT selectors. */
 #define TG_SEL_KCODE 0x08
@@ -32,6 +37,9 @@
  * same handler for hosts where it works. */
 #define TG_VEC_HALT 3
 #define TG_VEC_HALT_COMPAT 0x80
+/* The vsock device's line (IOAPIC pin from the boot info, edge-triggered,
+ * to CPU 0): counts the interrupt and sets the wake flag (the agent). */
+#define TG_VEC_VIRTIO 34
 #define TG_VEC_SPURIOUS 0xff
 
 /* Offsets of the interrupt stubs inside .text.boot (which the linker places at
@@ -40,6 +48,7 @@
 #define TG_STUB_TIMER 0x400
 #define TG_STUB_WAKE 0x440
 #define TG_STUB_HALT 0x480
+#define TG_STUB_VIRTIO 0x4c0
 #define TG_STUB_SPURIOUS 0x500
 #define TG_TSS_OFF 0x600 /* 16 TSSes of 128 bytes */
 #define TG_TSS_STRIDE 128

@@ -2,6 +2,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent.h"
 #include "layout.h"
 
 /* Everything below runs in ring 3 (IOPL=3, IF=1) except tg_fault(), which the
@@ -91,6 +92,10 @@ struct tg_boot_info {
 	uint64_t cmdline_gpa;
 	uint32_t cmdline_len;
 	uint32_t reserved1;
+	/* version 2: the vsock device (absent in version 1) */
+	uint64_t vsock_mmio_gpa;
+	uint32_t vsock_gsi;
+	uint32_t reserved2;
 };
 
 struct hvm_start_info {
@@ -139,6 +144,8 @@ static uint32_t ncpus;
 static uint32_t spore_present;
 static uint64_t mem_bytes;
 static uint64_t work_base, work_stride, spin_limit;
+static uint64_t vsock_mmio, agent_arena; /* 0: no vsock device, no agent */
+static uint32_t vsock_gsi;
 
 static struct {
 	volatile uint32_t print_lock; /* 0 or owner CPU + 1 */
@@ -413,6 +420,11 @@ __attribute__((noreturn)) static void boot_error(const char *what)
 	tg_exit(0, 2);
 }
 
+static uint64_t mem_bytes_of(const struct tg_boot_info *bi)
+{
+	return bi->mem_bytes;
+}
+
 static void boot_cpu0(uint64_t info, uint64_t kind)
 {
 	const char *cmd = "";
@@ -421,8 +433,15 @@ static void boot_cpu0(uint64_t info, uint64_t kind)
 	spore_present = inl(SPORE_PRESENT) == SPORE_MAGIC;
 	if (kind == 0) {
 		const struct tg_boot_info *bi = (const struct tg_boot_info *)(uintptr_t)info;
-		if (!info || info >= MEM_LIMIT || bi->magic != SPORE_MAGIC || bi->version != 1)
+		if (!info || info >= MEM_LIMIT || bi->magic != SPORE_MAGIC || bi->version < 1 || bi->version > 2)
 			boot_error("bad boot info");
+		if (bi->version >= 2 && bi->vsock_mmio_gpa) {
+			if (bi->vsock_mmio_gpa < mem_bytes_of(bi) || bi->vsock_mmio_gpa >= 0xfe000000ull ||
+			    (bi->vsock_mmio_gpa & 0xfff))
+				boot_error("bad vsock device address");
+			vsock_mmio = bi->vsock_mmio_gpa;
+			vsock_gsi = bi->vsock_gsi;
+		}
 		ncpus = bi->ncpus;
 		mem_bytes = bi->mem_bytes;
 		if (bi->cmdline_gpa && bi->cmdline_len) {
@@ -473,6 +492,12 @@ static void boot_cpu0(uint64_t info, uint64_t kind)
 	uint64_t limit = mem_bytes < MEM_LIMIT ? mem_bytes : MEM_LIMIT;
 	if (work_base + work_stride * ncpus > limit)
 		boot_error("work regions do not fit in RAM");
+	if (vsock_mmio) {
+		/* The agent's rings and buffers follow the work regions. */
+		agent_arena = work_base + work_stride * ncpus;
+		if (agent_arena + TG_AGENT_ARENA > limit)
+			boot_error("the agent's memory does not fit in RAM (raise --mem)");
+	}
 	/* Bound for waiting on a timer tick: many timer periods of pause loops. */
 	spin_limit = 4000000000ull / cfg.hz;
 	if (spin_limit < 2000000)
@@ -698,6 +723,44 @@ static void cpu0_duties(void)
 	}
 }
 
+/* ---- services for the agent (agent.h); CPU 0 ---- */
+
+uint64_t tg_now_ms(void)
+{
+	return now_ms();
+}
+
+void tg_gen_id(uint8_t id[16])
+{
+	/* Straight from the buffer, not c0's copy: a command that runs right
+	 * after a restore must see the new id even before cpu0_duties has
+	 * announced it. The VMM writes it before any vCPU runs. */
+	for (int i = 0; i < 16; i++)
+		id[i] = tg_gen.id[i];
+}
+
+void tg_log(const char *a, const char *b, uint64_t n)
+{
+	struct line l = {.n = 0};
+	l_s(&l, "tg: agent ");
+	l_s(&l, a);
+	if (b[0]) {
+		l_s(&l, b);
+		l_u(&l, n);
+	}
+	emit(&l, 0);
+}
+
+void tg_poweroff(void)
+{
+	tg_exit(0, 0);
+}
+
+uint64_t tg_virq_count(void)
+{
+	return *(volatile uint64_t *)(tg_kstacks + TG_PERCPU_VIRQ);
+}
+
 /* ---- ring-3 entry (from entry.S) ---- */
 
 __attribute__((noreturn)) void tg_user_main(uint64_t cpu, uint64_t info, uint64_t kind);
@@ -737,6 +800,11 @@ __attribute__((noreturn)) void tg_user_main(uint64_t cpu, uint64_t info, uint64_
 			poll_generation();
 		}
 		c0.deadline_base = 0; /* the first generation is boot, not a restore */
+		if (vsock_mmio) {
+			const char *why = tg_agent_init(vsock_mmio, vsock_gsi, agent_arena);
+			if (why)
+				boot_error(why);
+		}
 		start_round();
 	}
 
@@ -750,6 +818,12 @@ __attribute__((noreturn)) void tg_user_main(uint64_t cpu, uint64_t info, uint64_
 		if (cfg.mode == MODE_DEMO)
 			work_step(c);
 		c->iter++;
+		/* The agent works until it has nothing to do right now, then the
+		 * CPU halts: its device interrupt (or the timer, for sleeps)
+		 * ends the halt. Bounded, so the duties above still run. */
+		if (me == 0 && vsock_mmio)
+			for (int n = 0; n < 64 && tg_agent_poll(); n++)
+				;
 		if (busy)
 			cpu_relax(); /* bench: poll the generation buffer continuously */
 		else

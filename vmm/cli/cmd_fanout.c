@@ -53,10 +53,11 @@ static double pct(double *v, size_t n, double p)
 	return v[i < n ? i : n - 1];
 }
 
-/* What every child runs after its restore (Linux spores): the command,
- * with the child's name as its guest's hostname. */
+/* What every child runs after its restore (spores with an agent: Linux,
+ * or the test guest with vsock): the command, with the child's name as its
+ * guest's hostname. */
 struct child_cmd {
-	bool linux_guest;
+	bool agent; /* the spore has a guest agent */
 	char **argv; /* NULL: none */
 	int argc;
 };
@@ -99,7 +100,7 @@ static pid_t spawn(const char *dir, struct child *c, const char *for_arg, const 
 			args[n++] = "--verify";
 			args[n++] = (char *)verify_arg;
 		}
-		if (cc->linux_guest) {
+		if (cc->agent) {
 			/* A hostname is at most 64 bytes; longer child names are cut. */
 			static char host[65];
 			snprintf(host, sizeof(host), "%.64s", c->name);
@@ -243,9 +244,11 @@ int cmd_fanout(int argc, char **argv)
 	struct vmm_machine shape = {0};
 	vmm_spore_shape(sp, &shape);
 	vmm_spore_close(sp);
-	cc.linux_guest = shape.platform == VMM_PLATFORM_LINUX;
-	if (cc.argv && !cc.linux_guest)
-		return cli_usage("fanout: %s holds test-guest spores; a COMMAND is for Linux spores", dir);
+	/* A test-guest spore with a vsock device has an agent too. */
+	cc.agent = shape.platform == VMM_PLATFORM_LINUX || shape.vsock_cid;
+	if (cc.argv && !cc.agent)
+		return cli_usage("fanout: %s holds test-guest spores without a vsock device; a COMMAND needs an "
+				 "agent (a Linux spore, or a test guest run with --vsock)", dir);
 
 	uint64_t t0 = cli_now_ns();
 	if (verify == VMM_VERIFY_SEALED)

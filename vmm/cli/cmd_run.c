@@ -25,7 +25,10 @@ static const char run_usage[] =
 	"                 [-- COMMAND...]\n"
 	"Boots an x86_64 ELF kernel (the test guest; ARGS extend its command line)\n"
 	"or a Linux bzImage (ARGS are a command the guest's agent runs; --cmdline\n"
-	"extends the kernel's). With --from, resumes a spore and runs COMMAND in it.\n"
+	"extends the kernel's). The test guest with --vsock gets a vsock device and\n"
+	"runs its agent: ARGS are then a command for it (built-ins, docs/testguest.md)\n"
+	"and --cmdline is its command line. With --from, resumes a spore and runs\n"
+	"COMMAND in it.\n"
 	"A Linux guest's command line is console=ttyS0 reboot=t panic=-1 pci=off,\n"
 	"then --cmdline (default: quiet). --capture-on ready captures a Linux guest\n"
 	"once its agent answers and COMMAND (the warm-up), if any, exited 0.\n"
@@ -40,8 +43,9 @@ static const char resume_usage[] =
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
 	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
 	"every chunk even when a seal shows it unchanged since it was last verified.\n"
-	"A Linux spore's agent gets the new generation (fresh entropy, the clock,\n"
-	"NAME as hostname, the K=V environment) and then runs COMMAND, if given.\n"
+	"A Linux spore's agent (or a test-guest spore's, if it has a vsock device)\n"
+	"gets the new generation (fresh entropy, the clock, NAME as hostname, the\n"
+	"K=V environment) and then runs COMMAND, if given.\n"
 	"--control SOCKET serves pause, resume, capture DIR, stop and status\n"
 	"(docs/control-protocol.md; `spore control SOCKET REQUEST`). --ready-fd N\n"
 	"gets one line \"ready restore_ms=<ms>\" once the guest runs (and its agent,\n"
@@ -273,10 +277,29 @@ int cmd_run(int argc, char **argv)
 		return cli_fail(&err);
 	_cleanup_free_ char *cl = NULL;
 	struct cli_vsock vs = {0};
-	if (m.platform == VMM_PLATFORM_BARE) {
+	if (m.platform == VMM_PLATFORM_BARE && g.vsock) {
+		/* The test guest with a vsock device runs its agent
+		 * (docs/testguest.md): ARGS are a command for it, as for Linux,
+		 * and --cmdline alone is the test kernel's command line. */
+		if (m.ndisks || m.virtio_cmdline || initrd)
+			return cli_usage("run: --disk, --initrd and --virtio-cmdline need a Linux kernel (%s is an ELF "
+					 "test kernel)", kernel);
+		if (g.hostname)
+			return cli_usage("run: --hostname is for a resumed spore (a booted guest keeps its own)");
+		if (cli_vsock_setup(g.vsock, &vs, &err) < 0)
+			return cli_fail(&err);
+		m.vsock_cid = CLI_VSOCK_CID;
+		m.vsock_path = vs.path;
+		cl = strdup(cmdline ? cmdline : ""); /* not Linux's "quiet" default */
+		if (!cl) {
+			cli_vsock_cleanup(&vs);
+			return cli_usage("out of memory");
+		}
+	} else if (m.platform == VMM_PLATFORM_BARE) {
 		if (m.ndisks || m.virtio_cmdline || guest_opts_given(&g))
-			return cli_usage("run: --disk, --vsock, --virtio-cmdline, --hostname, --env and --agent-timeout "
-					 "need a Linux kernel (%s is an ELF test kernel)", kernel);
+			return cli_usage("run: --disk, --virtio-cmdline, --hostname, --env and --agent-timeout need a "
+					 "Linux kernel or, for a test kernel, --vsock PATH (its agent) (%s is an ELF "
+					 "test kernel)", kernel);
 		/* ARGS after "--" extend the test kernel's command line. */
 		size_t len = (cmdline ? strlen(cmdline) : 0) + 1;
 		for (int i = optind; i < argc; i++)
@@ -307,7 +330,7 @@ int cmd_run(int argc, char **argv)
 		cli_vsock_cleanup(&vs);
 		return cli_fail(&err);
 	}
-	int rc = drive_guest(vm, &o, &g, m.platform == VMM_PLATFORM_LINUX ? vs.path : NULL, args, false, NULL);
+	int rc = drive_guest(vm, &o, &g, m.vsock_cid ? vs.path : NULL, args, false, NULL);
 	cli_vsock_cleanup(&vs);
 	return rc;
 }
@@ -412,17 +435,21 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 	vmm_spore_shape(sp, &m);
 	struct cli_vsock vs = {0};
 	bool linux_guest = m.platform == VMM_PLATFORM_LINUX;
+	/* A test-guest spore captured with a vsock device has the agent
+	 * (docs/testguest.md): it is driven like a Linux one. */
+	bool agent = linux_guest || m.vsock_cid;
 	int rrc = 0;
-	if (!linux_guest && (command || guest_opts_given(g))) {
+	if (!agent && (command || guest_opts_given(g))) {
 		vmm_spore_close(sp);
-		return cli_usage("%s is a test-guest spore: a COMMAND, --hostname, --env, --vsock and "
-				 "--agent-timeout are for Linux spores", dir);
+		return cli_usage("%s is a test-guest spore without a vsock device, so no agent to talk to: a COMMAND, "
+				 "--hostname, --env, --vsock and --agent-timeout need a spore captured from "
+				 "`spore run --vsock PATH` (or a Linux spore)", dir);
 	}
 	if (linux_guest && !m.vsock_cid) {
 		vmm_spore_close(sp);
 		return cli_usage("%s: this Linux spore has no vsock device, so no agent to talk to", dir);
 	}
-	if (linux_guest) {
+	if (agent) {
 		rrc = cli_vsock_setup(g->vsock, &vs, &err);
 		m.vsock_path = vs.path;
 		if (rrc == 0 && m.ndisks)
@@ -443,7 +470,7 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 	}
 	o->restore_ns = cli_now_ns() - o->launch_ns;
 	cli_log_restored(vm, dir, o, &rs);
-	int rc = drive_guest(vm, o, g, linux_guest ? vs.path : NULL, command, true, prefix);
+	int rc = drive_guest(vm, o, g, agent ? vs.path : NULL, command, true, prefix);
 	cli_vsock_cleanup(&vs);
 	return rc;
 }

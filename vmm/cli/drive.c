@@ -163,7 +163,9 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 						status = cmd_status >= 0 ? cmd_status : ev.code;
 					break;
 				case VMM_EV_READY:
-					if (o->capture_on == CAP_READY)
+					/* With an agent (the test guest with vsock),
+					 * "ready" is the agent's READY (job_event). */
+					if (o->capture_on == CAP_READY && !o->job)
 						status = capture(vm, o->capture_dir);
 					break;
 				case VMM_EV_SHUTDOWN:

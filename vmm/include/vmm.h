@@ -36,9 +36,10 @@ struct vmm_machine {
 	uint64_t mem_mib; /* guest RAM, a multiple of 2 */
 	unsigned vcpus;   /* 1..VMM_MAX_VCPUS */
 	enum vmm_platform platform;
-	/* Linux platform only: */
+	/* vsock: either platform (the bare test guest gets only this device) */
 	uint32_t vsock_cid;     /* 0: no vsock device; else the guest's CID (>= 3) */
 	const char *vsock_path; /* the vsock device's host Unix socket (docs/vsock.md) */
+	/* Linux platform only: */
 	unsigned ndisks;        /* virtio-blk disks, /dev/vda, vdb, ... in order */
 	struct vmm_disk disks[VMM_MAX_DISKS];
 	/* Boot only: describe the virtio devices with virtio_mmio.device= words

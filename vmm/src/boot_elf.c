@@ -3,16 +3,23 @@
 #include <string.h>
 #include <sys/ioctl.h>
 
+#include "platform_linux.h"
 #include "sl/file.h"
 #include "vmm_internal.h"
 
 #define KERNEL_MAX (64u << 20)
 
-/* Boot information handed to the guest in rsi (docs/testguest.md). */
+/* Boot information handed to the guest in rsi (docs/testguest.md).
+ * Version 2 adds the vsock device; a machine without one still gets
+ * version 1, byte for byte what it got before. */
 struct boot_info {
 	uint32_t magic, version, ncpus, reserved0;
 	uint64_t mem_bytes, cmdline_gpa;
 	uint32_t cmdline_len, reserved1;
+	/* version 2 */
+	uint64_t vsock_mmio_gpa; /* virtio-mmio vsock registers (one page) */
+	uint32_t vsock_gsi;      /* its IOAPIC pin (level-triggered line) */
+	uint32_t reserved2;
 };
 #define BOOT_INFO_MAGIC 0x524f5053u
 
@@ -139,6 +146,8 @@ int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline
 	*bi = (struct boot_info){.magic = BOOT_INFO_MAGIC, .version = 1, .ncpus = vm->machine.vcpus,
 				 .mem_bytes = vm->mem_size, .cmdline_gpa = VMM_CMDLINE_GPA,
 				 .cmdline_len = (uint32_t)clen};
+	if (vmm_linux_vsock_slot(vm, &bi->vsock_mmio_gpa, &bi->vsock_gsi))
+		bi->version = 2;
 	for (unsigned i = 0; i < vm->machine.vcpus; i++)
 		if (setup_vcpu(&vm->vcpus[i], entry, err) < 0)
 			return -1;

@@ -37,6 +37,10 @@ struct linux_slot {
 struct vmm_linux {
 	struct linux_slot slot[LINUX_MAX_SLOTS];
 	unsigned nslots;
+	/* A bare machine (the test guest) asked for a vsock device: it gets
+	 * that one slot and nothing else of the platform (no ACPI, no rng, no
+	 * power-off port), so its slot 0 is the vsock device. */
+	bool bare;
 	uint16_t sleep_port;
 	uint64_t vmgenid_gpa; /* 0 until the tables are built or restored */
 };
@@ -53,6 +57,12 @@ struct platform_state_v1 {
 	uint32_t slot_device_id[LINUX_MAX_SLOTS];
 };
 #define PLATFORM_STATE_VERSION 1u
+
+/* The GED pin this machine's state records: a bare machine has none. */
+static uint32_t ged_gsi(const struct vmm_linux *l)
+{
+	return l->bare ? 0 : LINUX_GED_GSI;
+}
 
 static uint64_t slot_base(unsigned i)
 {
@@ -143,6 +153,12 @@ int vmm_linux_create(struct vmm_vm *vm, sl_error_t *err)
 	if (!l)
 		return sl_error_set(err, SL_E_NOMEM, "Linux platform");
 	vm->lnx = l;
+	if (m->platform == VMM_PLATFORM_BARE) {
+		l->bare = true;
+		if (!m->vsock_cid)
+			return sl_error_set(err, SL_E_INVALID, "a bare machine takes a vsock device only");
+		return add_slot(vm, l, SLOT_VSOCK, 0, err);
+	}
 	l->sleep_port = ACPI_SLEEP_PORT_DEFAULT;
 	if (vmm_pio_register(vm, l->sleep_port, 1, &sleep_ops, l, err) < 0)
 		return sl_error_wrap(err, "ACPI sleep register");
@@ -174,7 +190,7 @@ int vmm_linux_build_acpi(struct vmm_vm *vm, uint8_t *buf, size_t cap, uint64_t g
 			 sl_error_t *err)
 {
 	struct vmm_linux *l = vm->lnx;
-	if (!l)
+	if (!l || l->bare)
 		return sl_error_set(err, SL_E_INVALID, "a Linux kernel needs a machine of the Linux platform");
 	struct acpi_virtio_mmio dev[LINUX_MAX_SLOTS];
 	for (unsigned i = 0; i < l->nslots; i++)
@@ -235,7 +251,7 @@ int vmm_linux_save(struct vmm_vm *vm, struct sf_writer *w, sl_error_t *err)
 	struct platform_state_v1 ps = {.version = PLATFORM_STATE_VERSION,
 				       .nslots = l->nslots,
 				       .vmgenid_gpa = l->vmgenid_gpa,
-				       .ged_gsi = LINUX_GED_GSI,
+				       .ged_gsi = ged_gsi(l),
 				       .sleep_port = l->sleep_port};
 	for (unsigned i = 0; i < l->nslots; i++) {
 		struct virtio_mmio_state_v1 s;
@@ -269,11 +285,11 @@ int vmm_linux_load(struct vmm_vm *vm, const struct sf_file *f, const char *what,
 	if (ps.version != PLATFORM_STATE_VERSION)
 		return sl_error_set(err, SL_E_UNSUPPORTED, "%s: platform state version %u, this build reads %u", what,
 				    ps.version, PLATFORM_STATE_VERSION);
-	if (ps.nslots != l->nslots || ps.ged_gsi != LINUX_GED_GSI || ps.sleep_port != l->sleep_port)
+	if (ps.nslots != l->nslots || ps.ged_gsi != ged_gsi(l) || ps.sleep_port != l->sleep_port)
 		return sl_error_set(err, SL_E_INVALID,
 				    "%s: device layout differs from this machine's (%u slots, GED %u, port 0x%x; "
 				    "machine: %u, %u, 0x%x)",
-				    what, ps.nslots, ps.ged_gsi, ps.sleep_port, l->nslots, LINUX_GED_GSI, l->sleep_port);
+				    what, ps.nslots, ps.ged_gsi, ps.sleep_port, l->nslots, ged_gsi(l), l->sleep_port);
 	if (ps.vmgenid_gpa && ((ps.vmgenid_gpa & 7) || !vmm_gpa(vm, ps.vmgenid_gpa, ACPI_VMGENID_SIZE)))
 		return sl_error_set(err, SL_E_INVALID, "%s: VMGenID at 0x%llx is outside RAM", what,
 				    (unsigned long long)ps.vmgenid_gpa);
@@ -331,6 +347,17 @@ unsigned vmm_linux_ndisks(struct vmm_vm *vm)
 	for (unsigned i = 0; vm->lnx && i < vm->lnx->nslots; i++)
 		n += vm->lnx->slot[i].kind == SLOT_BLK;
 	return n;
+}
+
+bool vmm_linux_vsock_slot(struct vmm_vm *vm, uint64_t *base, uint32_t *gsi)
+{
+	for (unsigned i = 0; vm->lnx && i < vm->lnx->nslots; i++)
+		if (vm->lnx->slot[i].kind == SLOT_VSOCK) {
+			*base = slot_base(i);
+			*gsi = slot_gsi(i);
+			return true;
+		}
+	return false;
 }
 
 int vmm_linux_disk_fd(struct vmm_vm *vm, unsigned disk)

@@ -13,7 +13,8 @@
 struct vmm_vm;
 
 /* Creates the power-off port and the virtio devices vm->machine asks for
- * (rng, vsock, disks) at their fixed slots. On failure the caller's
+ * (rng, vsock, disks) at their fixed slots. A bare machine with a vsock CID
+ * gets only the vsock device, in slot 0, saved and restored the same way. On failure the caller's
  * vmm_destroy frees what was made. */
 int vmm_linux_create(struct vmm_vm *vm, sl_error_t *err);
 void vmm_linux_free(struct vmm_vm *vm);
@@ -44,6 +45,10 @@ int vmm_linux_restored(struct vmm_vm *vm, sl_error_t *err);
  * does not fit. */
 int vmm_linux_virtio_cmdline(unsigned nslots, char *buf, size_t cap);
 unsigned vmm_linux_nslots(struct vmm_vm *vm);
+
+/* Where the vsock device sits (the test guest learns it from its boot
+ * info); false if the machine has none. */
+bool vmm_linux_vsock_slot(struct vmm_vm *vm, uint64_t *base, uint32_t *gsi);
 
 unsigned vmm_linux_ndisks(struct vmm_vm *vm);
 int vmm_linux_disk_fd(struct vmm_vm *vm, unsigned disk); /* -1 if none */

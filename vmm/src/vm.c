@@ -82,8 +82,8 @@ static int check_machine(const struct vmm_machine *m, sl_error_t *err)
 				    m->vcpus);
 	if (m->platform != VMM_PLATFORM_BARE && m->platform != VMM_PLATFORM_LINUX)
 		return sl_error_set(err, SL_E_INVALID, "unknown machine platform %d", (int)m->platform);
-	if (m->platform == VMM_PLATFORM_BARE && (m->vsock_cid || m->ndisks))
-		return sl_error_set(err, SL_E_INVALID, "vsock and disks need the Linux platform (a bzImage kernel)");
+	if (m->platform == VMM_PLATFORM_BARE && m->ndisks)
+		return sl_error_set(err, SL_E_INVALID, "disks need the Linux platform (a bzImage kernel)");
 	if (m->mem_mib < 2 || m->mem_mib > VMM_MAX_MEM_MIB || m->mem_mib % 2)
 		return sl_error_set(err, SL_E_INVALID,
 				    "memory must be an even number of MiB in 2..%u, got %llu",
@@ -135,7 +135,8 @@ int vmm_create(const struct vmm_machine *m, const struct vmm_console *con, struc
 			goto fail;
 	if (vmm_serial_init(vm, con, err) < 0 || vmm_spore_dev_init(vm, err) < 0)
 		goto fail;
-	if (m->platform == VMM_PLATFORM_LINUX && vmm_linux_create(vm, err) < 0)
+	/* A bare machine has no platform devices unless it asked for vsock. */
+	if ((m->platform == VMM_PLATFORM_LINUX || m->vsock_cid) && vmm_linux_create(vm, err) < 0)
 		goto fail;
 	*out = vm;
 	return 0;

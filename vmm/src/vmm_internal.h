@@ -114,7 +114,7 @@ struct vmm_vm {
 	unsigned nmmio;
 	struct vmm_serial serial;
 	struct vmm_spore_dev sdev;
-	struct vmm_linux *lnx; /* Linux platform devices (platform_linux.c), NULL on a bare machine */
+	struct vmm_linux *lnx; /* platform devices (platform_linux.c); NULL on a bare machine without vsock */
 
 	/* run control */
 	pthread_mutex_t lock;

@@ -59,7 +59,7 @@ struct spore_manifest {
 	unsigned vcpus;
 	uint64_t mem_mib;
 	enum spore_platform platform;
-	uint32_t vsock_cid; /* Linux platform: 0 = no vsock device */
+	uint32_t vsock_cid; /* 0 = no vsock device (either platform) */
 	/* disks (Linux platform), in device order */
 	struct spore_disk disks[SPORE_MAX_DISKS];
 	size_t ndisks;

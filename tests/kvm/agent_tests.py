@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""kvm-tier tests of the test guest's agent (docs/testguest.md, "The agent").
+
+usage: agent_tests.py NAME SPORE_BINARY TESTGUEST_ELF
+
+testguest.elf with --vsock gets a virtio-vsock device and answers the agent
+protocol (docs/agent-protocol.md) with built-in commands. These tests drive
+it through the spore CLI (run/resume/fanout -- COMMAND) and through a raw
+client on the VM's vsock socket. Same runner, exit statuses and helpers as
+spore_tests.py.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import spore_tests as st  # noqa: E402
+from spore_tests import Fail, check  # noqa: E402
+
+HELLO, READY, ERROR, EXEC, STDIN, STDIN_EOF, STDOUT, STDERR, SIGNAL, EXIT, GENERATION, SHUTDOWN = (
+    0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21)
+E_PROTOCOL, E_VERSION, E_TOO_LARGE, E_STATE, E_EXEC, E_NO_PROCESS, E_BUSY = 1, 2, 3, 4, 5, 6, 7
+GEN_RE = re.compile(r"^tg: gen counter=(\d+) id=([0-9a-f]{32})$")
+
+
+# ---- the wire format ---------------------------------------------------------
+
+def u32(v):
+    return struct.pack("<I", v)
+
+
+def bstr(s):
+    b = s.encode() if isinstance(s, str) else s
+    return u32(len(b)) + b
+
+
+def strlist(items):
+    return u32(len(items)) + b"".join(bstr(s) for s in items)
+
+
+def frame(t, payload=b""):
+    return struct.pack("<IBBH", len(payload), t, 0, 0) + payload
+
+
+def exec_msg(pid, argv, env=(), stdin=False):
+    return frame(EXEC, u32(pid) + u32(1 if stdin else 0) + u32(0) + u32(0) + bstr("") + strlist(argv) +
+                 strlist(list(env)))
+
+
+def generation_msg(hostname="", env=()):
+    return frame(GENERATION, os.urandom(32) + struct.pack("<QI", int(time.time()), 0) + bstr(hostname) +
+                 strlist(list(env)))
+
+
+class Client:
+    """One connection to the agent through the VM's vsock socket."""
+
+    def __init__(self, path, deadline_s=20):
+        end = time.monotonic() + deadline_s
+        last = None
+        while True:
+            # The agent may not listen yet (or the device holds us while a
+            # restored guest handles its transport reset): EOF, retry.
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.settimeout(10)
+                s.connect(path)
+                s.sendall(b"CONNECT 1024\n")
+                line = b""
+                while not line.endswith(b"\n"):
+                    c = s.recv(1)
+                    if not c:
+                        raise OSError("EOF before the OK line")
+                    line += c
+                check(line.startswith(b"OK "), "vsock answered %r" % line)
+                self.s, self.buf = s, b""
+                return
+            except OSError as e:
+                last = e
+                s.close()
+                if time.monotonic() > end:
+                    raise Fail("could not connect to the agent at %s: %s" % (path, last))
+                time.sleep(0.05)
+
+    def send(self, data):
+        self.s.sendall(data)
+
+    def recv_frame(self, timeout=10):
+        """(type, payload), or None at EOF."""
+        self.s.settimeout(timeout)
+        while True:
+            if len(self.buf) >= 8:
+                n, t = struct.unpack_from("<IB", self.buf)
+                if len(self.buf) >= 8 + n:
+                    p = self.buf[8:8 + n]
+                    self.buf = self.buf[8 + n:]
+                    return t, p
+            try:
+                d = self.s.recv(65536)
+            except socket.timeout:
+                raise Fail("no frame from the agent within %ss" % timeout)
+            if not d:
+                check(not self.buf, "EOF inside a frame (%d bytes)" % len(self.buf))
+                return None
+            self.buf += d
+
+    def expect(self, t, what=""):
+        f = self.recv_frame()
+        check(f is not None and f[0] == t, "%s: want frame type 0x%02x, got %r" % (what, t, f))
+        return f[1]
+
+    def hello(self):
+        self.send(frame(HELLO, u32(1)))
+        check(self.expect(HELLO, "HELLO") == u32(1), "HELLO answer is not version 1")
+        check(self.expect(READY, "READY") == u32(0), "READY after HELLO is not reason 0")
+
+    def run(self, pid, argv, env=(), stdin=None):
+        """Runs one command alone on the connection: (stdout, stderr, (kind, value))."""
+        self.send(exec_msg(pid, argv, env, stdin is not None))
+        if stdin is not None:
+            for k in range(0, len(stdin), 100000):
+                self.send(frame(STDIN, u32(pid) + bstr(stdin[k:k + 100000])))
+            self.send(frame(STDIN_EOF, u32(pid)))
+        out, err = b"", b""
+        while True:
+            f = self.recv_frame(timeout=30)
+            check(f is not None, "EOF while %s ran" % argv)
+            t, p = f
+            if t in (STDOUT, STDERR):
+                i, n = struct.unpack_from("<II", p)
+                check(i == pid and n == len(p) - 8, "bad %s frame %r" % (t, p[:16]))
+                if t == STDOUT:
+                    out += p[8:]
+                else:
+                    err += p[8:]
+            elif t == EXIT:
+                i, kind, value = struct.unpack("<III", p)
+                check(i == pid, "EXIT for id %d, want %d" % (i, pid))
+                return out, err, (kind, value)
+            elif t == ERROR:
+                return None, error(p), None
+            else:
+                raise Fail("unexpected frame 0x%02x while %s ran" % (t, argv))
+
+    def close(self):
+        self.s.close()
+
+
+def error(p):
+    code, pid, flags, n = struct.unpack_from("<IIII", p)
+    return code, pid, flags, p[16:16 + n].decode()
+
+
+# ---- VMs ------------------------------------------------------------------------
+
+class VM:
+    """spore run|resume in the background, for raw clients."""
+
+    def __init__(self, ctx, args):
+        self.sock = ctx.path("vm-%d.sock" % len(os.listdir(ctx.tmp)))
+        argv = [ctx.spore_bin] + [str(a) for a in args[:1]] + ["--vsock", self.sock] + [str(a) for a in args[1:]]
+        self.out_path = ctx.path(os.path.basename(self.sock) + ".out")
+        self.o = open(self.out_path, "w")
+        self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.o, stderr=subprocess.STDOUT,
+                                  env=ctx.env, cwd=ctx.tmp, start_new_session=True)
+        self.argv = argv
+        end = time.monotonic() + 30
+        while not os.path.exists(self.sock):
+            check(self.p.poll() is None, "VM ended early:\n%s" % self.output())
+            check(time.monotonic() < end, "no vsock socket after 30s")
+            time.sleep(0.02)
+
+    def output(self):
+        with open(self.out_path, errors="replace") as f:
+            return f.read()
+
+    def wait(self, timeout=30):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise Fail("VM did not end within %ss:\n%s" % (timeout, self.output()))
+
+    def kill(self):
+        if self.p.poll() is None:
+            os.killpg(self.p.pid, signal.SIGKILL)
+            self.p.wait()
+        self.o.close()
+
+
+def with_vm(ctx, args, body):
+    vm = VM(ctx, args)
+    try:
+        body(vm)
+    except Fail as e:
+        vm.kill()
+        raise Fail("%s\nVM (%s) output:\n%s" % (e, " ".join(vm.argv), st.indent(vm.output())))
+    finally:
+        vm.kill()
+
+
+def run_cmd(ctx, *cmd, extra=(), expect=0):
+    return ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("run.sock"), *extra, "--", *cmd,
+                     timeout=60, expect=expect)
+
+
+def guest_lines_clean(r):
+    st.assert_clean(r, r.lines())
+
+
+# ---- tests -----------------------------------------------------------------------
+
+def test_agent_run(ctx):
+    """spore run --vsock -- COMMAND: output, exit status, env, errors."""
+    r = run_cmd(ctx, "echo", "hello", "agent world")
+    check("hello agent world\n" in r.out, "echo output missing\n%s" % r.describe())
+    check("tg: agent listening port=1024 cid=3" in r.lines(), "no agent line\n%s" % r.describe())
+    guest_lines_clean(r)
+    run_cmd(ctx, "exit", "7", expect=7)
+    run_cmd(ctx, "exit", "0", expect=0)
+    r = run_cmd(ctx, "env", extra=("--env", "A=1", "--env", "B=two=2"))
+    check("A=1\nB=two=2\n" in r.out, "env output\n%s" % r.describe())
+    r = run_cmd(ctx, "hostname")
+    check("\ntestguest\n" in "\n" + r.out, "default hostname\n%s" % r.describe())
+    r = run_cmd(ctx, "generation")
+    gid = st.gens(r.lines())[0][1]
+    check(gid + "\n" in r.out, "generation prints the guest's id %s\n%s" % (gid, r.describe()))
+    r = run_cmd(ctx, "frobnicate", "x", expect=st.EXIT_SPORE_FAILED)
+    check("frobnicate" in r.err and "unknown command" in r.err, "unknown command error\n%s" % r.describe())
+    r = run_cmd(ctx, "sleep", "x", expect=2)
+    check("usage: sleep MS" in r.err, "sleep usage on stderr\n%s" % r.describe())
+    # the test kernel's own command line still works, via --cmdline
+    r = run_cmd(ctx, "echo", "x", extra=("--cmdline", "mode=idle hz=200"))
+    check("tg: boot cpus=1 mem_mib=128 mode=idle hz=200" in r.lines(), "--cmdline\n%s" % r.describe())
+
+
+def session(vm):
+    c = Client(vm.sock)
+    c.hello()
+    # cat with stdin, large enough for credit flow both ways (several
+    # times the device's 128 KiB and the agent's output ring)
+    data = os.urandom(700 * 1024)
+    out, err, ex = c.run(1, ["cat"], stdin=data)
+    check(ex == (0, 0) and out == data and err == b"",
+          "cat: exit %r, %d of %d bytes back, equal=%s" % (ex, len(out or b""), len(data), out == data))
+    out, err, ex = c.run(2, ["cat"])  # no WANT_STDIN: stdin is /dev/null
+    check(ex == (0, 0) and out == b"", "cat without stdin: %r %r" % (out, ex))
+
+    # sleep, with other commands answered meanwhile
+    t0 = time.monotonic()
+    c.send(exec_msg(3, ["sleep", "1500"]))
+    c.send(exec_msg(4, ["echo", "while", "sleeping"]))
+    f = c.recv_frame()
+    check(f == (STDOUT, u32(4) + bstr("while sleeping\n")), "echo during sleep: %r" % (f,))
+    check(c.recv_frame() == (EXIT, u32(4) + u32(0) + u32(0)), "echo EXIT during sleep")
+    check(time.monotonic() - t0 < 1.2, "echo was not answered while sleep ran")
+    # a second connection is served while the first has a sleeper
+    c2 = Client(vm.sock)
+    c2.hello()
+    out, _, ex = c2.run(4, ["echo", "second"])  # same id, other connection: ids are per connection
+    check(out == b"second\n" and ex == (0, 0), "second connection: %r %r" % (out, ex))
+    f = c.recv_frame(timeout=10)
+    took = time.monotonic() - t0
+    check(f == (EXIT, u32(3) + u32(0) + u32(0)), "sleep EXIT: %r" % (f,))
+    check(1.4 <= took < 5, "sleep 1500 took %.2fs" % took)
+
+    # SIGNAL ends a sleeper with kind 1
+    c.send(exec_msg(5, ["sleep", "60000"]))
+    c.send(frame(SIGNAL, u32(5) + u32(15)))
+    check(c.recv_frame() == (EXIT, u32(5) + u32(1) + u32(15)), "SIGNAL 15: want EXIT kind 1 value 15")
+
+    # at least 8 processes at once
+    for i in range(10, 18):
+        c.send(exec_msg(i, ["sleep", "300"]))
+    done = set()
+    while len(done) < 8:
+        t, p = c.recv_frame()
+        i, kind, value = struct.unpack("<III", p)
+        check(t == EXIT and kind == 0 and value == 0 and 10 <= i < 18, "8 sleepers: %r" % ((t, p),))
+        done.add(i)
+
+    # non-fatal errors: busy id, unknown id, stdin without WANT_STDIN, exit status
+    c.send(exec_msg(20, ["sleep", "60000"]))
+    c.send(exec_msg(20, ["echo"]))
+    code, pid, flags, msg = error(c.expect(ERROR, "duplicate id"))
+    check((code, pid, flags) == (E_BUSY, 20, 0) and "in use" in msg, "duplicate id: %r" % ((code, pid, flags, msg),))
+    c.send(frame(STDIN, u32(20) + bstr("x")))
+    code, pid, flags, msg = error(c.expect(ERROR, "stdin closed"))
+    check((code, pid, flags) == (E_STATE, 20, 0), "STDIN without WANT_STDIN: %r" % ((code, pid, flags, msg),))
+    c.send(frame(STDIN_EOF, u32(99)))
+    code, pid, flags, msg = error(c.expect(ERROR, "no process"))
+    check((code, pid, flags) == (E_NO_PROCESS, 99, 0), "STDIN_EOF for id 99: %r" % ((code, pid, flags, msg),))
+    _, err, st_ = c.run(21, ["nosuchcmd", "a"])
+    check(err[0] == E_EXEC and err[1] == 21 and err[2] == 0 and "nosuchcmd" in err[3] and "unknown command" in err[3],
+          "unknown command: %r" % (err,))
+    _, _, ex = c.run(22, ["exit", "42"])
+    check(ex == (0, 42), "exit 42: %r" % (ex,))
+    c.send(frame(SIGNAL, u32(20) + u32(9)))
+    check(c.recv_frame() == (EXIT, u32(20) + u32(1) + u32(9)), "SIGNAL 9")
+
+    # GENERATION: hostname and env, then EXEC env overrides key by key
+    c.send(generation_msg("gen-host", ["G=1", "X=gen"]))
+    check(c.expect(READY, "after GENERATION") == u32(1), "READY 1 after GENERATION")
+    out, _, _ = c.run(23, ["hostname"])
+    check(out == b"gen-host\n", "hostname after GENERATION: %r" % out)
+    out, _, _ = c.run(24, ["env"], env=["X=exec", "Y=2"])
+    check(out == b"G=1\nX=exec\nY=2\n", "env merge: %r" % out)
+    c2.close()
+    # SHUTDOWN stops the VM with status 0
+    c.send(frame(SHUTDOWN))
+    check(vm.wait() == 0, "VM exit status after SHUTDOWN")
+    check("tg: agent shutdown" in vm.output(), "no shutdown line")
+
+
+def test_agent_session(ctx):
+    """A raw client: cat with stdin, sleep while others run, signals, 8
+    processes, non-fatal errors, GENERATION, two connections, SHUTDOWN."""
+    with_vm(ctx, ["run", "--kernel", ctx.guest, "--for", "120s"], session)
+
+
+def test_agent_protocol(ctx):
+    """Protocol violations end the connection with a fatal ERROR; the VM
+    keeps serving new connections."""
+    def body(vm):
+        cases = [
+            (b"\xde\xad\xbe\xef" * 4, E_PROTOCOL, "garbage"),
+            (frame(HELLO, u32(1))[:5] + b"\x01\x00\x00" + u32(1), E_PROTOCOL, "flags"),
+            (struct.pack("<IBBH", (1 << 20) + 1, EXEC, 0, 0), E_TOO_LARGE, "oversize"),
+            (exec_msg(1, ["echo"]), E_STATE, "EXEC before HELLO"),
+            (frame(HELLO, u32(2)), E_VERSION, "version 2"),
+            (frame(HELLO, u32(1) + b"x"), E_PROTOCOL, "trailing bytes"),
+        ]
+        for data, code, what in cases:
+            c = Client(vm.sock)
+            c.send(data)
+            f = c.recv_frame()
+            check(f is not None and f[0] == ERROR, "%s: want ERROR, got %r" % (what, f))
+            e = error(f[1])
+            check(e[0] == code and e[2] == 1, "%s: want fatal error %d, got %r" % (what, code, e))
+            check(c.recv_frame() is None, "%s: the agent did not close after its fatal ERROR" % what)
+            c.close()
+        # after HELLO: a G->H type, a second HELLO, EXEC id 0, bad strings
+        after = [
+            (frame(EXIT, u32(1) + u32(0) + u32(0)), E_PROTOCOL, "EXIT from the host"),
+            (frame(HELLO, u32(1)), E_STATE, "second HELLO"),
+            (exec_msg(0, ["echo"]), E_PROTOCOL, "EXEC id 0"),
+            (frame(EXEC, u32(1) + u32(0) * 3 + bstr("") + u32(1) + bstr(b"ec\0ho") + u32(0)), E_PROTOCOL, "NUL"),
+            (exec_msg(1, ["echo"], env=["NOEQUALS"]), E_PROTOCOL, "env entry"),
+            (frame(SIGNAL, u32(1) + u32(65)), E_PROTOCOL, "signal 65"),
+        ]
+        for data, code, what in after:
+            c = Client(vm.sock)
+            c.hello()
+            c.send(data)
+            e = error(c.expect(ERROR, what))
+            check(e[0] == code and e[2] == 1, "%s: want fatal error %d, got %r" % (what, code, e))
+            check(c.recv_frame() is None, "%s: no close after the fatal ERROR" % what)
+            c.close()
+        c = Client(vm.sock)
+        c.hello()
+        out, _, ex = c.run(1, ["echo", "still", "serving"])
+        check(out == b"still serving\n" and ex == (0, 0), "after violations: %r %r" % (out, ex))
+        c.close()
+    with_vm(ctx, ["run", "--kernel", ctx.guest, "--for", "120s"], body)
+
+
+def test_agent_fork(ctx):
+    """Capture with the agent ready; resumed copies and fanout children each
+    get their own vsock socket and generation, hostname and env."""
+    sp = ctx.path("sp")
+    r = ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("cap.sock"), "--capture", sp,
+                  "--capture-on", "ready", "--", "echo", "warm", timeout=120, expect=0)
+    check("warm\n" in r.out, "warm-up output\n%s" % r.describe())
+    parent = st.gens(r.lines())[0][1]
+    mach = st.manifest(sp)["machine"]
+    check(mach.get("vsock_cid") == 3 and "platform" not in mach, "manifest machine %r" % mach)
+    ids = []
+    for k in range(2):
+        r = ctx.spore("resume", sp, "--hostname", "copy%d" % k, "--env", "K=v%d" % k, "--", "generation",
+                      timeout=60, expect=0)
+        guest_lines_clean(r)
+        m = [ln for ln in r.out.splitlines() if re.fullmatch(r"[0-9a-f]{32}", ln)]
+        check(len(m) == 1, "one generation line\n%s" % r.describe())
+        g = st.gens(r.lines())
+        check(g and g[0] == (1, m[0]), "agent's id %s is not the announced one %s\n%s" % (m[0], g, r.describe()))
+        ids.append(m[0])
+        r = ctx.spore("resume", sp, "--hostname", "copy%d" % k, "--env", "K=v%d" % k, "--", "env",
+                      timeout=60, expect=0)
+        check("K=v%d\n" % k in r.out, "GENERATION env in a resumed copy\n%s" % r.describe())
+        r = ctx.spore("resume", sp, "--hostname", "copy%d" % k, "--", "hostname", timeout=60, expect=0)
+        check("copy%d\n" % k in r.out, "hostname in a resumed copy\n%s" % r.describe())
+    check(len({parent, *ids}) == 3, "generation ids must differ: parent %s, copies %s" % (parent, ids))
+    ctx.spore("resume", sp, "--", "exit", "5", timeout=60, expect=5)
+
+    # fork + fanout -- COMMAND: each child runs it with its name as hostname
+    f = ctx.path("forks")
+    ctx.spore("fork", sp, "--count", 2, "--out", f, timeout=60, expect=0)
+    r = ctx.spore("fanout", f, "--parallel", "--", "generation", timeout=120, expect=0)
+    got = {}
+    for ln in r.out.splitlines():
+        m = re.fullmatch(r"(child-\d+)\| ([0-9a-f]{32})", ln)
+        if m:
+            got[m.group(1)] = m.group(2)
+    check(sorted(got) == ["child-01", "child-02"], "fanout generation lines %r\n%s" % (got, r.describe()))
+    allids = [parent] + ids + list(got.values())
+    check(len(set(allids)) == len(allids), "fanout children share a generation id: %r" % allids)
+    r = ctx.spore("fanout", f, "--", "hostname", timeout=120, expect=0)
+    for name in ("child-01", "child-02"):
+        check("%s| %s\n" % (name, name) in r.out, "fanout hostname of %s\n%s" % (name, r.describe()))
+
+
+def test_agent_refuse(ctx):
+    """Without a vsock device there is no agent: commands are refused with a
+    clear message, and the plain test guest is unchanged."""
+    sp = ctx.path("plain")
+    r, _ = st.boot_capture(ctx, sp)
+    check("tg: agent" not in r.out, "an agent without --vsock\n%s" % r.describe())
+    check("vsock_cid" not in st.manifest(sp)["machine"], "plain spore records a vsock device")
+    r = ctx.spore("resume", sp, "--", "echo", "hi", timeout=60, expect=st.EXIT_SPORE_FAILED)
+    check("without a vsock device" in r.err and "no agent" in r.err, "resume -- CMD refusal\n%s" % r.describe())
+    r = ctx.spore("resume", sp, "--hostname", "h", timeout=60, expect=st.EXIT_SPORE_FAILED)
+    check("without a vsock device" in r.err, "resume --hostname refusal\n%s" % r.describe())
+    r = ctx.spore("run", "--kernel", ctx.guest, "--env", "A=1", "--", "mode=idle", timeout=60,
+                  expect=st.EXIT_SPORE_FAILED)
+    check("--vsock PATH" in r.err, "run --env without --vsock\n%s" % r.describe())
+    r = ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("x.sock"), "--hostname", "h", "--", "echo",
+                  timeout=60, expect=st.EXIT_SPORE_FAILED)
+    check("--hostname is for a resumed spore" in r.err, "run --hostname\n%s" % r.describe())
+    f = ctx.path("forks")
+    ctx.spore("fork", sp, "--count", 1, "--out", f, timeout=60, expect=0)
+    r = ctx.spore("fanout", f, "--", "echo", timeout=60, expect=st.EXIT_SPORE_FAILED)
+    check("without a vsock device" in r.err, "fanout -- CMD refusal\n%s" % r.describe())
+
+
+st.TESTS.clear()
+st.TESTS.update({
+    "agent_run": test_agent_run,
+    "agent_session": test_agent_session,
+    "agent_protocol": test_agent_protocol,
+    "agent_fork": test_agent_fork,
+    "agent_refuse": test_agent_refuse,
+})
+
+if __name__ == "__main__":
+    sys.exit(st.main(sys.argv))
