@@ -114,7 +114,8 @@ struct vq {
 /* ---- agent protocol ---- */
 enum {
 	M_HELLO = 0x01, M_READY = 0x02, M_ERROR = 0x03, M_EXEC = 0x10, M_STDIN = 0x11, M_STDIN_EOF = 0x12,
-	M_STDOUT = 0x13, M_STDERR = 0x14, M_SIGNAL = 0x15, M_EXIT = 0x16, M_GENERATION = 0x20, M_SHUTDOWN = 0x21,
+	M_STDOUT = 0x13, M_STDERR = 0x14, M_SIGNAL = 0x15, M_EXIT = 0x16, M_STARTED = 0x17, M_GENERATION = 0x20,
+	M_SHUTDOWN = 0x21,
 };
 enum {
 	E_PROTOCOL = 1, E_VERSION = 2, E_TOO_LARGE = 3, E_STATE = 4, E_EXEC = 5, E_NO_PROCESS = 6, E_BUSY = 7,
@@ -134,6 +135,7 @@ static const char *type_name(uint32_t t)
 	case M_STDERR: return "STDERR";
 	case M_SIGNAL: return "SIGNAL";
 	case M_EXIT: return "EXIT";
+	case M_STARTED: return "STARTED";
 	case M_GENERATION: return "GENERATION";
 	case M_SHUTDOWN: return "SHUTDOWN";
 	}
@@ -436,6 +438,12 @@ static void send_data(struct conn *c, uint32_t id, int stream, const void *p, ui
 	}
 }
 
+/* A built-in runs: STARTED before any of its output (no guest pids here). */
+static void send_started(struct conn *c, uint32_t id)
+{
+	send_u32s(c, M_STARTED, 2, id, 0, 0);
+}
+
 static void send_exit(struct conn *c, uint32_t id, uint32_t kind, uint32_t value)
 {
 	send_u32s(c, M_EXIT, 3, id, kind, value);
@@ -605,6 +613,9 @@ static const char *decode(uint32_t type, const uint8_t *p, uint32_t len, struct 
 		if (ok && m->u[1] > 1)
 			return "unknown EXIT kind";
 		break;
+	case M_STARTED:
+		ok = rd_u32(&r, &m->u[0]) && rd_u32(&r, &m->u[1]);
+		break;
 	case M_GENERATION:
 		/* entropy[32], u64 sec, u32 nsec, str hostname, strlist env */
 		if (len < 32)
@@ -743,6 +754,10 @@ static void exec(struct conn *c, unsigned ci, const struct msg *m)
 	const uint8_t *a1 = m->argv.n > 1 ? sl_next(&it, &na) : NULL;
 	if (!a1)
 		na = 0;
+	int oneshot = word_is(a0, n0, "echo") || word_is(a0, n0, "exit") || word_is(a0, n0, "generation") ||
+		       word_is(a0, n0, "hostname") || word_is(a0, n0, "env");
+	if (oneshot)
+		send_started(c, id);
 	if (word_is(a0, n0, "echo")) {
 		static uint8_t buf[ARGS_MAX + 4096];
 		uint32_t n = 0;
@@ -789,6 +804,18 @@ static void exec(struct conn *c, unsigned ci, const struct msg *m)
 	} else if (word_is(a0, n0, "sleep") || word_is(a0, n0, "cat")) {
 		int sleep = a0[0] == 's';
 		uint64_t ms = 0;
+		struct proc *p = NULL;
+		for (unsigned i = 0; i < NPROC && !p; i++)
+			if (!ag.p[i].kind)
+				p = &ag.p[i];
+		if (!p) {
+			sb_s(&e, "EXEC: ");
+			sb_u(&e, NPROC);
+			sb_s(&e, " processes already running");
+			send_error(c, E_BUSY, id, 0, &e);
+			return;
+		}
+		send_started(c, id);
 		if (sleep && (m->argv.n != 2 || parse_dec(a1, na, 3600000, &ms) < 0)) {
 			usage_exit(c, id, "sleep: usage: sleep MS (0..3600000)\n");
 			return;
@@ -799,17 +826,6 @@ static void exec(struct conn *c, unsigned ci, const struct msg *m)
 		}
 		if (!sleep && !(m->u[1] & 1)) { /* stdin is /dev/null */
 			send_exit(c, id, 0, 0);
-			return;
-		}
-		struct proc *p = NULL;
-		for (unsigned i = 0; i < NPROC && !p; i++)
-			if (!ag.p[i].kind)
-				p = &ag.p[i];
-		if (!p) {
-			sb_s(&e, "EXEC: ");
-			sb_u(&e, NPROC);
-			sb_s(&e, " processes already running");
-			send_error(c, E_BUSY, id, 0, &e);
 			return;
 		}
 		*p = (struct proc){.kind = sleep ? P_SLEEP : P_CAT, .conn = (uint8_t)ci, .id = id,

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import spore_tests as st  # noqa: E402
 from spore_tests import Fail, check  # noqa: E402
 
-HELLO, READY, ERROR, EXEC, STDIN, STDIN_EOF, STDOUT, STDERR, SIGNAL, EXIT, GENERATION, SHUTDOWN = (
-    0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x20, 0x21)
+HELLO, READY, ERROR, EXEC, STDIN, STDIN_EOF, STDOUT, STDERR, SIGNAL, EXIT, STARTED, GENERATION, SHUTDOWN = (
+    0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x20, 0x21)
 E_PROTOCOL, E_VERSION, E_TOO_LARGE, E_STATE, E_EXEC, E_NO_PROCESS, E_BUSY = 1, 2, 3, 4, 5, 6, 7
 GEN_RE = re.compile(r"^tg: gen counter=(\d+) id=([0-9a-f]{32})$")
 
@@ -80,7 +80,7 @@ class Client:
                         raise OSError("EOF before the OK line")
                     line += c
                 check(line.startswith(b"OK "), "vsock answered %r" % line)
-                self.s, self.buf = s, b""
+                self.s, self.buf, self.started = s, b"", set()
                 return
             except OSError as e:
                 last = e
@@ -93,7 +93,9 @@ class Client:
         self.s.sendall(data)
 
     def recv_frame(self, timeout=10):
-        """(type, payload), or None at EOF."""
+        """(type, payload), or None at EOF. STARTED frames are taken here:
+        each must come once per process id, before any other frame of it
+        (self.started holds the ids seen)."""
         self.s.settimeout(timeout)
         while True:
             if len(self.buf) >= 8:
@@ -101,6 +103,17 @@ class Client:
                 if len(self.buf) >= 8 + n:
                     p = self.buf[8:8 + n]
                     self.buf = self.buf[8 + n:]
+                    if t == STARTED:
+                        i, pid = struct.unpack("<II", p)
+                        check(i not in self.started, "a second STARTED for id %d" % i)
+                        check(pid == 0, "the test guest has no pids, STARTED says %d" % pid)
+                        self.started.add(i)
+                        continue
+                    if t in (STDOUT, STDERR, EXIT):
+                        i = struct.unpack_from("<I", p)[0]
+                        check(i in self.started, "frame 0x%02x for id %d before its STARTED" % (t, i))
+                        if t == EXIT:
+                            self.started.discard(i)
                     return t, p
             try:
                 d = self.s.recv(65536)
