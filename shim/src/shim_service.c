@@ -444,7 +444,9 @@ static int start_process(struct shim *s, struct shim_process *p, struct ttrpc_re
 	int rc = shim_proc_start(&o, &proc, &err);
 	pthread_mutex_lock(&s->lock);
 	if (rc < 0) {
-		p->st = SP_CREATED;
+		/* It ends here with 127, the shell's "could not run" (Wait and
+		 * Delete report it); no exit event: there was no start event. */
+		stop_unstarted(s, p, 127);
 		ttrpc_result_error(res, TTRPC_FAILED_PRECONDITION, "container %s: %s", p->c->id, sl_error_msg(err));
 		sl_error_free(&err);
 		return -1;
@@ -644,7 +646,7 @@ static void h_delete(const struct ttrpc_call *call, struct ttrpc_result *res, vo
 	}
 	if (p) {
 		if (p->st == SP_CREATED) /* never started: it ends now */
-			stop_unstarted(s, p, 0);
+			stop_unstarted(s, p, p->exit_status);
 		status = p->exit_status;
 		at = p->exited_at;
 		if (p->exec_id[0]) {

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -83,13 +82,25 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 		free(vm);
 		return -1;
 	}
-	char ready_arg[16];
-	int pfd[2];
+	char ready_arg[16], parent_arg[16];
+	int pfd[2], lfd[2];
+	vm->parent_fd = -1;
 	if (pipe2(pfd, O_CLOEXEC) < 0) {
 		free(vm);
 		return sl_error_sys(err, "VM: pipe");
 	}
+	/* The VM must not outlive its shim, whose death closes lfd[1] (not a
+	 * PR_SET_PDEATHSIG: that fires when the forking thread ends, and our
+	 * calls run on short-lived threads). */
+	if (pipe2(lfd, O_CLOEXEC) < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		free(vm);
+		return sl_error_sys(err, "VM: pipe");
+	}
+	vm->parent_fd = lfd[1];
 	snprintf(ready_arg, sizeof(ready_arg), "%d", 3);
+	snprintf(parent_arg, sizeof(parent_arg), "%d", 4);
 	const char *argv[VM_MAX_ARGS];
 	int n = 0;
 	argv[n++] = o->spore_bin;
@@ -101,6 +112,8 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 	argv[n++] = vm->control_path;
 	argv[n++] = "--ready-fd";
 	argv[n++] = ready_arg;
+	argv[n++] = "--parent-fd";
+	argv[n++] = parent_arg;
 	if (o->hostname) {
 		argv[n++] = "--hostname";
 		argv[n++] = o->hostname;
@@ -109,6 +122,8 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 		if (n + 3 > VM_MAX_ARGS) {
 			close(pfd[0]);
 			close(pfd[1]);
+			close(lfd[0]);
+			close(lfd[1]);
 			free(vm);
 			return sl_error_set(err, SL_E_LIMIT, "VM: more than %d generation env entries",
 					    (VM_MAX_ARGS - 12) / 2);
@@ -121,27 +136,30 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 	if (logfd < 0) {
 		close(pfd[0]);
 		close(pfd[1]);
+		close(lfd[0]);
+		close(lfd[1]);
 		sl_error_sys(err, "VM: %s", vm->log_path);
 		free(vm);
 		return -1;
 	}
-	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		close(pfd[0]);
 		close(pfd[1]);
+		close(lfd[0]);
+		close(lfd[1]);
 		close(logfd);
 		free(vm);
 		return sl_error_sys(err, "VM: fork");
 	}
 	if (pid == 0) {
-		/* The VM must not outlive its shim: nobody could reach it. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(125);
 		int nul = open("/dev/null", O_RDWR);
 		int con = o->console_fd >= 0 ? o->console_fd : nul;
-		if (nul < 0 || dup2(nul, 0) < 0 || dup2(con, 1) < 0 || dup2(logfd, 2) < 0 || dup2(pfd[1], 3) < 0)
+		/* fds 3 and 4 may be pfd[1] or lfd[0] themselves: move them
+		 * out of the way first. */
+		int ready = fcntl(pfd[1], F_DUPFD_CLOEXEC, 10), parent = fcntl(lfd[0], F_DUPFD_CLOEXEC, 10);
+		if (nul < 0 || ready < 0 || parent < 0 || dup2(nul, 0) < 0 || dup2(con, 1) < 0 || dup2(logfd, 2) < 0 ||
+		    dup2(ready, 3) < 0 || dup2(parent, 4) < 0)
 			_exit(125);
 		sigset_t none;
 		sigemptyset(&none);
@@ -151,6 +169,7 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 		_exit(125);
 	}
 	close(pfd[1]);
+	close(lfd[0]);
 	close(logfd);
 	vm->pid = pid;
 	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -271,6 +290,8 @@ void shim_vm_free(struct shim_vm *vm)
 	kill_and_reap(vm);
 	if (vm->pidfd >= 0)
 		close(vm->pidfd);
+	if (vm->parent_fd >= 0)
+		close(vm->parent_fd);
 	unlink(vm->vsock_path);
 	unlink(vm->control_path);
 	unlink(vm->log_path);

@@ -26,6 +26,7 @@ struct shim_vm {
 	bool reaped;
 	int wait_status;         /* waitpid status once reaped */
 	double restore_ms;       /* from the ready line */
+	int parent_fd;           /* our end of --parent-fd: the VM stops when we die */
 };
 
 /* Starts the VMM and waits until the guest runs and its agent applied the

@@ -152,11 +152,13 @@ def t_ctr(env):
             gens.append(r.out.strip())
         check(gens[0] != gens[1], "two pods forked from one spore share a generation id %s" % gens[0])
         tm.mark("two runs, two generation ids")
-        r = ctr_spore(c, env, ref, ["hostname"], extra=("--hostname", "forked-one"))
-        check(r.rc == 0 and r.out == "forked-one\n", "hostname from the spec: %s" % r.describe())
-        r = ctr_spore(c, env, ref, ["no-such-command"])
+        r = ctr_spore(c, env, ref, ["env"], extra=("--env", "GREETING=from-ctr"))
+        check(r.rc == 0 and "GREETING=from-ctr\n" in r.out, "the OCI process env reaches the guest: %s" % r.describe())
+        r = ctr_spore(c, env, ref, ["no-such-command"], cid="nosuch")
         check(r.rc not in (0, "timeout") and "no-such-command" in r.err, "unknown command: %s" % r.describe())
-        tm.mark("the spec's hostname reaches the guest; an unknown command is refused by name")
+        # A failed Start stops the task (127) so `ctr run --rm` can remove it.
+        check(c.ctr_ok("containers", "ls", "-q").out.strip() == "", "the container of a failed start was left")
+        tm.mark("the OCI env reaches the guest; an unknown command is refused by name")
 
         busy = ctrd.busybox_image()
         c.import_image(busy)

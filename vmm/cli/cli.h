@@ -96,6 +96,7 @@ struct drive_opts {
 	uint64_t launch_ns;      /* process start, for the report */
 	uint64_t restore_ns;     /* restore duration, for the report */
 	int client_fd;           /* >= 0: a pool client; the run ends when it hangs up */
+	bool client_is_parent;   /* client_fd is --parent-fd: the supervisor's end of a pipe */
 	struct agent_job *job;   /* Linux guests: readiness, commands, their status */
 	bool job_has_command;    /* the run's status is the guest command's */
 	const char *control_path;    /* --control PATH */

@@ -39,7 +39,7 @@ static const char resume_usage[] =
 	"usage: spore resume DIR [--for DURATION] [--prefix S] [--pool SOCKET]\n"
 	"                   [--verify sealed|full] [--hostname NAME] [--env K=V]... [--vsock PATH]\n"
 	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
-	"                   [--control SOCKET] [--ready-fd N] [-- COMMAND...]\n"
+	"                   [--control SOCKET] [--ready-fd N] [--parent-fd N] [-- COMMAND...]\n"
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
 	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
 	"every chunk even when a seal shows it unchanged since it was last verified.\n"
@@ -49,12 +49,13 @@ static const char resume_usage[] =
 	"--control SOCKET serves pause, resume, capture DIR, stop and status\n"
 	"(docs/control-protocol.md; `spore control SOCKET REQUEST`). --ready-fd N\n"
 	"gets one line \"ready restore_ms=<ms>\" once the guest runs (and its agent,\n"
-	"if any, answered), then is closed.\n";
+	"if any, answered), then is closed. --parent-fd N (the read end of a pipe\n"
+	"whose write end the supervisor holds) stops the VM when the supervisor dies.\n";
 
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
 	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT, OPT_VIRTIO_CMDLINE,
-	OPT_CONTROL, OPT_READY_FD,
+	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD,
 };
 
 /* Options for a Linux guest's agent, shared by run and resume. */
@@ -173,6 +174,17 @@ static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 	case OPT_CONTROL:
 		o->control_path = optarg;
 		return 0;
+	case OPT_PARENT_FD: {
+		uint64_t fd;
+		if (cli_parse_u64(optarg, "--parent-fd", 3, 1024, &fd, err) < 0)
+			return -1;
+		if (fcntl((int)fd, F_GETFD) < 0)
+			return sl_error_set(err, SL_E_INVALID, "--parent-fd %llu: not an open file descriptor",
+					    (unsigned long long)fd);
+		o->client_fd = (int)fd;
+		o->client_is_parent = true;
+		return 0;
+	}
 	}
 	return sl_error_set(err, SL_E_INVALID, "unknown option");
 }
@@ -222,6 +234,7 @@ int cmd_run(int argc, char **argv)
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT},
 		{"control", required_argument, NULL, OPT_CONTROL}, {"ready-fd", required_argument, NULL, OPT_READY_FD},
+		{"parent-fd", required_argument, NULL, OPT_PARENT_FD},
 		{"virtio-cmdline", no_argument, NULL, OPT_VIRTIO_CMDLINE}, {"help", no_argument, NULL, 'h'},
 		{0}};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
@@ -378,7 +391,8 @@ int cmd_resume(int argc, char **argv)
 		{"verify", required_argument, NULL, OPT_VERIFY}, {"vsock", required_argument, NULL, OPT_VSOCK},
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"control", required_argument, NULL, OPT_CONTROL},
-		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"parent-fd", required_argument, NULL, OPT_PARENT_FD},
+		{"help", no_argument, NULL, 'h'}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	struct guest_opts g = {0};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
@@ -412,7 +426,8 @@ int cmd_resume(int argc, char **argv)
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
 	if (pool) {
-		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED || o.control_path || o.ready_fd >= 0)
+		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED || o.control_path || o.ready_fd >= 0 ||
+		    o.client_fd >= 0)
 			return cli_usage("resume: --pool does not take --capture, --report-fd, --verify, --control or "
 					 "--ready-fd (the pool's own --verify applies)");
 		if (optind + 1 < argc || guest_opts_given(&g))

@@ -198,7 +198,10 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 		/* A pool client that hung up (killed, or done with the guest):
 		 * nobody is left to see the guest, so it ends like --for. */
 		if (o->client_fd >= 0 && (p[6].revents & (POLLRDHUP | POLLHUP | POLLERR)) && status < 0) {
-			sl_info("pool client went away", "%s", "");
+			if (o->client_is_parent)
+				sl_warn("the supervisor went away (--parent-fd closed): stopping", "%s", "");
+			else
+				sl_info("pool client went away", "%s", "");
 			status = 0;
 		}
 		if (p[3].revents && status < 0)
