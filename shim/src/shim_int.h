@@ -19,6 +19,7 @@
 #define CRI_CONTAINER_TYPE "io.kubernetes.cri.container-type"
 #define CRI_SANDBOX_ID "io.kubernetes.cri.sandbox-id"
 #define CRI_IMAGE_NAME "io.kubernetes.cri.image-name"
+#define CRI_SANDBOX_NAME "io.kubernetes.cri.sandbox-name"
 /* The pod's spore when its images are not spores themselves. */
 #define SHIM_SPORE_ANNOTATION "sporelet.ai/spore"
 
@@ -79,6 +80,7 @@ struct shim {
 	struct shim_vm *vm;
 	bool vm_gone;              /* the VMM exited on its own */
 	char vm_spore[PATH_MAX];
+	char vm_spore_digest[80]; /* sha256 of its spore/manifest.json */
 	bool paused;
 	pthread_t vm_watch;
 	bool vm_watch_started;

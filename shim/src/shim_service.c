@@ -17,6 +17,7 @@
 #include "shim_int.h"
 #include "shim_mount.h"
 #include "shim_stats.h"
+#include "sl/digest.h"
 #include "sl/file.h"
 #include "sl/log.h"
 #include "ttrpc.h"
@@ -158,17 +159,38 @@ static int pull_spore(struct shim *s, const char *ref, char *dir, size_t cap, sl
 	return 0;
 }
 
+/* A spore's identity: the digest of its manifest (the same image unpacked
+ * for two containers lives at two paths). */
+static int spore_digest(const char *dir, char out[SL_DIGEST_STRLEN], sl_error_t *err)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/spore/manifest.json", dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return sl_error_sys(err, "%s", path);
+	sl_digest d;
+	uint64_t size;
+	int rc = sl_sha256_fd(fd, &d, &size, err);
+	close(fd);
+	if (rc == 0)
+		sl_digest_format(&d, out);
+	return rc;
+}
+
 /* Resumes the pod's VM from spore_dir unless it runs already (from the
  * same spore: a pod is one VM). */
 static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname, sl_error_t *err)
 {
+	char digest[SL_DIGEST_STRLEN];
+	if (spore_digest(spore_dir, digest, err) < 0)
+		return -1;
 	pthread_mutex_lock(&s->vm_lock);
 	int rc = 0;
 	if (s->vm) {
-		if (strcmp(s->vm_spore, spore_dir) != 0)
+		if (strcmp(s->vm_spore_digest, digest) != 0)
 			rc = sl_error_set(err, SL_E_INVALID,
-					  "this pod already runs spore %s; one pod is one VM, so it cannot also run %s",
-					  s->vm_spore, spore_dir);
+					  "this pod already runs spore %s; one pod is one VM, so it cannot also run %s (%s)",
+					  s->vm_spore_digest, digest, spore_dir);
 		else if (s->vm_gone)
 			rc = sl_error_set(err, SL_E_GUEST, "the pod's VM has exited");
 		pthread_mutex_unlock(&s->vm_lock);
@@ -188,6 +210,7 @@ static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname
 		s->vm = vm;
 		s->vm_gone = false;
 		snprintf(s->vm_spore, sizeof(s->vm_spore), "%s", spore_dir);
+		memcpy(s->vm_spore_digest, digest, sizeof(digest));
 		pthread_mutex_unlock(&s->lock);
 		if (pthread_create(&s->vm_watch, NULL, vm_watch, s) == 0)
 			s->vm_watch_started = true;
@@ -357,8 +380,13 @@ static void h_create(const struct ttrpc_call *call, struct ttrpc_result *res, vo
 	char spore[PATH_MAX];
 	bool want_vm = !c->sandbox || shim_spec_annotation(&c->spec, SHIM_SPORE_ANNOTATION);
 	if (want_vm) {
+		/* The guest's hostname: the spec's (CRI sets it for pods with
+		 * their own network), else the pod's name, as in Kubernetes. */
+		const char *host = c->spec.hostname ? c->spec.hostname : shim_spec_annotation(&c->spec, CRI_SANDBOX_NAME);
+		if (host && (!host[0] || strlen(host) > 64))
+			host = NULL;
 		if (locate_spore(s, c, r->checkpoint, spore, sizeof(spore), &err) < 0 ||
-		    ensure_vm(s, spore, c->spec.hostname, &err) < 0) {
+		    ensure_vm(s, spore, host, &err) < 0) {
 			ttrpc_result_error(res, err->code == SL_E_INVALID ? TTRPC_FAILED_PRECONDITION : TTRPC_UNAVAILABLE,
 					   "%s", sl_error_msg(err));
 			goto out;
