@@ -461,29 +461,51 @@ class Containerd:
             self.add_insecure_registry(h)
         self.write_config()
         try:
-            self._logf = open(self.log_path, "ab")
-            self.proc = subprocess.Popen([CONTAINERD_BIN, "--config", self.config_path], stdin=subprocess.DEVNULL,
-                                         stdout=self._logf, stderr=self._logf, env=self.env(),
-                                         cwd=self.workdir, start_new_session=True)
-            deadline = time.monotonic() + timeout
-            last = None
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise HarnessError("containerd exited with status %s while starting; its log:\n%s"
-                                       % (self.proc.returncode, self.log_tail()))
-                if os.path.exists(self.address):
-                    last = run([CTR_BIN, "--address", self.address, "--timeout", "5s", "version"], timeout=10)
-                    if last.rc == 0 and "Server:" in last.out:
-                        break
-                time.sleep(0.05)
-            else:
-                raise HarnessError("containerd did not answer on %s within %ds (%s); its log:\n%s"
-                                   % (self.address, timeout, last.describe() if last else "no socket",
-                                      self.log_tail()))
-            self._check_plugins()
+            self._launch(timeout)
         except BaseException:
             self.stop()
             raise
+        return self
+
+    def _launch(self, timeout):
+        if self._logf is None:
+            self._logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([CONTAINERD_BIN, "--config", self.config_path], stdin=subprocess.DEVNULL,
+                                     stdout=self._logf, stderr=self._logf, env=self.env(),
+                                     cwd=self.workdir, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HarnessError("containerd exited with status %s while starting; its log:\n%s"
+                                   % (self.proc.returncode, self.log_tail()))
+            if os.path.exists(self.address):
+                last = run([CTR_BIN, "--address", self.address, "--timeout", "5s", "version"], timeout=10)
+                if last.rc == 0 and "Server:" in last.out:
+                    break
+            time.sleep(0.05)
+        else:
+            raise HarnessError("containerd did not answer on %s within %ds (%s); its log:\n%s"
+                               % (self.address, timeout, last.describe() if last else "no socket",
+                                  self.log_tail()))
+        self._check_plugins()
+
+    def restart(self, timeout=30):
+        """containerd goes away (SIGTERM) and comes back with the same config,
+        root and state, as on a node; the shims it started keep running and
+        must be found again through their bundles' address files."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise HarnessError("restart: containerd is not running")
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            raise HarnessError("containerd did not stop within 20 s of SIGTERM")
+        try:
+            os.unlink(self.address)
+        except OSError:
+            pass
+        self._launch(timeout)
         return self
 
     def _check_plugins(self):
