@@ -63,6 +63,19 @@ class Env:
                         SPORE_CACHE_DIR=os.path.join(self.tmp, "cache"), DOCKER_CONFIG=os.path.join(self.tmp, "docker"))
         os.makedirs(self.env["DOCKER_CONFIG"])
         self.reg = None
+        # Sanitizer builds: the shim daemon and its VMMs run detached from
+        # any terminal, so their reports go to files that fail the test.
+        self.san_dir = os.path.join(self.tmp, "san")
+        os.makedirs(self.san_dir)
+        self.san_env = {"ASAN_OPTIONS": "log_path=%s/asan" % self.san_dir,
+                        "UBSAN_OPTIONS": "log_path=%s/ubsan:print_stacktrace=1" % self.san_dir}
+
+    def sanitizer_reports(self):
+        out = []
+        for e in sorted(os.listdir(self.san_dir)):
+            with open(os.path.join(self.san_dir, e), errors="replace") as f:
+                out.append("%s:\n%s" % (e, f.read()[-4000:]))
+        return out
 
     def run(self, *argv, timeout=120):
         p = subprocess.run([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env,
@@ -134,7 +147,7 @@ def t_ctr(env):
     env.start_registry()
     ref = env.push(d, "spores/tg")
     tm.mark("pushed %s" % ref)
-    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host])
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host], extra_env=env.san_env)
     try:
         c.start()
         c.pull(ref)
@@ -189,7 +202,7 @@ def t_cri(env):
     ref = env.push(d, "spores/tg")
     tm.mark("spore captured and pushed: %s" % ref)
     c = Containerd(runtimes=[Runtime.spore(config_path=env.config)], shim_dirs=[env.shim_dir],
-                   insecure_registries=[env.reg.host])
+                   insecure_registries=[env.reg.host], extra_env=env.san_env)
     k = None
     try:
         c.start()
@@ -258,7 +271,7 @@ def t_lifecycle(env):
     d = env.agent_spore("tg")
     env.start_registry()
     ref = env.push(d, "spores/tg")
-    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host])
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host], extra_env=env.san_env)
     ev = None
     try:
         c.start()
@@ -341,6 +354,8 @@ def main():
         env = Env(*[os.path.abspath(a) for a in sys.argv[2:5]])
         try:
             TESTS[sys.argv[1]](env)
+            reports = env.sanitizer_reports()
+            check(not reports, "sanitizer reports from the shim or its VMMs:\n%s" % "\n".join(reports))
         finally:
             env.close()
     ctrd.main_wrapper(run)
