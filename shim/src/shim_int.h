@@ -81,6 +81,7 @@ struct shim {
 	bool vm_gone;              /* the VMM exited on its own */
 	char vm_spore[PATH_MAX];
 	char vm_spore_digest[80]; /* sha256 of its spore/manifest.json */
+	char pod_cgroup[PATH_MAX]; /* the CRI sandbox's cgroupsPath */
 	bool paused;
 	pthread_t vm_watch;
 	bool vm_watch_started;

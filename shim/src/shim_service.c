@@ -179,7 +179,7 @@ static int spore_digest(const char *dir, char out[SL_DIGEST_STRLEN], sl_error_t 
 
 /* Resumes the pod's VM from spore_dir unless it runs already (from the
  * same spore: a pod is one VM). */
-static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname, sl_error_t *err)
+static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname, const char *cgroup, sl_error_t *err)
 {
 	char digest[SL_DIGEST_STRLEN];
 	if (spore_digest(spore_dir, digest, err) < 0)
@@ -201,11 +201,17 @@ static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname
 				 .run_dir = s->run_dir,
 				 .hostname = hostname,
 				 .timeout_ms = s->cfg.ready_timeout_ms,
-				 .console_fd = -1};
+				 .console_fd = -1,
+				 .cgroup = cgroup};
 	struct shim_vm *vm = NULL;
 	rc = shim_vm_start(&o, &vm, err);
 	if (rc == 0) {
-		sl_info("pod VM resumed", "spore=%s pid=%d restore_ms=%.3f", spore_dir, (int)vm->pid, vm->restore_ms);
+		sl_info("pod VM resumed", "spore=%s pid=%d restore_ms=%.3f cgroup=%s", spore_dir, (int)vm->pid,
+			vm->restore_ms, cgroup ? cgroup : "-");
+		if (vm->cgroup_err[0]) {
+			char q[300];
+			sl_warn("the VM is not in the pod's cgroup", "err=%s", sl_log_quote(vm->cgroup_err, q, sizeof(q)));
+		}
 		pthread_mutex_lock(&s->lock);
 		s->vm = vm;
 		s->vm_gone = false;
@@ -337,6 +343,11 @@ static void h_create(const struct ttrpc_call *call, struct ttrpc_result *res, vo
 	}
 	const char *type = shim_spec_annotation(&c->spec, CRI_CONTAINER_TYPE);
 	c->sandbox = type && !strcmp(type, "sandbox");
+	if (c->sandbox && c->spec.cgroups_path) {
+		pthread_mutex_lock(&s->lock);
+		snprintf(s->pod_cgroup, sizeof(s->pod_cgroup), "%s", c->spec.cgroups_path);
+		pthread_mutex_unlock(&s->lock);
+	}
 	pthread_mutex_lock(&s->lock);
 	bool exists = find_container(s, c->id) != NULL;
 	pthread_mutex_unlock(&s->lock);
@@ -385,8 +396,15 @@ static void h_create(const struct ttrpc_call *call, struct ttrpc_result *res, vo
 		const char *host = c->spec.hostname ? c->spec.hostname : shim_spec_annotation(&c->spec, CRI_SANDBOX_NAME);
 		if (host && (!host[0] || strlen(host) > 64))
 			host = NULL;
+		/* The pod's cgroup (the sandbox's) when CRI made one, else this
+		 * container's: the VM outlives single containers. */
+		pthread_mutex_lock(&s->lock);
+		char cgroup[PATH_MAX] = "";
+		snprintf(cgroup, sizeof(cgroup), "%s", s->pod_cgroup[0] ? s->pod_cgroup
+						      : c->spec.cgroups_path ? c->spec.cgroups_path : "");
+		pthread_mutex_unlock(&s->lock);
 		if (locate_spore(s, c, r->checkpoint, spore, sizeof(spore), &err) < 0 ||
-		    ensure_vm(s, spore, host, &err) < 0) {
+		    ensure_vm(s, spore, host, cgroup[0] ? cgroup : NULL, &err) < 0) {
 			ttrpc_result_error(res, err->code == SL_E_INVALID ? TTRPC_FAILED_PRECONDITION : TTRPC_UNAVAILABLE,
 					   "%s", sl_error_msg(err));
 			goto out;

@@ -160,6 +160,14 @@ int shim_spec_parse(const char *buf, size_t len, const char *what, struct shim_s
 			goto fail;
 		}
 	}
+	json_t *lx = json_object_get(j, "linux");
+	if (lx && json_is_object(lx)) {
+		const char *cg = NULL;
+		if (sl_json_get_str_opt(lx, "cgroupsPath", what, &cg, err) < 0)
+			goto fail;
+		if (cg && cg[0] && !(s.cgroups_path = dup_str(cg, what, "linux.cgroupsPath", err)))
+			goto fail;
+	}
 	ann = json_object_get(j, "annotations");
 	if (ann && !json_is_null(ann)) {
 		if (!json_is_object(ann)) {
@@ -233,6 +241,7 @@ void shim_spec_free(struct shim_spec *s)
 {
 	shim_process_spec_free(&s->process);
 	free(s->hostname);
+	free(s->cgroups_path);
 	for (size_t i = 0; i < s->nannotations; i++) {
 		free(s->annotations[i].key);
 		free(s->annotations[i].value);

@@ -30,6 +30,7 @@ struct shim_annotation {
 struct shim_spec {
 	struct shim_process_spec process;
 	char *hostname; /* NULL if absent */
+	char *cgroups_path; /* linux.cgroupsPath, NULL if absent */
 	struct shim_annotation *annotations;
 	size_t nannotations;
 };

@@ -172,6 +172,15 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 	close(lfd[0]);
 	close(logfd);
 	vm->pid = pid;
+	/* Accounted to the pod from its first milliseconds (a miss is reported,
+	 * not fatal: e.g. a systemd-style path this shim cannot create). */
+	if (o->cgroup) {
+		sl_error_t cerr = NULL;
+		if (shim_cgroup_place(pid, o->cgroup, &vm->cg, &cerr) < 0) {
+			snprintf(vm->cgroup_err, sizeof(vm->cgroup_err), "%s", sl_error_msg(cerr));
+			sl_error_free(&cerr);
+		}
+	}
 	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	/* Wait for "ready restore_ms=<ms>\n" or the end of the pipe. */
 	char line[128];
@@ -292,6 +301,7 @@ void shim_vm_free(struct shim_vm *vm)
 		close(vm->pidfd);
 	if (vm->parent_fd >= 0)
 		close(vm->parent_fd);
+	shim_cgroup_remove(&vm->cg);
 	unlink(vm->vsock_path);
 	unlink(vm->control_path);
 	unlink(vm->log_path);

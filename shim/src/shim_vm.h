@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include "shim_cgroup.h"
 #include "sl/error.h"
 
 struct shim_vm_opts {
@@ -15,6 +16,7 @@ struct shim_vm_opts {
 	char *const *env;      /* the new generation's environment (K=V, NULL-terminated), or NULL */
 	int timeout_ms;        /* for the guest (and its agent) to be ready; <= 0: 30 s */
 	int console_fd;        /* guest serial output; -1: discarded */
+	const char *cgroup;    /* the pod's cgroup (OCI cgroupsPath, cgroupfs form), or NULL */
 };
 
 struct shim_vm {
@@ -27,6 +29,8 @@ struct shim_vm {
 	int wait_status;         /* waitpid status once reaped */
 	double restore_ms;       /* from the ready line */
 	int parent_fd;           /* our end of --parent-fd: the VM stops when we die */
+	struct shim_cgroup cg;   /* what we created for it */
+	char cgroup_err[256];    /* why it is not in the pod's cgroup, or "" */
 };
 
 /* Starts the VMM and waits until the guest runs and its agent applied the

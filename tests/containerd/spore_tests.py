@@ -165,6 +165,15 @@ def t_ctr(env):
             gens.append(r.out.strip())
         check(gens[0] != gens[1], "two pods forked from one spore share a generation id %s" % gens[0])
         tm.mark("two runs, two generation ids")
+        # More than a FIFO holds (64 KiB): ctr learns the task's CloseIO
+        # only after Create returns, so a stdin that ends before that would
+        # never be closed (a ctr race, runc's shim has it too).
+        data = "".join("line %d of stdin\n" % i for i in range(12000))
+        r = c.ctr(*c.ctr_run_args(ref, ["cat"], runtime=RUNTIME, extra=("--runtime-config-path", env.config)),
+                  input=data, timeout=60)
+        check(r.rc == 0 and r.out == data, "cat of %d bytes of stdin (CloseIO at its end): rc %r, %d bytes back" %
+              (len(data), r.rc, len(r.out)))
+        tm.mark("cat: %d bytes of stdin back, ended by CloseIO" % len(data))
         r = ctr_spore(c, env, ref, ["env"], extra=("--env", "GREETING=from-ctr"))
         check(r.rc == 0 and "GREETING=from-ctr\n" in r.out, "the OCI process env reaches the guest: %s" % r.describe())
         r = ctr_spore(c, env, ref, ["no-such-command"], cid="nosuch")
@@ -202,7 +211,9 @@ def t_cri(env):
     ref = env.push(d, "spores/tg")
     tm.mark("spore captured and pushed: %s" % ref)
     c = Containerd(runtimes=[Runtime.spore(config_path=env.config)], shim_dirs=[env.shim_dir],
-                   insecure_registries=[env.reg.host], extra_env=env.san_env)
+                   insecure_registries=[env.reg.host],
+                   extra_env=dict(env.san_env, SPORE_CACHE_DIR=env.env["SPORE_CACHE_DIR"],
+                                  SPORE_STATE_DIR=env.env["SPORE_STATE_DIR"], DOCKER_CONFIG=env.env["DOCKER_CONFIG"]))
     k = None
     try:
         c.start()
@@ -245,6 +256,30 @@ def t_cri(env):
         ctr3, st, log = k.run_container(pod, ref, args=["echo", "annotated"], name="a")
         check(st.exit_code == 0 and log == "annotated\n", "annotated pod: exit %d log %r" % (st.exit_code, log))
         tm.mark("pod with sporelet.ai/spore annotation")
+        k.stop_pod(pod)
+        k.remove_pod(pod)
+
+        # ... or an image reference, pulled into the node cache by `spore pull`;
+        # a busybox container then runs in that pod's VM.
+        busy = ctrd.busybox_image()
+        c.import_image(busy, namespace=CRI_NAMESPACE)
+        pod = k.run_pod("by-ref", runtime_handler="spore", annotations={"sporelet.ai/spore": ref})
+        ctr4, st, log = k.run_container(pod, busy.ref, args=["echo", "by", "reference"], name="r")
+        check(st.exit_code == 0 and log == "by reference\n", "pod spore by reference: exit %d log %r" %
+              (st.exit_code, log))
+        tm.mark("pod with sporelet.ai/spore=%s (pulled by the shim)" % ref)
+        k.stop_pod(pod)
+        k.remove_pod(pod)
+
+        # A non-spore image in a pod without the annotation: refused, naming it.
+        pod = k.run_pod("plain", runtime_handler="spore")
+        ctr5 = k.create_container(pod, busy.ref, args=["true"], name="plain")
+        try:
+            k.start_container(ctr5)
+            raise HarnessError("a busybox container started under the spore runtime")
+        except ctrd.HarnessError as e:
+            check("is not a spore" in str(e) and busy.ref in str(e), "error must name the image: %s" % e)
+        tm.mark("busybox without a pod spore: refused, naming %s" % busy.ref)
         problems = k.cleanup()
         check(not problems, "CRI cleanup: %s" % problems)
         check(not c.wait_no_shims(10), "shims left")
@@ -297,11 +332,32 @@ def t_lifecycle(env):
         while c.task_status("long") != "RUNNING":
             check(time.monotonic() < deadline and p.poll() is None, "long did not start")
             time.sleep(0.05)
+        r = c.ctr("tasks", "exec", "--exec-id", "e1", "long", "echo", "exec", "beside")
+        check(r.rc == 0 and r.out == "exec beside\n", "ctr tasks exec: %s" % r.describe())
+        r = c.ctr("tasks", "exec", "--exec-id", "e2", "long", "exit", "3")
+        check(r.rc == 3, "ctr tasks exec exit 3: %s" % r.describe())
+        tm.mark("exec beside the running task: output and exit status")
+        r = c.ctr("tasks", "metrics", "long")
+        vals = {f[0]: f[1] for f in (ln.split() for ln in r.out.splitlines()) if len(f) == 2 and f[1].isdigit()}
+        # The VMM's own cgroup (the container's cgroupsPath), not the host's:
+        # its few threads, its memory, seconds of CPU at most.
+        check(r.rc == 0 and 1 <= int(vals.get("pids.current", 0)) < 64 and int(vals.get("memory.usage", 0)) > 0
+              and int(vals.get("cpu.usage_usec", 1 << 62)) < 120 * 10**6, "metrics: %s" % r.describe())
+        tm.mark("metrics of the VMM's cgroup: pids %s, memory %s, cpu %s us" %
+                (vals["pids.current"], vals["memory.usage"], vals["cpu.usage_usec"]))
+        ev = c.ctr_popen("events", namespace=None)
+        time.sleep(0.5)
         check(c.ctr("tasks", "pause", "long").rc == 0, "pause")
         check(c.task_status("long") == "PAUSED", "status after pause: %s" % c.task_status("long"))
         check(c.ctr("tasks", "resume", "long").rc == 0, "resume")
         check(c.task_status("long") == "RUNNING", "status after resume: %s" % c.task_status("long"))
-        tm.mark("pause / resume")
+        time.sleep(0.5)
+        os.killpg(ev.pid, signal.SIGKILL)
+        out = ev.communicate(timeout=10)[0]
+        ev = None
+        topics = [f for ln in out.splitlines() if '"long"' in ln for f in ln.split() if f.startswith("/tasks/")]
+        check(topics == ["/tasks/paused", "/tasks/resumed"], "pause/resume events: %s" % topics)
+        tm.mark("pause / resume, with their events")
 
         # containerd goes away and comes back: the pod keeps running and is
         # found again through <bundle>/address.
