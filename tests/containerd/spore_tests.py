@@ -359,6 +359,30 @@ def t_lifecycle(env):
         check(topics == ["/tasks/paused", "/tasks/resumed"], "pause/resume events: %s" % topics)
         tm.mark("pause / resume, with their events")
 
+        # Checkpoint captures the running pod into a spore; containerd stores
+        # it as a checkpoint image, and a task created from that checkpoint
+        # resumes the captured VM (a new generation of it).
+        cp = "sporelet.test/checkpoint/long:1"
+        r = c.ctr("containers", "checkpoint", "--task", "--image", "long", cp, timeout=120)
+        check(r.rc == 0, "ctr containers checkpoint --task: %s" % r.describe())
+        check(c.task_status("long") == "RUNNING", "after the checkpoint: %s" % c.task_status("long"))
+        gen_long = c.ctr("tasks", "exec", "--exec-id", "g0", "long", "generation").out.strip()
+        r = c.ctr("containers", "restore", "--live", "fromcp", cp, timeout=60)
+        check(r.rc == 0, "ctr containers restore --live: %s" % r.describe())
+        check(c.task_status("fromcp") == "RUNNING", "restored task: %s" % c.task_status("fromcp"))
+        r = c.ctr("tasks", "exec", "--exec-id", "g1", "fromcp", "generation")
+        check(r.rc == 0 and re.match(r"^[0-9a-f]{32}\n$", r.out) and r.out.strip() != gen_long,
+              "the restored pod must be a new generation of the captured one (%s): %s" % (gen_long, r.describe()))
+        tm.mark("checkpoint %s; restored into a new task, generation %s (was %s)" %
+                (cp, r.out.strip()[:8], gen_long[:8]))
+        c.ctr_ok("tasks", "kill", "-s", "SIGKILL", "fromcp")
+        deadline = time.monotonic() + 30
+        while c.task_status("fromcp") != "STOPPED":
+            check(time.monotonic() < deadline, "restored task did not stop: %s" % c.task_status("fromcp"))
+            time.sleep(0.05)
+        c.ctr("tasks", "delete", "fromcp")
+        c.ctr_ok("containers", "delete", "fromcp")
+
         # containerd goes away and comes back: the pod keeps running and is
         # found again through <bundle>/address.
         c.restart()
