@@ -41,7 +41,8 @@ static int get_uint(json_t *v, const char *what, const char *key, long long min,
 static int get_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err)
 {
 	if (!json_is_string(v) || json_string_value(v)[0] != '/' || json_string_length(v) >= cap)
-		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an absolute path", what, key);
+		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an absolute path shorter than %zu bytes", what, key,
+				    cap);
 	snprintf(out, cap, "%s", json_string_value(v));
 	return 0;
 }
