@@ -42,6 +42,9 @@ struct shim_process {
 	/* A CRI sandbox (pause) container runs nothing in the guest: it is
 	 * the pod itself and "runs" until it is killed or the VM ends. */
 	bool placeholder;
+	/* CloseIO came (maybe before the process had started: ctr calls it as
+	 * soon as its stdin ends, which can be while Start is in flight). */
+	bool stdin_closed;
 	enum shim_proc_state st;
 	struct shim_proc *proc; /* once started */
 	uint32_t exit_status;

@@ -498,6 +498,8 @@ static int start_process(struct shim *s, struct shim_process *p, struct ttrpc_re
 		return -1;
 	}
 	p->proc = proc;
+	if (p->stdin_closed)
+		shim_proc_close_stdin(proc);
 	if (p->st == SP_STARTING)
 		p->st = SP_RUNNING; /* unless it already ended (on_proc_exit waits for order) */
 	*pid = (uint32_t)task_pid(s);
@@ -966,8 +968,11 @@ static void h_close_io(const struct ttrpc_call *call, struct ttrpc_result *res, 
 	pthread_mutex_lock(&s->lock);
 	struct shim_process *p = find_process(s, r->id, r->exec_id, res);
 	if (p) {
-		if (r->stdin && p->proc)
-			shim_proc_close_stdin(p->proc);
+		if (r->stdin) {
+			p->stdin_closed = true;
+			if (p->proc)
+				shim_proc_close_stdin(p->proc);
+		}
 		Google__Protobuf__Empty empty = GOOGLE__PROTOBUF__EMPTY__INIT;
 		ttrpc_result_pack(res, &empty.base);
 	}

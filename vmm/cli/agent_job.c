@@ -192,6 +192,12 @@ static void *job_main(void *arg)
 	}
 	pthread_mutex_lock(&j->lock);
 	j->status = status;
+	/* Without a command nothing more is said: the connection goes back to
+	 * the guest (the test guest's agent has 4), for the VM's supervisor. */
+	if (!j->o.argv) {
+		agent_client_close(j->client);
+		j->client = NULL;
+	}
 	pthread_mutex_unlock(&j->lock);
 	set_state(j, AGENT_JOB_DONE);
 	return NULL;
