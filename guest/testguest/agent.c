@@ -656,22 +656,6 @@ static void conn_drop_procs(unsigned conn)
 }
 
 /* ---- built-in commands ---- */
-static int parse_dec(const uint8_t *s, uint32_t n, uint64_t max, uint64_t *out)
-{
-	uint64_t v = 0;
-	if (n == 0 || n > 10)
-		return -1;
-	for (uint32_t i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	if (v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 static void usage_exit(struct conn *c, uint32_t id, const char *msg)
 {
 	send_data(c, id, 2, msg, slen(msg));
@@ -776,7 +760,7 @@ static void exec(struct conn *c, unsigned ci, const struct msg *m)
 		send_exit(c, id, 0, 0);
 	} else if (word_is(a0, n0, "exit")) {
 		uint64_t v = 0;
-		if (m->argv.n > 2 || (a1 && parse_dec(a1, na, 255, &v) < 0))
+		if (m->argv.n > 2 || (a1 && tg_parse_dec((const char *)a1, na, 255, &v) < 0))
 			usage_exit(c, id, "exit: usage: exit [STATUS 0..255]\n");
 		else
 			send_exit(c, id, 0, (uint32_t)v);
@@ -816,7 +800,7 @@ static void exec(struct conn *c, unsigned ci, const struct msg *m)
 			return;
 		}
 		send_started(c, id);
-		if (sleep && (m->argv.n != 2 || parse_dec(a1, na, 3600000, &ms) < 0)) {
+		if (sleep && (m->argv.n != 2 || tg_parse_dec((const char *)a1, na, 3600000, &ms) < 0)) {
 			usage_exit(c, id, "sleep: usage: sleep MS (0..3600000)\n");
 			return;
 		}

@@ -21,5 +21,7 @@ void tg_gen_id(uint8_t id[16]); /* the current generation id (zeros: none) */
 void tg_log(const char *a, const char *b, uint64_t n); /* "tg: agent <a><b> <n>" */
 __attribute__((noreturn)) void tg_poweroff(void);  /* SHUTDOWN: exit status 0 */
 uint64_t tg_virq_count(void);                       /* device interrupts CPU 0 took */
+/* Canonical decimal of 1..10 digits up to max (no sign or spaces). */
+int tg_parse_dec(const char *s, uint32_t n, uint64_t max, uint64_t *out);
 
 #endif

@@ -329,19 +329,19 @@ static int streq_n(const char *a, size_t an, const char *b)
 	return b[i] == 0;
 }
 
-static int parse_u32(const char *s, size_t n, uint32_t max, uint32_t *out)
+int tg_parse_dec(const char *s, uint32_t n, uint64_t max, uint64_t *out)
 {
 	uint64_t v = 0;
 	if (n == 0 || n > 10)
 		return -1;
-	for (size_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		if (s[i] < '0' || s[i] > '9')
 			return -1;
 		v = v * 10 + (uint64_t)(s[i] - '0');
 	}
 	if (v > max)
 		return -1;
-	*out = (uint32_t)v;
+	*out = v;
 	return 0;
 }
 
@@ -402,10 +402,10 @@ static void parse_cmdline(const char *s, size_t len)
 		} else {
 			cmdline_error("unknown key", word, kl);
 		}
-		uint32_t val;
-		if (parse_u32(v, vl, max, &val) < 0 || val < min)
+		uint64_t val;
+		if (tg_parse_dec(v, (uint32_t)vl, max, &val) < 0 || val < min)
 			cmdline_error("bad value", word, wl);
-		*num = val;
+		*num = (uint32_t)val;
 	}
 }
 

@@ -140,6 +140,19 @@ static int drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct gue
 	return rc;
 }
 
+/* An inherited descriptor named on the command line: 3..1024 and open. */
+static int open_fd_opt(const char *arg, const char *what, int *out, sl_error_t *err)
+{
+	uint64_t fd;
+	if (cli_parse_u64(arg, what, 3, 1024, &fd, err) < 0)
+		return -1;
+	if (fcntl((int)fd, F_GETFD) < 0)
+		return sl_error_set(err, SL_E_INVALID, "%s %llu: not an open file descriptor", what,
+				    (unsigned long long)fd);
+	*out = (int)fd;
+	return 0;
+}
+
 static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 {
 	switch (c) {
@@ -154,37 +167,16 @@ static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 		if (!o->for_ms)
 			return sl_error_set(err, SL_E_INVALID, "--for must be longer than 0");
 		return 0;
-	case OPT_REPORT_FD: {
-		uint64_t fd;
-		if (cli_parse_u64(optarg, "--report-fd", 3, 1024, &fd, err) < 0)
-			return -1;
-		o->report_fd = (int)fd;
-		return 0;
-	}
-	case OPT_READY_FD: {
-		uint64_t fd;
-		if (cli_parse_u64(optarg, "--ready-fd", 3, 1024, &fd, err) < 0)
-			return -1;
-		if (fcntl((int)fd, F_GETFD) < 0)
-			return sl_error_set(err, SL_E_INVALID, "--ready-fd %llu: not an open file descriptor",
-					    (unsigned long long)fd);
-		o->ready_fd = (int)fd;
-		return 0;
-	}
+	case OPT_REPORT_FD:
+		return open_fd_opt(optarg, "--report-fd", &o->report_fd, err);
+	case OPT_READY_FD:
+		return open_fd_opt(optarg, "--ready-fd", &o->ready_fd, err);
 	case OPT_CONTROL:
 		o->control_path = optarg;
 		return 0;
-	case OPT_PARENT_FD: {
-		uint64_t fd;
-		if (cli_parse_u64(optarg, "--parent-fd", 3, 1024, &fd, err) < 0)
-			return -1;
-		if (fcntl((int)fd, F_GETFD) < 0)
-			return sl_error_set(err, SL_E_INVALID, "--parent-fd %llu: not an open file descriptor",
-					    (unsigned long long)fd);
-		o->client_fd = (int)fd;
+	case OPT_PARENT_FD:
 		o->client_is_parent = true;
-		return 0;
-	}
+		return open_fd_opt(optarg, "--parent-fd", &o->client_fd, err);
 	}
 	return sl_error_set(err, SL_E_INVALID, "unknown option");
 }
