@@ -51,6 +51,9 @@ int64_t reg_retry_after_ms(const char *v, time_t now)
 
 		if (t == (time_t)-1)
 			return -1;
+		/* A date centuries ahead must not overflow the product. */
+		if (t > now && (int64_t)(t - now) > REG_RETRY_AFTER_CAP_MS / 1000)
+			return REG_RETRY_AFTER_CAP_MS;
 		ms = t > now ? (int64_t)(t - now) * 1000 : 0;
 	}
 	return ms > REG_RETRY_AFTER_CAP_MS ? REG_RETRY_AFTER_CAP_MS : ms;
