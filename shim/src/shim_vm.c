@@ -199,7 +199,7 @@ static int start_pooled(const struct shim_vm_opts *o, struct shim_vm *vm, sl_err
 	int pid = 0;
 	unsigned long long us = 0;
 	if (!strncmp(buf, "error ", 6)) {
-		snprintf(vm->pool_err, sizeof(vm->pool_err), "%s", buf + 6);
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "%.250s", buf + 6);
 		goto out;
 	}
 	if (sscanf(buf, "ok restore_us=%llu pid=%d vsock=%107s control=%107s", &us, &pid, vm->vsock_path,

@@ -39,12 +39,12 @@ struct pool_cfg {
 	int busy_fd;       /* write end: a worker sends its pid once it took a connection */
 };
 
-/* A --vsock worker's private directory: its vsock and control sockets. */
-static void worker_paths(const struct pool_cfg *pc, pid_t pid, char *wdir, size_t wcap, char *vsock, char *control)
+/* A --vsock worker's private directory: its vsock and control sockets.
+ * cmd_pool checked that they fit for any pid. */
+static bool worker_paths(const struct pool_cfg *pc, pid_t pid, char *wdir, size_t wcap, char *vsock, char *control)
 {
-	snprintf(wdir, wcap, "%s/vm-%d", pc->dir, (int)pid);
-	snprintf(vsock, 108, "%s/vsock", wdir);
-	snprintf(control, 108, "%s/control", wdir);
+	return (size_t)snprintf(wdir, wcap, "%s/vm-%d", pc->dir, (int)pid) < wcap &&
+	       snprintf(vsock, 108, "%s/vsock", wdir) < 108 && snprintf(control, 108, "%s/control", wdir) < 108;
 }
 
 /* Removes a worker's directory; the pool calls it for every worker it
@@ -54,7 +54,8 @@ static void worker_dir_remove(const struct pool_cfg *pc, pid_t pid)
 	if (!pc->vsock)
 		return;
 	char wdir[4200], vsock[108], control[108];
-	worker_paths(pc, pid, wdir, sizeof(wdir), vsock, control);
+	if (!worker_paths(pc, pid, wdir, sizeof(wdir), vsock, control))
+		return;
 	unlink(vsock);
 	unlink(control);
 	if (rmdir(wdir) < 0 && errno != ENOENT)
@@ -92,7 +93,8 @@ static int worker(int lfd, const struct pool_cfg *pc)
 	struct vmm_machine m = pc->m;
 	char wdir[4200] = "", vsock[108] = "", control[108] = "";
 	if (pc->vsock) {
-		worker_paths(pc, getpid(), wdir, sizeof(wdir), vsock, control);
+		if (!worker_paths(pc, getpid(), wdir, sizeof(wdir), vsock, control))
+			return cli_usage("pool: worker socket paths too long");
 		/* One left by a killed worker whose pid we now have: stale. */
 		if (mkdir(wdir, 0700) < 0 && errno == EEXIST)
 			worker_dir_remove(pc, getpid());
