@@ -16,6 +16,7 @@
 #include "shim_events.h"
 #include "shim_int.h"
 #include "shim_mount.h"
+#include "shim_pool.h"
 #include "shim_stats.h"
 #include "sl/digest.h"
 #include "sl/file.h"
@@ -196,18 +197,39 @@ static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname
 		pthread_mutex_unlock(&s->vm_lock);
 		return rc;
 	}
+	/* The node's warm pool, when configured: the VM costs only its
+	 * restore. Whatever keeps the pool from serving it, the VMM is
+	 * spawned as before (and the reason logged). */
+	char pool_sock[108];
+	const char *pool = NULL;
+	if (s->cfg.pool_size) {
+		sl_error_t perr = NULL;
+		if (shim_pool_ensure(&s->cfg, pool_sock, sizeof(pool_sock), &perr) == 0) {
+			pool = pool_sock;
+		} else {
+			char q[300];
+			sl_warn("no warm pool: spawning the VMM", "err=%s", sl_log_quote(sl_error_msg(perr), q, sizeof(q)));
+			sl_error_free(&perr);
+		}
+	}
 	struct shim_vm_opts o = {.spore_bin = s->cfg.spore_bin,
 				 .spore_dir = spore_dir,
 				 .run_dir = s->run_dir,
 				 .hostname = hostname,
 				 .timeout_ms = s->cfg.ready_timeout_ms,
 				 .console_fd = -1,
-				 .cgroup = cgroup};
+				 .cgroup = cgroup,
+				 .pool_sock = pool};
 	struct shim_vm *vm = NULL;
 	rc = shim_vm_start(&o, &vm, err);
 	if (rc == 0) {
-		sl_info("pod VM resumed", "spore=%s pid=%d restore_ms=%.3f cgroup=%s", spore_dir, (int)vm->pid,
-			vm->restore_ms, cgroup ? cgroup : "-");
+		if (vm->pool_err[0]) {
+			char q[300];
+			sl_warn("the warm pool did not serve the VM: spawned `spore resume`", "pool=%s err=%s", pool,
+				sl_log_quote(vm->pool_err, q, sizeof(q)));
+		}
+		sl_info("pod VM resumed", "spore=%s pid=%d pooled=%d restore_ms=%.3f cgroup=%s", spore_dir, (int)vm->pid,
+			vm->pooled, vm->restore_ms, cgroup ? cgroup : "-");
 		if (vm->cgroup_err[0]) {
 			char q[300];
 			sl_warn("the VM is not in the pod's cgroup", "err=%s", sl_log_quote(vm->cgroup_err, q, sizeof(q)));

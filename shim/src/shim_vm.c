@@ -1,4 +1,4 @@
-/* Starting, asking and stopping a pod's VMM child process. */
+/* Starting (from the warm pool or as a child), asking and stopping a pod's VMM. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pool_proto.h"
 #include "shim_vm.h"
 
 #define VM_MAX_ARGS 160
@@ -58,10 +59,29 @@ static int set_path(char *dst, size_t cap, const char *dir, const char *name, sl
 	return 0;
 }
 
+/* A pool worker is not our child: its end shows on its pidfd, and its
+ * exit status is unknown (docs/shim.md: 255). */
+static bool pooled_ended(struct shim_vm *vm, int timeout_ms)
+{
+	struct pollfd p = {vm->pidfd, POLLIN, 0};
+	if (vm->pidfd < 0 || poll(&p, 1, timeout_ms) != 1)
+		return false;
+	vm->reaped = true;
+	vm->wait_status = 255 << 8;
+	return true;
+}
+
 static void kill_and_reap(struct shim_vm *vm)
 {
 	if (vm->reaped || vm->pid <= 0)
 		return;
+	if (vm->pooled) {
+		if (vm->pidfd >= 0 && syscall(SYS_pidfd_send_signal, vm->pidfd, SIGKILL, NULL, 0) == 0)
+			pooled_ended(vm, 10000);
+		vm->reaped = true;
+		vm->wait_status = 255 << 8;
+		return;
+	}
 	kill(vm->pid, SIGKILL);
 	int st;
 	while (waitpid(vm->pid, &st, 0) < 0 && errno == EINTR)
@@ -70,35 +90,173 @@ static void kill_and_reap(struct shim_vm *vm)
 	vm->wait_status = st;
 }
 
-int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t *err)
+/* Waits for "ready restore_ms=<ms>\n" on fd or the end of the pipe. */
+static int wait_ready(struct shim_vm *vm, int fd, const struct shim_vm_opts *o, sl_error_t *err)
 {
-	struct shim_vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		return sl_error_set(err, SL_E_NOMEM, "VM: out of memory");
-	vm->pidfd = -1;
+	char line[128];
+	size_t got = 0;
+	long deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : 30000);
+	for (;;) {
+		long left = deadline - now_ms();
+		if (left <= 0)
+			return sl_error_set(err, SL_E_GUEST, "VM from spore %s not ready within %d ms", o->spore_dir,
+					    o->timeout_ms > 0 ? o->timeout_ms : 30000);
+		struct pollfd p = {fd, POLLIN, 0};
+		int pr = poll(&p, 1, (int)left);
+		if (pr <= 0)
+			continue;
+		ssize_t k = read(fd, line + got, sizeof(line) - 1 - got);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			char why[512];
+			kill_and_reap(vm);
+			if (vm->pooled)
+				snprintf(why, sizeof(why), "pool worker %d ended without a ready line (its log is the pool's)",
+					 (int)vm->pid);
+			else
+				log_tail(vm->log_path, why, sizeof(why));
+			return sl_error_set(err, SL_E_GUEST, "VM from spore %s failed to start: %s", o->spore_dir,
+					    why[0] ? why : "the VMM exited without a message");
+		}
+		got += (size_t)k;
+		line[got] = '\0';
+		if (strchr(line, '\n')) {
+			if (sscanf(line, "ready restore_ms=%lf", &vm->restore_ms) != 1)
+				return sl_error_set(err, SL_E_GUEST, "VM from spore %s: unexpected ready line", o->spore_dir);
+			return 0;
+		}
+		if (got == sizeof(line) - 1)
+			return sl_error_set(err, SL_E_GUEST, "VM from spore %s: ready line too long", o->spore_dir);
+	}
+}
+
+static void place_in_cgroup(struct shim_vm *vm, const struct shim_vm_opts *o)
+{
+	/* Accounted to the pod from its first milliseconds (a miss is reported,
+	 * not fatal: e.g. a systemd-style path this shim cannot create). */
+	if (!o->cgroup)
+		return;
+	sl_error_t cerr = NULL;
+	if (shim_cgroup_place(vm->pid, o->cgroup, &vm->cg, &cerr) < 0) {
+		snprintf(vm->cgroup_err, sizeof(vm->cgroup_err), "%s", sl_error_msg(cerr));
+		sl_error_free(&cerr);
+	}
+}
+
+#define POOL_REPLY_TIMEOUT_MS 10000
+
+/* Asks the pool for the VM. Returns 0 when the VM runs; 1 when the pool
+ * did not serve it (vm->pool_err says why; nothing of it runs: a request
+ * a worker takes after we gave up finds its parent pipe closed and ends);
+ * -1 when the pooled VM failed after the restore (err). */
+static int start_pooled(const struct shim_vm_opts *o, struct shim_vm *vm, sl_error_t *err)
+{
+	int rfd[2], lfd[2];
+	if (pipe2(rfd, O_CLOEXEC) < 0) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "pipe: %s", strerror(errno));
+		return 1;
+	}
+	if (pipe2(lfd, O_CLOEXEC) < 0) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "pipe: %s", strerror(errno));
+		close(rfd[0]);
+		close(rfd[1]);
+		return 1;
+	}
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", o->pool_sock);
+	int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	sl_error_t serr = NULL;
+	int rc = 1;
+	if (s < 0 || connect(s, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "pool %s not reachable: %s", o->pool_sock, strerror(errno));
+		goto out;
+	}
+	/* Creating the VM took place ahead of time; the reply follows the
+	 * restore. No reply this long means every worker is busy. */
+	int ms = o->timeout_ms > 0 && o->timeout_ms < POOL_REPLY_TIMEOUT_MS ? o->timeout_ms : POOL_REPLY_TIMEOUT_MS;
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (pool_send_agent_request(s, o->spore_dir, 0, NULL, o->hostname, o->env, rfd[1], lfd[0], o->console_fd,
+				    &serr) < 0) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "%s", sl_error_msg(serr));
+		sl_error_free(&serr);
+		goto out;
+	}
+	close(rfd[1]);
+	close(lfd[0]);
+	rfd[1] = lfd[0] = -1;
+	char buf[600];
+	ssize_t n = recv(s, buf, sizeof(buf) - 1, 0);
+	if (n <= 0) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "%s",
+			 n == 0 ? "the pool worker went away without a reply"
+				: "no reply from the pool (all workers busy?)");
+		goto out;
+	}
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	int pid = 0;
+	unsigned long long us = 0;
+	if (!strncmp(buf, "error ", 6)) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "%.250s", buf + 6);
+		goto out;
+	}
+	if (sscanf(buf, "ok restore_us=%llu pid=%d vsock=%107s control=%107s", &us, &pid, vm->vsock_path,
+		   vm->control_path) != 4 ||
+	    pid <= 0 || vm->vsock_path[0] != '/' || vm->control_path[0] != '/') {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "unexpected pool reply \"%.100s\"", buf);
+		goto out;
+	}
+	/* The worker cannot end before its parent pipe closes or its guest
+	 * exits, so the pid is still its own here. */
+	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (vm->pidfd < 0) {
+		snprintf(vm->pool_err, sizeof(vm->pool_err), "pidfd_open %d: %s", pid, strerror(errno));
+		goto out;
+	}
+	vm->pid = pid;
+	vm->pooled = true;
+	vm->parent_fd = lfd[1];
+	lfd[1] = -1;
+	place_in_cgroup(vm, o);
+	rc = wait_ready(vm, rfd[0], o, err) < 0 ? -1 : 0;
+out:
+	if (s >= 0)
+		close(s);
+	for (int i = 0; i < 2; i++) {
+		if (rfd[i] >= 0)
+			close(rfd[i]);
+		if (lfd[i] >= 0)
+			close(lfd[i]);
+	}
+	if (rc == 1) {
+		vm->vsock_path[0] = vm->control_path[0] = '\0';
+		vm->pid = 0;
+		vm->pooled = false;
+	}
+	return rc;
+}
+
+/* `spore resume DIR --vsock --control --ready-fd 3 --parent-fd 4 ...` as our child. */
+static int start_spawned(const struct shim_vm_opts *o, struct shim_vm *vm, sl_error_t *err)
+{
 	if (set_path(vm->vsock_path, sizeof(vm->vsock_path), o->run_dir, "vsock", err) < 0 ||
 	    set_path(vm->control_path, sizeof(vm->control_path), o->run_dir, "control", err) < 0 ||
-	    set_path(vm->log_path, sizeof(vm->log_path), o->run_dir, "vmm.log", err) < 0) {
-		free(vm);
+	    set_path(vm->log_path, sizeof(vm->log_path), o->run_dir, "vmm.log", err) < 0)
 		return -1;
-	}
 	char ready_arg[16], parent_arg[16];
 	int pfd[2], lfd[2];
-	vm->parent_fd = -1;
-	if (pipe2(pfd, O_CLOEXEC) < 0) {
-		free(vm);
+	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return sl_error_sys(err, "VM: pipe");
-	}
 	/* The VM must not outlive its shim, whose death closes lfd[1] (not a
 	 * PR_SET_PDEATHSIG: that fires when the forking thread ends, and our
 	 * calls run on short-lived threads). */
 	if (pipe2(lfd, O_CLOEXEC) < 0) {
 		close(pfd[0]);
 		close(pfd[1]);
-		free(vm);
 		return sl_error_sys(err, "VM: pipe");
 	}
-	vm->parent_fd = lfd[1];
 	snprintf(ready_arg, sizeof(ready_arg), "%d", 3);
 	snprintf(parent_arg, sizeof(parent_arg), "%d", 4);
 	const char *argv[VM_MAX_ARGS];
@@ -124,7 +282,6 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 			close(pfd[1]);
 			close(lfd[0]);
 			close(lfd[1]);
-			free(vm);
 			return sl_error_set(err, SL_E_LIMIT, "VM: more than %d generation env entries",
 					    (VM_MAX_ARGS - 12) / 2);
 		}
@@ -139,7 +296,6 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 		close(lfd[0]);
 		close(lfd[1]);
 		sl_error_sys(err, "VM: %s", vm->log_path);
-		free(vm);
 		return -1;
 	}
 	pid_t pid = fork();
@@ -149,7 +305,6 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 		close(lfd[0]);
 		close(lfd[1]);
 		close(logfd);
-		free(vm);
 		return sl_error_sys(err, "VM: fork");
 	}
 	if (pid == 0) {
@@ -171,62 +326,25 @@ int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t
 	close(pfd[1]);
 	close(lfd[0]);
 	close(logfd);
+	vm->parent_fd = lfd[1];
 	vm->pid = pid;
-	/* Accounted to the pod from its first milliseconds (a miss is reported,
-	 * not fatal: e.g. a systemd-style path this shim cannot create). */
-	if (o->cgroup) {
-		sl_error_t cerr = NULL;
-		if (shim_cgroup_place(pid, o->cgroup, &vm->cg, &cerr) < 0) {
-			snprintf(vm->cgroup_err, sizeof(vm->cgroup_err), "%s", sl_error_msg(cerr));
-			sl_error_free(&cerr);
-		}
-	}
+	place_in_cgroup(vm, o);
 	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	/* Wait for "ready restore_ms=<ms>\n" or the end of the pipe. */
-	char line[128];
-	size_t got = 0;
-	long deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : 30000);
-	int rc = -1;
-	for (;;) {
-		long left = deadline - now_ms();
-		if (left <= 0) {
-			sl_error_set(err, SL_E_GUEST, "VM from spore %s not ready within %d ms", o->spore_dir,
-				     o->timeout_ms > 0 ? o->timeout_ms : 30000);
-			break;
-		}
-		struct pollfd p = {pfd[0], POLLIN, 0};
-		int pr = poll(&p, 1, (int)left);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0)
-			continue;
-		ssize_t k = read(pfd[0], line + got, sizeof(line) - 1 - got);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			char why[512];
-			kill_and_reap(vm);
-			log_tail(vm->log_path, why, sizeof(why));
-			sl_error_set(err, SL_E_GUEST, "VM from spore %s failed to start: %s", o->spore_dir,
-				     why[0] ? why : "the VMM exited without a message");
-			break;
-		}
-		got += (size_t)k;
-		line[got] = '\0';
-		if (strchr(line, '\n')) {
-			if (sscanf(line, "ready restore_ms=%lf", &vm->restore_ms) != 1) {
-				sl_error_set(err, SL_E_GUEST, "VM from spore %s: unexpected ready line", o->spore_dir);
-				break;
-			}
-			rc = 0;
-			break;
-		}
-		if (got == sizeof(line) - 1) {
-			sl_error_set(err, SL_E_GUEST, "VM from spore %s: ready line too long", o->spore_dir);
-			break;
-		}
-	}
+	int rc = wait_ready(vm, pfd[0], o, err);
 	close(pfd[0]);
+	return rc;
+}
+
+int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t *err)
+{
+	struct shim_vm *vm = calloc(1, sizeof(*vm));
+	if (!vm)
+		return sl_error_set(err, SL_E_NOMEM, "VM: out of memory");
+	vm->pidfd = -1;
+	vm->parent_fd = -1;
+	int rc = o->pool_sock ? start_pooled(o, vm, err) : 1;
+	if (rc == 1)
+		rc = start_spawned(o, vm, err);
 	if (rc < 0) {
 		shim_vm_free(vm);
 		return -1;
@@ -267,6 +385,8 @@ bool shim_vm_reap(struct shim_vm *vm)
 {
 	if (vm->reaped)
 		return true;
+	if (vm->pooled)
+		return pooled_ended(vm, 0);
 	int st;
 	pid_t r = waitpid(vm->pid, &st, WNOHANG);
 	if (r == vm->pid) {
@@ -302,8 +422,21 @@ void shim_vm_free(struct shim_vm *vm)
 	if (vm->parent_fd >= 0)
 		close(vm->parent_fd);
 	shim_cgroup_remove(&vm->cg);
-	unlink(vm->vsock_path);
-	unlink(vm->control_path);
-	unlink(vm->log_path);
+	if (vm->vsock_path[0])
+		unlink(vm->vsock_path);
+	if (vm->control_path[0])
+		unlink(vm->control_path);
+	if (vm->log_path[0])
+		unlink(vm->log_path);
+	if (vm->pooled && vm->vsock_path[0]) {
+		/* The worker's private directory: it removes it when it ends,
+		 * its pool when it reaps a killed one; this covers a killed
+		 * worker whose pool is gone. */
+		char *slash = strrchr(vm->vsock_path, '/');
+		if (slash) {
+			*slash = '\0';
+			rmdir(vm->vsock_path);
+		}
+	}
 	free(vm);
 }

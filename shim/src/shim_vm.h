@@ -1,4 +1,4 @@
-/* The VMM child of a pod: `spore resume` with a vsock device and a control socket. */
+/* The VMM of a pod: a warm pool's worker or a `spore resume` child, with a vsock device and a control socket. */
 #ifndef SHIM_VM_H
 #define SHIM_VM_H
 
@@ -17,6 +17,7 @@ struct shim_vm_opts {
 	int timeout_ms;        /* for the guest (and its agent) to be ready; <= 0: 30 s */
 	int console_fd;        /* guest serial output; -1: discarded */
 	const char *cgroup;    /* the pod's cgroup (OCI cgroupsPath, cgroupfs form), or NULL */
+	const char *pool_sock; /* a `spore pool --vsock` to ask first (docs/pool-protocol.md), or NULL */
 };
 
 struct shim_vm {
@@ -31,11 +32,17 @@ struct shim_vm {
 	int parent_fd;           /* our end of --parent-fd: the VM stops when we die */
 	struct shim_cgroup cg;   /* what we created for it */
 	char cgroup_err[256];    /* why it is not in the pod's cgroup, or "" */
+	/* A pool worker: not our child, so its exit status is unknown (reaped
+	 * as 255 when its pidfd says it ended) and it is killed by pidfd. */
+	bool pooled;
+	char pool_err[256];      /* why the pool did not serve it (then it was spawned), or "" */
 };
 
 /* Starts the VMM and waits until the guest runs and its agent applied the
- * new generation. On failure nothing is left running, and the error
- * carries the VMM's last log line. */
+ * new generation: from the pool if o->pool_sock is given and the pool
+ * serves it, else (pool_err says why) as a `spore resume` child. On
+ * failure nothing is left running, and the error carries the VMM's last
+ * log line. */
 int shim_vm_start(const struct shim_vm_opts *o, struct shim_vm **out, sl_error_t *err);
 /* One control request ("pause", "capture /dir", ...); reply gets the VMM's
  * answer without "ok"/"error"; an "error" answer is an SL_E_GUEST error. */

@@ -4,7 +4,7 @@ containerd 1.6, a real docker-registry, test-guest spores with the agent
 (docs/testguest.md), driven through ctr and through CRI (the kubelet stand-in).
 
 Usage: spore_tests.py <test> SPORE_BIN TESTGUEST_ELF SHIM_DIR   (exit 0 / 1 / 77)
-Tests: ctr, cri, lifecycle
+Tests: ctr, cri, lifecycle, pool, bench
 """
 
 import json
@@ -82,10 +82,10 @@ class Env:
                            timeout=timeout, text=True, errors="replace")
         return p
 
-    def agent_spore(self, name, cmdline="mode=idle"):
+    def agent_spore(self, name, cmdline="mode=idle", mem=64):
         """A test-guest spore captured with its agent ready (a vsock device)."""
         d = os.path.join(self.tmp, name)
-        p = self.run(self.spore, "run", "--kernel", self.guest, "--mem", 64, "--vsock", os.path.join(self.tmp, name + ".v"),
+        p = self.run(self.spore, "run", "--kernel", self.guest, "--mem", mem, "--vsock", os.path.join(self.tmp, name + ".v"),
                      "--cmdline", cmdline, "--capture", d, "--capture-on", "ready")
         check(p.returncode == 0 and os.path.isfile(os.path.join(d, "spore", "manifest.json")),
               "capture of %s failed (%s):\n%s" % (name, p.returncode, p.stderr[-3000:]))
@@ -418,7 +418,186 @@ def t_lifecycle(env):
         check(not problems, "teardown had to clean up: %s" % problems)
 
 
-TESTS = {"ctr": t_ctr, "cri": t_cri, "lifecycle": t_lifecycle}
+def pool_config(env):
+    """A shim configuration like env.config with a warm pool of the test spores' shape."""
+    path = os.path.join(env.tmp, "shim-pool.yaml")
+    with open(path, "w") as f:
+        f.write("spore: %s\nstate_dir: %s\nready_timeout_ms: 20000\npool: {size: 2, memory_mib: 64, vcpus: 1}\n" %
+                (env.spore, env.state))
+    return path
+
+
+def ppid_of(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def stop_pool(env, timeout=30):
+    """SIGTERM to the pool named by <state>/pool.pid; waits until it is gone.
+    Returns the pool's log (and removes it: it is the operator's file)."""
+    pid_path = os.path.join(env.state, "pool.pid")
+    log_path = os.path.join(env.state, "pool.log")
+    if os.path.exists(pid_path):
+        pid = int(open(pid_path).read())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        check(not os.path.exists("/proc/%d" % pid), "the pool %d did not stop on SIGTERM" % pid)
+        check(not os.path.exists(pid_path), "the pool left its pid file")
+    log = ""
+    if os.path.exists(log_path):
+        with open(log_path, errors="replace") as f:
+            log = f.read()
+        os.unlink(log_path)
+    return log
+
+
+def t_pool(env):
+    """With `pool: {size: 2, ...}` the shim starts the node's warm pool
+    (`spore pool --vsock`, pid in <state>/pool.pid) and takes each pod's VM
+    from it: the VMM is a pool worker (its parent is the pool, it sits in the
+    pod's cgroup); output, exit status and generations are as with a spawned
+    VMM; a spore of another shape falls back to spawning `spore resume` (the
+    shim logs why) and still works; stopping the pool leaves nothing."""
+    tm = Timer()
+    d = env.agent_spore("tg")
+    big = env.agent_spore("tg128", mem=128)
+    env.start_registry()
+    ref = env.push(d, "spores/tg")
+    ref128 = env.push(big, "spores/tg128")
+    tm.mark("captured and pushed %s and %s (128 MiB)" % (ref, ref128))
+    cfg = pool_config(env)
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host], extra_env=env.san_env)
+    pool_log = ""
+    try:
+        c.start()
+        c.pull(ref)
+        c.pull(ref128)
+        cfgx = ("--runtime-config-path", cfg)
+        r = c.ctr_run(ref, ["echo", "pooled", "hello"], runtime=RUNTIME, extra=cfgx)
+        check(r.rc == 0 and r.out == "pooled hello\n", "first run (starts the pool): %s" % r.describe())
+        pid_path = os.path.join(env.state, "pool.pid")
+        check(os.path.exists(pid_path), "no pool pid file %s after a run with pool.size 2" % pid_path)
+        pool_pid = int(open(pid_path).read())
+        argv = ctrd._proc_cmdline(str(pool_pid)) or []
+        check(argv[1:2] == ["pool"] and "--vsock" in argv and "64" in argv, "pool argv %r" % argv)
+        tm.mark("first run started the pool (pid %d): %s" % (pool_pid, " ".join(argv[1:])))
+        for i in range(4):
+            r = c.ctr_run(ref, ["echo", "run", str(i)], runtime=RUNTIME, extra=cfgx)
+            check(r.rc == 0 and r.out == "run %d\n" % i, "pooled run %d: %s" % (i, r.describe()))
+        r = c.ctr_run(ref, ["exit", "7"], runtime=RUNTIME, extra=cfgx)
+        check(r.rc == 7, "pooled exit 7: %s" % r.describe())
+        gens = []
+        for i in range(2):
+            r = c.ctr_run(ref, ["generation"], runtime=RUNTIME, extra=cfgx)
+            check(r.rc == 0 and re.match(r"^[0-9a-f]{32}\n$", r.out), "generation: %s" % r.describe())
+            gens.append(r.out.strip())
+        check(gens[0] != gens[1], "two pooled pods share a generation id %s" % gens[0])
+        r = c.ctr_run(ref, ["env"], runtime=RUNTIME, extra=cfgx + ("--env", "GREETING=pooled"))
+        check(r.rc == 0 and "GREETING=pooled\n" in r.out, "env in a pooled pod: %s" % r.describe())
+        tm.mark("5 echo runs, exit 7, two distinct generations, env")
+        check(ctrd._proc_cmdline(str(pool_pid)) is not None, "the pool ended")
+
+        # A long task: its VMM is a worker of the pool, in the pod's cgroup.
+        p = c.ctr_popen(*c.ctr_run_args(ref, ["sleep", "600000"], cid="long", runtime=RUNTIME, extra=cfgx))
+        deadline = time.monotonic() + 30
+        while c.task_status("long") != "RUNNING":
+            check(time.monotonic() < deadline and p.poll() is None, "long did not start")
+            time.sleep(0.05)
+        row = [ln.split() for ln in c.ctr_ok("tasks", "ls").out.splitlines() if ln.split()[:1] == ["long"]]
+        vmm = int(row[0][1])
+        check(ppid_of(vmm) == pool_pid, "the VMM %d of a pooled pod has parent %d, not the pool %d" %
+              (vmm, ppid_of(vmm), pool_pid))
+        with open("/proc/%d/cgroup" % vmm) as f:
+            cg = f.read()
+        check("%s/long" % c.cgroup_parent in cg, "the pooled VMM is not in the pod's cgroup:\n%s" % cg)
+        # (Its exit status, not its output: `ctr tasks exec` may open its
+        # stdout FIFO after a fast process ended, losing the output with
+        # any runtime that relays through FIFOs.)
+        r = c.ctr("tasks", "exec", "--exec-id", "e1", "long", "exit", "3")
+        check(r.rc == 3, "exec in a pooled pod: %s" % r.describe())
+        c.ctr_ok("tasks", "kill", "-s", "SIGKILL", "long")
+        p.wait(timeout=30)
+        tm.mark("a running pod's VMM %d: parent the pool, in cgroup %s/long; exec works" % (vmm, c.cgroup_parent))
+
+        # Another shape: the pool refuses, the shim spawns `spore resume`.
+        r = c.ctr_run(ref128, ["echo", "big"], runtime=RUNTIME, extra=cfgx)
+        check(r.rc == 0 and r.out == "big\n", "128 MiB spore with a 64 MiB pool: %s" % r.describe())
+        log = c.log()
+        check(log.count("pooled=1") >= 9, "the shim did not log pooled VMs:\n%s" % ctrd.tail(log, 4000))
+        check("the warm pool did not serve the VM" in log and "spore needs 1 vcpus and 128 MiB" in log and
+              "pooled=0" in log, "the fallback was not logged with its reason:\n%s" % ctrd.tail(log, 4000))
+        tm.mark("128 MiB spore: refused by the pool (logged), spawned, ran")
+        check(c.ctr_ok("containers", "ls", "-q").out.strip() == "", "containers left")
+        check(not c.wait_no_shims(10), "shims left")
+        pool_log = stop_pool(env)
+        check("pool ready" in pool_log, "pool log:\n%s" % pool_log[-3000:])
+        left = wait_gone(env)
+        check(not left, "left behind: %s" % left)
+        tm.mark("pool stopped by its pid file; nothing left")
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
+        pool_log = pool_log or stop_pool(env)
+        print("---- pool log (tail) ----\n%s" % pool_log[-4000:], flush=True)
+        raise
+    finally:
+        problems = c.stop()
+        check(not problems, "teardown had to clean up: %s" % problems)
+
+
+def p50(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def t_bench(env, n=10):
+    """Pod start through containerd: `ctr run --rm <spore> echo` with the
+    shim spawning `spore resume`, with the warm pool, and runc's busybox
+    `ctr run --rm echo`, n of each through the same harness (p50, ms)."""
+    d = env.agent_spore("tg")
+    env.start_registry()
+    ref = env.push(d, "spores/tg")
+    cfg = pool_config(env)
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host], extra_env=env.san_env)
+    try:
+        c.start()
+        c.pull(ref)
+        busy = ctrd.busybox_image()
+        c.import_image(busy)
+
+        def series(what, run):
+            run()  # warm: page cache, the pool's start
+            t = []
+            for _ in range(n):
+                r = run()
+                check(r.rc == 0 and r.out == "hi\n", "%s: %s" % (what, r.describe()))
+                t.append(r.secs * 1000)
+            print("  %-6s p50 %7.1f ms  min %7.1f  max %7.1f" % (what, p50(t), min(t), max(t)), flush=True)
+            return p50(t)
+
+        runc = series("runc", lambda: c.ctr_run(busy.ref, ["echo", "hi"]))
+        shim = series("shim", lambda: c.ctr_run(ref, ["echo", "hi"], runtime=RUNTIME,
+                                                extra=("--runtime-config-path", env.config)))
+        pool = series("pool", lambda: c.ctr_run(ref, ["echo", "hi"], runtime=RUNTIME,
+                                                extra=("--runtime-config-path", cfg)))
+        check(c.log().count("pooled=1") >= n, "the pool did not serve the pooled series")
+        stop_pool(env)
+        check(not c.wait_no_shims(10), "shims left")
+        left = wait_gone(env)
+        check(not left, "left behind: %s" % left)
+        print("RESULT shim_p50_ms=%.1f shim_pool_p50_ms=%.1f runc_p50_ms=%.1f ratio_pool_vs_runc=%.2f" %
+              (shim, pool, runc, pool / runc), flush=True)
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
+        stop_pool(env)
+        raise
+    finally:
+        problems = c.stop()
+        check(not problems, "teardown had to clean up: %s" % problems)
+
+
+TESTS = {"ctr": t_ctr, "cri": t_cri, "lifecycle": t_lifecycle, "pool": t_pool, "bench": t_bench}
 
 
 def main():

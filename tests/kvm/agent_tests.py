@@ -452,6 +452,182 @@ def test_agent_refuse(ctx):
     check("without a vsock device" in r.err, "fanout -- CMD refusal\n%s" % r.describe())
 
 
+def pool_request(sock, msg, fds=(), timeout=30):
+    """One request to a pool with fds attached: the first reply (text)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(timeout)
+    s.connect(sock)
+    socket.send_fds(s, [msg], list(fds))
+    return s, s.recv(600).decode(errors="replace")
+
+
+def agent_msg(d, hostname="", env=(), for_ms=0, prefix=""):
+    return b"".join(f.encode() + b"\0" for f in ["resume-agent", str(for_ms), prefix, d, hostname] + list(env))
+
+
+def read_line(fd, timeout=30):
+    """One line from a pipe, or what came before its end or the timeout."""
+    import select
+    end, got = time.monotonic() + timeout, b""
+    while not got.endswith(b"\n") and time.monotonic() < end:
+        r, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+        if not r:
+            break
+        b = os.read(fd, 200)
+        if not b:
+            break
+        got += b
+    return got.decode(errors="replace")
+
+
+def pid_gone(pid, timeout=20):
+    end = time.monotonic() + timeout
+    while os.path.exists("/proc/%d" % pid):
+        st_ = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        if st_[0] == "Z" or time.monotonic() > end:
+            return st_[0] == "Z"
+        time.sleep(0.02)
+    return True
+
+
+def test_agent_pool(ctx):
+    """spore pool --vsock: a resume-agent request restores an agent-capable
+    spore into a pre-created VM with a vsock device and drives it like
+    `spore resume --vsock --control --ready-fd --parent-fd --hostname --env`:
+    the ready line on the passed fd, the reply's control socket answers,
+    the reply's vsock socket reaches the agent with the new generation's
+    hostname and env, closing the parent pipe (or control stop) ends the VM
+    and its private directory; malformed requests, shapes the pool cannot
+    serve and the restore form are refused by name."""
+    sp = ctx.path("sp")
+    ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("cap.sock"), "--cmdline", "mode=idle",
+              "--capture", sp, "--capture-on", "ready", timeout=120, expect=0)
+    sock, pidfile = ctx.path("pool.sock"), ctx.path("pool.pid")
+    pool = subprocess.Popen([ctx.spore_bin, "pool", "--size", "2", "--socket", sock, "--vsock", "--pid-file", pidfile],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ctx.env,
+                            cwd=ctx.tmp, start_new_session=True, text=True)
+    conns = []
+    try:
+        end = time.monotonic() + 20
+        while not os.path.exists(pidfile):
+            check(pool.poll() is None and time.monotonic() < end, "pool did not start: %s" % pool.poll())
+            time.sleep(0.02)
+        check(open(pidfile).read() == "%d\n" % pool.pid, "pid file %r" % open(pidfile).read())
+
+        def start(hostname, env=(), console=None):
+            rr, rw = os.pipe()
+            pr, pw = os.pipe()
+            fds = [rw, pr] + ([console] if console is not None else [])
+            s, rep = pool_request(sock, agent_msg(sp, hostname, env, prefix="pa: "), fds)
+            conns.append(s)
+            os.close(rw)
+            os.close(pr)
+            m = re.fullmatch(r"ok restore_us=(\d+) pid=(\d+) vsock=(\S+) control=(\S+)\n", rep)
+            if not m:
+                os.close(rr)
+                os.close(pw)
+                raise Fail("resume-agent reply %r" % rep)
+            pid = int(m.group(2))
+            ready = read_line(rr)
+            os.close(rr)
+            check(re.fullmatch(r"ready restore_ms=[0-9.]+\n", ready), "ready line %r" % ready)
+            return s, pid, m.group(3), m.group(4), pw
+
+        con_path = ctx.path("console.out")
+        with open(con_path, "w") as con:
+            s, pid, vsock, control, pw = start("pooled-1", ["GREETING=from-pool", "B=two=2"], con.fileno())
+        wdir = os.path.dirname(vsock)
+        check(wdir == os.path.join(os.path.realpath(ctx.tmp), "vm-%d" % pid) and os.path.dirname(control) == wdir,
+              "worker sockets %s %s" % (vsock, control))
+        check(os.stat(wdir).st_mode & 0o777 == 0o700, "worker directory mode %o" % os.stat(wdir).st_mode)
+        ppid = int(open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()[1])
+        check(ppid == pool.pid, "the VMM %d is not a worker of the pool %d (parent %d)" % (pid, pool.pid, ppid))
+        r = ctx.spore("control", control, "status", timeout=30, expect=0)
+        check(re.match(r"ok state=running pid=%d generation=[0-9a-f]{32} counter=1" % pid, r.out),
+              "control status\n%s" % r.describe())
+        c = Client(vsock)
+        c.hello()
+        out, _, ex = c.run(1, ["hostname"])
+        check(out == b"pooled-1\n" and ex == (0, 0), "hostname in the pooled VM: %r %r" % (out, ex))
+        out, _, ex = c.run(2, ["env"])
+        check(b"GREETING=from-pool\nB=two=2\n" in out, "generation env in the pooled VM: %r" % out)
+        c.close()
+        ctx.spore("control", control, "pause", timeout=30, expect=0)
+        ctx.spore("control", control, "resume", timeout=30, expect=0)
+        # The supervisor goes away: the VM stops, its directory goes.
+        os.close(pw)
+        check(pid_gone(pid), "the pooled VM did not stop when its parent pipe closed")
+        check(s.recv(600) == b"exit 0\n", "exit reply")
+        check(not os.path.exists(wdir), "worker directory %s left" % wdir)
+        with open(con_path) as f:
+            lines = f.read().splitlines()
+        check(lines and all(ln.startswith("pa: tg: ") for ln in lines), "console lines %r" % lines[:5])
+        check(any("gen counter=1" in ln for ln in lines), "console shows no new generation: %r" % lines[:5])
+
+        # More requests than workers (used ones are replaced at once); the
+        # control socket's stop ends a VM too; no hostname keeps the spore's.
+        for k in range(3):
+            s, pid, vsock, control, pw = start("")
+            c = Client(vsock)
+            c.hello()
+            out, _, _ = c.run(1, ["hostname"])
+            check(out == b"testguest\n", "empty hostname must keep the guest's: %r" % out)
+            c.close()
+            ctx.spore("control", control, "stop", timeout=30, expect=0)
+            check(pid_gone(pid), "control stop did not end the pooled VM")
+            check(s.recv(600) == b"exit 0\n", "exit after stop")
+            os.close(pw)
+
+        small = ctx.path("small")
+        ctx.spore("run", "--kernel", ctx.guest, "--mem", "64", "--vsock", ctx.path("cap2.sock"), "--cmdline",
+                  "mode=idle", "--capture", small, "--capture-on", "ready", timeout=120, expect=0)
+        plain = ctx.path("plain")
+        st.boot_capture(ctx, plain)
+        rr, rw = os.pipe()
+        pr, pw = os.pipe()
+        try:
+            for msg, fds, want in (
+                    (agent_msg(small), [rw, pr], "error spore needs 1 vcpus and 64 MiB, this VM has 1 and 128"),
+                    (agent_msg(plain), [rw, pr], "error spore has vsock CID 0, this VM 3"),
+                    (agent_msg(sp), [], "error pool request: resume-agent needs the ready and parent fds"),
+                    (agent_msg(sp), [rw], "error pool request: resume-agent needs the ready and parent fds"),
+                    (agent_msg(sp), [rr, pr], "error pool request: the ready fd (the first) is not writable"),
+                    (agent_msg(sp), [rw, pw], "error pool request: the parent fd (the second) is not readable"),
+                    (agent_msg(sp, "bad host"), [rw, pr], "error pool request: hostname must be"),
+                    (agent_msg(sp, "h" * 65), [rw, pr], "error pool request: hostname must be"),
+                    (agent_msg(sp, "h", ["NOEQUALS"]), [rw, pr], "error pool request: env entry 0: want KEY=VALUE"),
+                    (agent_msg(sp, "h", ["=v"]), [rw, pr], "error pool request: env entry 0: want KEY=VALUE"),
+                    (agent_msg(sp, "h", ["K=v"] * 65), [rw, pr], "error pool request: more than 64 env entries"),
+                    (b"resume-agent\x000\x00\x00" + sp.encode() + b"\x00", [rw, pr],
+                     "error pool request: resume-agent wants 5 NUL-terminated fields"),
+                    (agent_msg(sp)[:-1], [rw, pr], "error pool request: resume-agent wants 5 NUL-terminated fields"),
+                    (agent_msg(sp, for_ms="01"), [rw, pr], "error pool request: bad duration"),
+                    (b"restore\x000\x00\x00" + sp.encode() + b"\x00", [],
+                     "error pool request: this pool's VMs have a vsock device")):
+                s, got = pool_request(sock, msg, fds)
+                s.close()
+                check(got.startswith("error ") and want[6:] in got, "request %r: reply %r, want %r" %
+                      (msg[:60], got, want))
+        finally:
+            for fd in (rr, rw, pr, pw):
+                os.close(fd)
+    finally:
+        for s in conns:
+            s.close()
+        pool.send_signal(signal.SIGTERM)
+        try:
+            _, err = pool.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(pool.pid, signal.SIGKILL)
+            pool.communicate()
+            raise Fail("pool did not stop on SIGTERM")
+    check(pool.returncode == 0, "pool exit status %s on SIGTERM\n%s" % (pool.returncode, err))
+    check(not os.path.exists(sock) and not os.path.exists(pidfile), "the pool left its socket or pid file")
+    left = [e for e in os.listdir(ctx.tmp) if e.startswith("vm-")]
+    check(not left, "worker directories left: %s\n%s" % (left, err))
+    check("the supervisor went away" in err, "the parent pipe's end was not logged:\n%s" % err)
+
+
 st.TESTS.clear()
 st.TESTS.update({
     "agent_run": test_agent_run,
@@ -459,6 +635,7 @@ st.TESTS.update({
     "agent_protocol": test_agent_protocol,
     "agent_fork": test_agent_fork,
     "agent_refuse": test_agent_refuse,
+    "agent_pool": test_agent_pool,
 })
 
 if __name__ == "__main__":

@@ -912,6 +912,21 @@ def test_pool(ctx):
                           (b"restore\x000\x00\x00/x", "error pool request: want 4 NUL-terminated fields")):
             got = raw(msg)
             check(got.startswith(want), "request %r: reply %r, want %r" % (msg, got, want))
+        # The agent form needs a pool whose machines have a vsock device.
+        rr, rw = os.pipe()
+        pr, pw = os.pipe()
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.settimeout(20)
+            s.connect(sock)
+            socket.send_fds(s, [b"resume-agent\x000\x00\x00" + a.encode() + b"\x00h\x00"], [rw, pr])
+            got = s.recv(600).decode(errors="replace")
+            s.close()
+        finally:
+            for fd in (rr, rw, pr, pw):
+                os.close(fd)
+        check(got.startswith("error pool request: resume-agent needs a pool started with --vsock"),
+              "resume-agent on a pool without --vsock: %r" % got)
         if os.geteuid() == 0:
             # Let another user reach the socket: the credential check must still refuse.
             os.chmod(ctx.tmp, 0o711)

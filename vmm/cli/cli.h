@@ -107,6 +107,20 @@ struct drive_opts {
 	int ready_fd;
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
+/* What a guest's agent gets: run and resume options, a pool's resume-agent request. */
+struct cli_guest {
+	const char *vsock;
+	const char *hostname;
+	char *env[65];
+	unsigned nenv;
+	uint64_t agent_timeout_ms;
+};
+/* Runs a created (booted or restored) VM: with vsock_path (the guest has an
+ * agent) an agent job waits for the agent, applies a new generation (after
+ * a restore) and runs command, if any; o->control_path, if set, is served.
+ * Frees the VM. */
+int cli_drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct cli_guest *g, const char *vsock_path,
+		    char **command, bool restored, const char *prefix);
 /* Runs the VM until it ends per opts; returns the process exit status. */
 int cli_drive(struct vmm_vm *vm, struct drive_opts *o);
 

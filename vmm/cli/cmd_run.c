@@ -58,16 +58,7 @@ enum {
 	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD,
 };
 
-/* Options for a Linux guest's agent, shared by run and resume. */
-struct guest_opts {
-	const char *vsock;
-	const char *hostname;
-	char *env[65];
-	unsigned nenv;
-	uint64_t agent_timeout_ms;
-};
-
-static int guest_opt(int c, struct guest_opts *g, sl_error_t *err)
+static int guest_opt(int c, struct cli_guest *g, sl_error_t *err)
 {
 	switch (c) {
 	case OPT_VSOCK: g->vsock = optarg; return 1;
@@ -93,51 +84,9 @@ static int guest_opt(int c, struct guest_opts *g, sl_error_t *err)
 	return 0;
 }
 
-static bool guest_opts_given(const struct guest_opts *g)
+static bool guest_opts_given(const struct cli_guest *g)
 {
 	return g->vsock || g->hostname || g->nenv || g->agent_timeout_ms;
-}
-
-/* Runs a created (booted or restored) VM; for a Linux guest the agent job
- * waits for the agent, applies a new generation (after a restore) and runs
- * the command. Frees the VM. */
-static int drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct guest_opts *g, const char *vsock_path,
-		       char **command, bool restored, const char *prefix)
-{
-	sl_error_t err = NULL;
-	struct agent_job *job = NULL;
-	bool want_job = vsock_path && (command || restored || o->capture_on == CAP_READY);
-	if (want_job) {
-		struct agent_job_opts jo = {.vsock_path = vsock_path,
-					    .argv = command,
-					    .env = g->nenv ? (char *const *)g->env : NULL,
-					    .hostname = g->hostname,
-					    .prefix = prefix,
-					    .generation = restored,
-					    .hold_at_ready = o->capture_on == CAP_READY,
-					    .shutdown_after = command != NULL,
-					    .timeout_ms = (int)g->agent_timeout_ms};
-		if (agent_job_start(&jo, &job, &err) < 0) {
-			vmm_destroy(vm);
-			return cli_fail(&err);
-		}
-		o->job = job;
-		o->job_has_command = command != NULL;
-	}
-	if (o->control_path && cli_control_open(o->control_path, &o->control, &err) < 0) {
-		agent_job_free(job);
-		o->job = NULL;
-		vmm_destroy(vm);
-		return cli_fail(&err);
-	}
-	int rc = cli_drive(vm, o);
-	cli_control_close(o->control);
-	o->control = NULL;
-	/* The job first: it may be blocked on the VM's socket. */
-	agent_job_free(job);
-	o->job = NULL;
-	vmm_destroy(vm);
-	return rc;
 }
 
 /* An inherited descriptor named on the command line: 3..1024 and open. */
@@ -212,7 +161,7 @@ static int check_capture(const struct drive_opts *o)
 }
 
 static int resume_local(const char *dir, struct drive_opts *o, const char *prefix, enum vmm_verify verify,
-			const struct guest_opts *g, char **command);
+			const struct cli_guest *g, char **command);
 
 int cmd_run(int argc, char **argv)
 {
@@ -233,7 +182,7 @@ int cmd_run(int argc, char **argv)
 	const char *kernel = NULL, *cmdline = NULL, *initrd = NULL, *from = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
 	bool shape_given = false;
-	struct guest_opts g = {0};
+	struct cli_guest g = {0};
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
@@ -335,7 +284,7 @@ int cmd_run(int argc, char **argv)
 		cli_vsock_cleanup(&vs);
 		return cli_fail(&err);
 	}
-	int rc = drive_guest(vm, &o, &g, m.vsock_cid ? vs.path : NULL, args, false, NULL);
+	int rc = cli_drive_guest(vm, &o, &g, m.vsock_cid ? vs.path : NULL, args, false, NULL);
 	cli_vsock_cleanup(&vs);
 	return rc;
 }
@@ -386,7 +335,7 @@ int cmd_resume(int argc, char **argv)
 		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"parent-fd", required_argument, NULL, OPT_PARENT_FD},
 		{"help", no_argument, NULL, 'h'}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
-	struct guest_opts g = {0};
+	struct cli_guest g = {0};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
@@ -430,7 +379,7 @@ int cmd_resume(int argc, char **argv)
 }
 
 static int resume_local(const char *dir, struct drive_opts *o, const char *prefix, enum vmm_verify verify,
-			const struct guest_opts *g, char **command)
+			const struct cli_guest *g, char **command)
 {
 	sl_error_t err = NULL;
 	struct cli_verify cv;
@@ -477,7 +426,7 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 	}
 	o->restore_ns = cli_now_ns() - o->launch_ns;
 	cli_log_restored(vm, dir, o, &rs);
-	int rc = drive_guest(vm, o, g, agent ? vs.path : NULL, command, true, prefix);
+	int rc = cli_drive_guest(vm, o, g, agent ? vs.path : NULL, command, true, prefix);
 	cli_vsock_cleanup(&vs);
 	return rc;
 }

@@ -218,3 +218,42 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 	close(grace_fd);
 	return status;
 }
+
+int cli_drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct cli_guest *g, const char *vsock_path,
+		    char **command, bool restored, const char *prefix)
+{
+	sl_error_t err = NULL;
+	struct agent_job *job = NULL;
+	bool want_job = vsock_path && (command || restored || o->capture_on == CAP_READY);
+	if (want_job) {
+		struct agent_job_opts jo = {.vsock_path = vsock_path,
+					    .argv = command,
+					    .env = g->nenv ? (char *const *)g->env : NULL,
+					    .hostname = g->hostname,
+					    .prefix = prefix,
+					    .generation = restored,
+					    .hold_at_ready = o->capture_on == CAP_READY,
+					    .shutdown_after = command != NULL,
+					    .timeout_ms = (int)g->agent_timeout_ms};
+		if (agent_job_start(&jo, &job, &err) < 0) {
+			vmm_destroy(vm);
+			return cli_fail(&err);
+		}
+		o->job = job;
+		o->job_has_command = command != NULL;
+	}
+	if (o->control_path && cli_control_open(o->control_path, &o->control, &err) < 0) {
+		agent_job_free(job);
+		o->job = NULL;
+		vmm_destroy(vm);
+		return cli_fail(&err);
+	}
+	int rc = cli_drive(vm, o);
+	cli_control_close(o->control);
+	o->control = NULL;
+	/* The job first: it may be blocked on the VM's socket. */
+	agent_job_free(job);
+	o->job = NULL;
+	vmm_destroy(vm);
+	return rc;
+}
