@@ -11,6 +11,7 @@
 #include "shim_events.h"
 #include "sl/log.h"
 #include "ttrpc.h"
+#include "sl/time.h"
 
 #define EVENTS_MAX_QUEUED 4096
 #define EVENTS_ATTEMPTS 5
@@ -183,13 +184,7 @@ void shim_events_free(struct shim_events *e, unsigned timeout_ms)
 		return;
 	if (e->address[0]) {
 		struct timespec dl;
-		clock_gettime(CLOCK_REALTIME, &dl);
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
+		sl_deadline_ms(&dl, CLOCK_REALTIME, timeout_ms);
 		pthread_mutex_lock(&e->lock);
 		int wr = 0;
 		while ((e->head || e->busy) && wr != ETIMEDOUT)

@@ -13,6 +13,7 @@
 #include "agent_client.h"
 #include "shim_proc.h"
 #include "sl/log.h"
+#include "sl/time.h"
 
 #define PROC_MAX_PENDING 16
 #define PROC_EXIT_LOST 255 /* the agent or the VM went away */
@@ -166,13 +167,7 @@ int shim_proc_start(const struct shim_proc_opts *o, struct shim_proc **out, sl_e
 	}
 	p->thread_started = true;
 	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += tmo / 1000;
-	dl.tv_nsec += (long)(tmo % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	sl_deadline_ms(&dl, CLOCK_REALTIME, (unsigned long)tmo);
 	pthread_mutex_lock(&p->lock);
 	int wr = 0;
 	while (!p->started && !p->exited && wr != ETIMEDOUT)
@@ -224,15 +219,8 @@ void shim_proc_close_stdin(struct shim_proc *p)
 bool shim_proc_wait(struct shim_proc *p, int timeout_ms, uint32_t *status, struct timespec *exited_at)
 {
 	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	if (timeout_ms >= 0) {
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
+	if (timeout_ms >= 0)
+		sl_deadline_ms(&dl, CLOCK_REALTIME, (unsigned long)timeout_ms);
 	pthread_mutex_lock(&p->lock);
 	int wr = 0;
 	while (!p->exited && wr != ETIMEDOUT)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "ttrpc_int.h"
+#include "sl/time.h"
 
 /* A call waiting for its response. Lives on the caller's stack. */
 struct pending {
@@ -214,13 +215,7 @@ int ttrpc_client_call(struct ttrpc_client *c, const char *service, const char *m
 				    service, method, body_len, TTRPC_MESSAGE_LENGTH_MAX);
 
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	sl_deadline_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
 
 	struct pending p = { 0 };
 	pthread_mutex_lock(&c->mu);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "ttrpc_int.h"
+#include "sl/time.h"
 
 /* Concurrency model: one detached reader thread per connection, one
  * detached worker thread per call in flight. All bookkeeping (counts,
@@ -594,13 +595,7 @@ int ttrpc_server_shutdown(struct ttrpc_server *s, unsigned timeout_ms, sl_error_
 	}
 
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += timeout_ms / 1000;
-	deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	sl_deadline_ms(&deadline, CLOCK_MONOTONIC, timeout_ms);
 
 	pthread_mutex_lock(&s->mu);
 	/* Stop reading: readers see EOF and end, while calls in flight can

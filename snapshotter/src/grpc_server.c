@@ -16,6 +16,7 @@
 
 #include "grpc_int.h"
 #include "snap_grpc.h"
+#include "sl/time.h"
 
 #define MAX_METHODS 64
 #define READ_CHUNK (64u << 10)
@@ -824,13 +825,7 @@ void snap_grpc_server_shutdown(struct snap_grpc_server *s, unsigned timeout_ms)
 		close(s->lfd);
 	s->lfd = -1;
 	struct timespec dl;
-	clock_gettime(CLOCK_REALTIME, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	sl_deadline_ms(&dl, CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&s->lock);
 	for (struct conn *c = s->conns; c; c = c->next) {
 		pthread_mutex_lock(&c->qlock);
