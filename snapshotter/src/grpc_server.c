@@ -129,8 +129,12 @@ static void cs_unref(struct snap_grpc_call_state *cs)
 
 /* ---- worker side ----------------------------------------------------------- */
 
+/* Queues it for the connection thread. The item holds a reference on its
+ * call (the stream may close, and drop the connection's reference, before
+ * the item is looked at); drain_queue releases it. */
 static bool post(struct conn *c, struct item *it)
 {
+	atomic_fetch_add(&it->cs->refs, 1);
 	pthread_mutex_lock(&c->qlock);
 	bool ok = !c->dead;
 	if (ok) {
@@ -145,6 +149,8 @@ static bool post(struct conn *c, struct item *it)
 		uint64_t one = 1;
 		ssize_t w = write(c->efd, &one, sizeof(one));
 		(void)w;
+	} else {
+		cs_unref(it->cs);
 	}
 	return ok;
 }
@@ -383,6 +389,7 @@ static void drain_queue(struct conn *c)
 		free(it->data);
 		free(it->message);
 		free(it);
+		cs_unref(cs);
 		it = next;
 	}
 }
@@ -662,7 +669,18 @@ static void *conn_thread(void *arg)
 	/* The connection is gone: its calls are cancelled, workers' answers dropped. */
 	pthread_mutex_lock(&c->qlock);
 	c->dead = true;
+	struct item *left = c->qhead;
+	c->qhead = c->qtail = NULL;
 	pthread_mutex_unlock(&c->qlock);
+	while (left) { /* answers nobody will read: release their calls */
+		struct item *n = left->next;
+		struct snap_grpc_call_state *lcs = left->cs;
+		free(left->data);
+		free(left->message);
+		free(left);
+		cs_unref(lcs);
+		left = n;
+	}
 	/* nghttp2_session_del runs no stream-close callbacks: release the
 	 * connection's hold on its open calls here. */
 	struct snap_grpc_call_state *cs = c->calls;
