@@ -657,3 +657,18 @@ int sl_remove_tree(int dirfd, const char *relpath, sl_error_t *err)
 	}
 	return remove_at(dfd, base, relpath, err);
 }
+
+int sl_remove_path(const char *path, sl_error_t *err)
+{
+	if (path[0] != '/')
+		return sl_remove_tree(AT_FDCWD, path, err);
+	/* sl_remove_tree takes paths beneath a directory: "/x" is "x" beneath /. */
+	_cleanup_close_ int root = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (root < 0)
+		return sl_error_sys(err, "open /");
+	while (*path == '/')
+		path++;
+	if (!*path)
+		return sl_error_set(err, SL_E_INVALID, "refusing to remove /");
+	return sl_remove_tree(root, path, err);
+}

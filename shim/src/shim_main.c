@@ -172,17 +172,6 @@ static int write_bundle_file(const char *bundle, const char *name, const char *t
 	return rc;
 }
 
-/* sl_remove_tree takes paths beneath a directory: an absolute one beneath /. */
-static int remove_abs(const char *path, sl_error_t *err)
-{
-	int root = open("/", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-	if (root < 0)
-		return sl_error_sys(err, "open /");
-	int rc = sl_remove_tree(root, path + 1, err);
-	close(root);
-	return rc;
-}
-
 /* ---- the daemon ------------------------------------------------------------ */
 
 static int daemon_run(struct shim *s, int listen_fd)
@@ -233,7 +222,7 @@ out:
 	shim_service_teardown(s);
 	shim_events_free(s->events, 3000);
 	ttrpc_server_free(s->srv);
-	if (remove_abs(s->run_dir, &err) < 0) {
+	if (sl_remove_path(s->run_dir, &err) < 0) {
 		char q[300];
 		sl_warn("run directory not removed", "err=%s", sl_log_quote(sl_error_msg(err), q, sizeof(q)));
 		sl_error_free(&err);
@@ -373,7 +362,7 @@ int shim_cmd_delete(const struct shim_args *a)
 	    !strncmp(addr, "unix://", 7) && !socket_alive(addr + 7)) {
 		unlink(addr + 7);
 		if (sl_read_beneath(dfd, SHIM_RUN_DIR_FILE, 4096, &run_dir, &len, &err) == 0 && run_dir[0] == '/')
-			remove_abs(run_dir, &err);
+			sl_remove_path(run_dir, &err);
 	}
 	sl_error_free(&err);
 	free(addr);

@@ -156,7 +156,7 @@ int main(int argc, char **argv)
 	setenv("SPORE_STATE_DIR", state, 1);
 	int rc = bench(spore, elf, work, n, qn);
 	sl_error_t err = NULL;
-	sl_remove_tree(AT_FDCWD, work, &err);
+	sl_remove_path(work, &err);
 	sl_error_free(&err);
 	return rc;
 }

@@ -492,6 +492,20 @@ static void test_remove_tree(void **state)
 	assert_int_equal(sl_remove_tree(s->fd, "no/such/thing", &err), 0);
 	assert_null(err);
 
+	/* sl_remove_path: an absolute path is a tree beneath /. */
+	{
+		char abs[256];
+		snprintf(abs, sizeof(abs), "%s/absdir", s->path);
+		assert_int_equal(mkdirat(s->fd, "absdir", 0700), 0);
+		put(s->fd, "absdir/f", "x");
+		assert_int_equal(sl_remove_path(abs, &err), 0);
+		assert_null(err);
+		assert_int_equal(faccessat(s->fd, "absdir", F_OK, 0), -1);
+		assert_int_equal(sl_remove_path(abs, &err), 0); /* gone: not an error */
+		assert_int_equal(sl_remove_path("/", &err), -1);
+		expect_err(&err, SL_E_INVALID, NULL);
+	}
+
 	assert_int_equal(sl_remove_tree(s->fd, "../x", &err), -1);
 	expect_err(&err, SL_E_INVALID, NULL);
 	assert_int_equal(sl_remove_tree(s->fd, ".", &err), -1);

@@ -261,7 +261,7 @@ int vmm_capture(struct vmm_vm *vm, const char *out_dir, struct vmm_capture_stats
 		rc = sl_error_sys(err, "capture: rename %s to %s", tmp, out_dir);
 	if (rc < 0) {
 		sl_error_t e2 = NULL;
-		sl_remove_tree(AT_FDCWD, tmp, &e2);
+		sl_remove_path(tmp, &e2); /* tmp may be absolute */
 		sl_error_free(&e2);
 		return sl_error_wrap(err, "capture to %s", out_dir);
 	}

@@ -50,5 +50,8 @@ int sl_pread_all(int fd, void *buf, size_t len, off_t off, sl_error_t *err);
 
 /* Removes a directory tree (no symlink following). Missing is not an error. */
 int sl_remove_tree(int dirfd, const char *relpath, sl_error_t *err);
+/* The same for a path as the caller has it: absolute (beneath /) or
+ * relative to the working directory. */
+int sl_remove_path(const char *path, sl_error_t *err);
 
 #endif
