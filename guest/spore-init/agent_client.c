@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "agent_client.h"
+#include "sl/time.h"
 
 #define CLIENT_CHUNK 65536u
 
@@ -20,20 +21,13 @@ struct agent_client {
 	int timeout_ms;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits for fd to become readable until deadline (-1: none); 1 ready, 0 timeout. */
 static int wait_readable(int fd, int64_t deadline, sl_error_t *err)
 {
 	for (;;) {
 		int t = -1;
 		if (deadline >= 0) {
-			int64_t left = deadline - now_ms();
+			int64_t left = deadline - sl_now_ms();
 			t = left > 0 ? (int)left : 0;
 		}
 		struct pollfd p = {fd, POLLIN, 0};
@@ -121,11 +115,11 @@ static bool guest_may_send(uint8_t type)
 
 int agent_client_recv(struct agent_client *c, struct agent_msg *m, int wait_ms, sl_error_t *err)
 {
-	int r = wait_readable(c->fd, wait_ms < 0 ? -1 : now_ms() + wait_ms, err);
+	int r = wait_readable(c->fd, wait_ms < 0 ? -1 : sl_now_ms() + wait_ms, err);
 	if (r <= 0)
 		return r;
 	/* Once a frame starts, the guest gets a bounded time to finish it. */
-	int64_t deadline = now_ms() + c->timeout_ms;
+	int64_t deadline = sl_now_ms() + c->timeout_ms;
 	uint8_t hdr[AGENT_HDR_SIZE];
 	struct agent_frame_hdr h;
 	if (read_full(c->fd, hdr, sizeof(hdr), deadline, err) < 0)
@@ -179,7 +173,7 @@ static int vsock_prefix(struct agent_client *c, uint32_t port, int64_t deadline,
 /* Waits for one message of `type`; an ERROR from the agent becomes the error. */
 static int expect(struct agent_client *c, uint8_t type, struct agent_msg *m, int64_t deadline, sl_error_t *err)
 {
-	int64_t left = deadline - now_ms();
+	int64_t left = deadline - sl_now_ms();
 	int r = agent_client_recv(c, m, left > 0 ? (int)left : 0, err);
 	if (r < 0)
 		return -1;
@@ -212,7 +206,7 @@ int agent_client_connect(const char *path, const struct agent_client_opts *opts,
 	if (!c)
 		return sl_error_set(err, SL_E_NOMEM, "agent: out of memory");
 	c->timeout_ms = o.timeout_ms > 0 ? o.timeout_ms : 10000;
-	int64_t deadline = now_ms() + c->timeout_ms;
+	int64_t deadline = sl_now_ms() + c->timeout_ms;
 	/* Non-blocking connect: a Unix listener whose backlog is full would
 	 * otherwise block us past every deadline; EAGAIN is just a failed
 	 * attempt the caller may retry. */
@@ -427,7 +421,7 @@ int agent_client_generation(struct agent_client *c, const struct agent_generatio
 	m.u.gen = *g;
 	if (agent_client_send(c, &m, err) < 0)
 		return -1;
-	int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 30000);
+	int64_t deadline = sl_now_ms() + (timeout_ms > 0 ? timeout_ms : 30000);
 	struct agent_msg r;
 	if (expect(c, AGENT_MSG_READY, &r, deadline, err) < 0)
 		return sl_error_wrap(err, "agent generation");

@@ -31,7 +31,7 @@ static int one(const struct shim_mount *m, const char *target, sl_error_t *err)
 	unsigned long flags = 0;
 	char data[MOUNT_DATA_MAX] = "";
 	size_t dl = 0;
-	for (size_t i = 0; m->options && m->options[i]; i++) {
+	for (size_t i = 0; i < m->noptions; i++) {
 		const char *o = m->options[i];
 		const struct flag_opt *f = NULL;
 		for (size_t k = 0; k < sizeof(flag_opts) / sizeof(flag_opts[0]) && !f; k++)

@@ -8,7 +8,8 @@
 struct shim_mount {
 	const char *type;
 	const char *source;
-	char *const *options; /* NULL-terminated, may be NULL */
+	char *const *options; /* counted, as protobuf-c gives them */
+	size_t noptions;
 };
 
 /* Mounts each entry on target in order (containerd gives one: an overlay

@@ -17,13 +17,7 @@
 #include <unistd.h>
 
 #include "shim_pool.h"
-
-static long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
+#include "sl/time.h"
 
 /* The pid in the pool's pid file, if that process is a `spore pool` on
  * sock (a stale file's pid may have been reused by anything). Probing the
@@ -144,7 +138,7 @@ int shim_pool_ensure(const struct shim_config *cfg, char *sock, size_t cap, sl_e
 		pid_t pid = 0;
 		rc = spawn_pool(cfg, sock, pid_path, &pid, err);
 		int pidfd = rc == 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
-		long deadline = now_ms() + SHIM_POOL_START_TIMEOUT_MS;
+		long deadline = sl_now_ms() + SHIM_POOL_START_TIMEOUT_MS;
 		/* It writes its pid file once it listens. */
 		while (rc == 0 && live_pool(pid_path, sock) != pid) {
 			struct pollfd p = {pidfd, POLLIN, 0};
@@ -153,7 +147,7 @@ int shim_pool_ensure(const struct shim_config *cfg, char *sock, size_t cap, sl_e
 						  cfg->state_dir, SHIM_POOL_LOG);
 			else if (pidfd < 0)
 				usleep(20000);
-			if (rc == 0 && now_ms() > deadline) {
+			if (rc == 0 && sl_now_ms() > deadline) {
 				if (pidfd >= 0)
 					syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
 				rc = sl_error_set(err, SL_E_IO, "pool: not listening within %d ms; see %s/%s",

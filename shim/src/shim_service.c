@@ -384,24 +384,14 @@ static void h_create(const struct ttrpc_call *call, struct ttrpc_result *res, vo
 			goto out;
 		}
 		for (size_t i = 0; i < r->n_rootfs; i++)
-			m[i] = (struct shim_mount){r->rootfs[i]->type, r->rootfs[i]->source, r->rootfs[i]->options};
+			m[i] = (struct shim_mount){r->rootfs[i]->type, r->rootfs[i]->source, r->rootfs[i]->options,
+						   r->rootfs[i]->n_options};
 		if ((size_t)snprintf(c->rootfs, sizeof(c->rootfs), "%s/rootfs", r->bundle) >= sizeof(c->rootfs)) {
 			ttrpc_result_error(res, TTRPC_INVALID_ARGUMENT, "bundle path too long");
 			goto out;
 		}
 		mkdir(c->rootfs, 0711);
-		/* protobuf-c's repeated strings are counted, not NULL-terminated. */
-		char **opts[8] = {0};
-		for (size_t i = 0; i < r->n_rootfs; i++) {
-			size_t no = r->rootfs[i]->n_options;
-			opts[i] = calloc(no + 1, sizeof(char *));
-			if (opts[i])
-				memcpy(opts[i], r->rootfs[i]->options, no * sizeof(char *));
-			m[i].options = opts[i];
-		}
 		int mrc = shim_mount_rootfs(m, r->n_rootfs, c->rootfs, &err);
-		for (size_t i = 0; i < r->n_rootfs; i++)
-			free(opts[i]);
 		if (mrc < 0) {
 			ttrpc_result_error(res, TTRPC_INTERNAL, "container %s: %s", c->id, sl_error_msg(err));
 			goto out;

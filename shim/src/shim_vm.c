@@ -15,15 +15,9 @@
 
 #include "pool_proto.h"
 #include "shim_vm.h"
+#include "sl/time.h"
 
 #define VM_MAX_ARGS 160
-
-static long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* The last non-empty line of the VMM's log: why it failed. */
 static void log_tail(const char *path, char *out, size_t cap)
@@ -95,9 +89,9 @@ static int wait_ready(struct shim_vm *vm, int fd, const struct shim_vm_opts *o, 
 {
 	char line[128];
 	size_t got = 0;
-	long deadline = now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : 30000);
+	long deadline = sl_now_ms() + (o->timeout_ms > 0 ? o->timeout_ms : 30000);
 	for (;;) {
-		long left = deadline - now_ms();
+		long left = deadline - sl_now_ms();
 		if (left <= 0)
 			return sl_error_set(err, SL_E_GUEST, "VM from spore %s not ready within %d ms", o->spore_dir,
 					    o->timeout_ms > 0 ? o->timeout_ms : 30000);
@@ -403,10 +397,10 @@ void shim_vm_stop(struct shim_vm *vm, int grace_ms)
 	sl_error_t err = NULL;
 	if (shim_vm_request(vm, "stop", NULL, 0, &err) < 0)
 		sl_error_free(&err);
-	long deadline = now_ms() + grace_ms;
-	while (!shim_vm_reap(vm) && now_ms() < deadline) {
+	long deadline = sl_now_ms() + grace_ms;
+	while (!shim_vm_reap(vm) && sl_now_ms() < deadline) {
 		struct pollfd p = {vm->pidfd, POLLIN, 0};
-		if (vm->pidfd < 0 || poll(&p, 1, (int)(deadline - now_ms())) < 0)
+		if (vm->pidfd < 0 || poll(&p, 1, (int)(deadline - sl_now_ms())) < 0)
 			usleep(10000);
 	}
 	kill_and_reap(vm);

@@ -711,6 +711,22 @@ static void *conn_thread(void *arg)
 	return NULL;
 }
 
+/* A server-side session whose callbacks parse requests into calls. */
+static int new_session(struct conn *c)
+{
+	nghttp2_session_callbacks *cb;
+	if (nghttp2_session_callbacks_new(&cb) != 0)
+		return -1;
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
+	int rc = nghttp2_session_server_new(&c->session, cb, c);
+	nghttp2_session_callbacks_del(cb);
+	return rc;
+}
+
 static int start_conn(struct snap_grpc_server *s, int fd)
 {
 	struct conn *c = calloc(1, sizeof(*c));
@@ -721,25 +737,13 @@ static int start_conn(struct snap_grpc_server *s, int fd)
 	c->fd = fd;
 	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	pthread_mutex_init(&c->qlock, NULL);
-	nghttp2_session_callbacks *cb;
-	if (c->efd < 0 || nghttp2_session_callbacks_new(&cb) != 0) {
+	if (c->efd < 0 || new_session(c) != 0) {
 		if (c->efd >= 0)
 			close(c->efd);
 		free(c);
 		return -1;
 	}
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-	int rc = nghttp2_session_server_new(&c->session, cb, c);
-	nghttp2_session_callbacks_del(cb);
-	if (rc != 0) {
-		close(c->efd);
-		free(c);
-		return -1;
-	}
+	int rc;
 	pthread_mutex_lock(&s->lock);
 	if (s->nconns >= SNAP_GRPC_MAX_CONNS || atomic_load(&s->stopping)) {
 		pthread_mutex_unlock(&s->lock);
@@ -882,21 +886,13 @@ void grpc_fuzz_session(const uint8_t *data, size_t len)
 	pthread_mutex_init(&srv.lock, NULL);
 	pthread_cond_init(&srv.cond, NULL);
 	struct conn *c = calloc(1, sizeof(*c));
-	nghttp2_session_callbacks *cb;
-	if (!c || nghttp2_session_callbacks_new(&cb) != 0) {
-		free(c);
+	if (!c)
 		return;
-	}
 	atomic_init(&c->refs, 1);
 	c->s = &srv;
 	c->fd = c->efd = -1;
 	pthread_mutex_init(&c->qlock, NULL);
-	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-	nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-	nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-	if (nghttp2_session_server_new(&c->session, cb, c) == 0) {
+	if (new_session(c) == 0) {
 		/* Two halves: a frame split across reads is the usual case. */
 		size_t half = len / 2;
 		if (nghttp2_session_mem_recv(c->session, data, half) >= 0)
@@ -913,7 +909,6 @@ void grpc_fuzz_session(const uint8_t *data, size_t len)
 		}
 		nghttp2_session_del(c->session);
 	}
-	nghttp2_session_callbacks_del(cb);
 	conn_unref(c);
 	pthread_mutex_destroy(&srv.lock);
 	pthread_cond_destroy(&srv.cond);

@@ -36,6 +36,11 @@ import tarfile
 import tempfile
 import time
 
+# Command running and output tails are the registry harness's (same rules:
+# own process group, hard timeout, rc "timeout").
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "registry"))
+from harness import RunResult, run, tail  # noqa: E402,F401
+
 CONTAINERD_BIN = "/usr/bin/containerd"
 CTR_BIN = "/usr/bin/ctr"
 RUNC_BIN = "/usr/sbin/runc"
@@ -78,12 +83,6 @@ class Skip(Exception):
     """The machine lacks something the test needs (exit status 77)."""
 
 
-def tail(text, limit=4000):
-    if len(text) > limit:
-        return "...[%d bytes cut]...\n%s" % (len(text) - limit, text[-limit:])
-    return text
-
-
 def containerd_missing():
     """Why a private containerd with runc cannot run here, or None."""
     if os.geteuid() != 0:
@@ -94,39 +93,6 @@ def containerd_missing():
     if shutil.which(RUNC_SHIM, path=os.path.dirname(CONTAINERD_BIN) + ":" + os.environ.get("PATH", "")) is None:
         return "%s is not installed (Debian package containerd)" % RUNC_SHIM
     return None
-
-
-class RunResult:
-    def __init__(self, argv, rc, out, err, secs):
-        self.argv, self.rc, self.out, self.err, self.secs = argv, rc, out, err, secs
-
-    def __repr__(self):
-        return "RunResult(rc=%r, %.2fs, argv=%r)" % (self.rc, self.secs, self.argv)
-
-    def describe(self):
-        return "%s\n  rc=%r after %.2fs\n  stdout: %s\n  stderr: %s" % (
-            " ".join(self.argv), self.rc, self.secs, tail(self.out, 2000).strip(), tail(self.err, 2000).strip())
-
-
-def run(argv, env=None, timeout=60, cwd=None, input=None):
-    """Runs a command in its own process group with a hard timeout (the group
-    is SIGKILLed then). Returns a RunResult whose rc is "timeout" on timeout."""
-    argv = [str(a) for a in argv]
-    t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
-                         start_new_session=True, text=True, errors="replace")
-    try:
-        out, err = p.communicate(input=input, timeout=timeout)
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        out, err = p.communicate()
-        rc = "timeout"
-    return RunResult(argv, rc, out, err, time.monotonic() - t0)
 
 
 # ---- TOML (the subset containerd's config needs) ------------------------------

@@ -1140,16 +1140,25 @@ class RunResult:
     def __init__(self, argv, rc, out, err, secs):
         self.argv, self.rc, self.out, self.err, self.secs = argv, rc, out, err, secs
 
+    def __repr__(self):
+        return "RunResult(rc=%r, %.2fs, argv=%r)" % (self.rc, self.secs, self.argv)
 
-def run(argv, env=None, timeout=120, cwd=None):
+    def describe(self):
+        return "%s\n  rc=%r after %.2fs\n  stdout: %s\n  stderr: %s" % (
+            " ".join(self.argv), self.rc, self.secs, tail(self.out, 2000).strip(), tail(self.err, 2000).strip())
+
+
+def run(argv, env=None, timeout=120, cwd=None, input=None):
     """Runs a command in its own process group with a hard timeout (the
-    whole group is killed). Returns a RunResult (rc "timeout" on timeout)."""
+    whole group is killed). Returns a RunResult (rc "timeout" on timeout).
+    input, if given, is written to its stdin (else stdin is /dev/null)."""
     argv = [str(a) for a in argv]
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env, cwd=cwd, start_new_session=True, text=True, errors="replace")
     try:
-        out, err = p.communicate(timeout=timeout)
+        out, err = p.communicate(input=input, timeout=timeout)
         rc = p.returncode
     except subprocess.TimeoutExpired:
         try:

@@ -138,5 +138,9 @@ void cli_verify_init(struct cli_verify *cv, enum vmm_verify v);
 void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opts *o,
 		      const struct vmm_restore_stats *rs);
 int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_error_t *err);
+/* One text message (at most 4095 bytes) on a SOCK_SEQPACKET connection,
+ * without blocking: a client that does not read its replies loses them,
+ * never the VMM its progress. Pool and control sockets answer with it. */
+void cli_reply(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

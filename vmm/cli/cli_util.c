@@ -1,12 +1,13 @@
-/* CLI helpers: argument parsing (durations, numbers, capture triggers) and errors. */
+/* CLI helpers: argument parsing (durations, numbers, capture triggers), errors and socket replies. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
-#include <fcntl.h>
 
 #include "sl/file.h"
 #include "sl/log.h"
@@ -192,4 +193,19 @@ void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opt
 		 dir, o->restore_ns / 1e6, rs->manifest_ns / 1e6, rs->files_ns / 1e6, rs->chunks_ns / 1e6,
 		 rs->load_ns / 1e6, (unsigned long long)rs->chunks, (unsigned long long)rs->chunks_hashed,
 		 (unsigned long long)rs->chunks_sealed, (unsigned long long)counter, id);
+}
+
+void cli_reply(int fd, const char *fmt, ...)
+{
+	char buf[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n >= sizeof(buf))
+		n = sizeof(buf) - 1;
+	if (send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		sl_debug("reply not sent", "err=%s", strerror(errno));
 }

@@ -18,18 +18,6 @@
 #include "pool_proto.h"
 #include "sl/log.h"
 
-static void reply(int conn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply(int conn, const char *fmt, ...)
-{
-	char buf[512];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		send(conn, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1, MSG_NOSIGNAL);
-}
-
 /* What every worker of this pool shares. */
 struct pool_cfg {
 	struct vmm_machine m;
@@ -73,11 +61,11 @@ static int serve_agent(struct vmm_vm *vm, int conn, struct pool_request *req, co
 	struct cli_guest g = {.vsock = vsock, .hostname = req->hostname[0] ? req->hostname : NULL, .nenv = req->nenv};
 	memcpy(g.env, req->env, sizeof(char *) * (req->nenv + 1));
 	cli_log_restored(vm, req->dir, &o, rs);
-	reply(conn, "ok restore_us=%llu pid=%d vsock=%s control=%s\n", (unsigned long long)(o.restore_ns / 1000),
+	cli_reply(conn, "ok restore_us=%llu pid=%d vsock=%s control=%s\n", (unsigned long long)(o.restore_ns / 1000),
 	      (int)getpid(), vsock, control);
 	int status = cli_drive_guest(vm, &o, &g, vsock, NULL, true, req->prefix[0] ? req->prefix : NULL);
 	/* The supervisor may have closed the connection long ago: best effort. */
-	reply(conn, "exit %d\n", status);
+	cli_reply(conn, "exit %d\n", status);
 	if (o.ready_fd >= 0)
 		close(o.ready_fd);
 	req->ready_fd = -1;
@@ -145,7 +133,7 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		rrc = -1;
 	}
 	if (rrc < 0) {
-		reply(conn, "error %s\n", sl_error_msg(err));
+		cli_reply(conn, "error %s\n", sl_error_msg(err));
 		cli_fail(&err);
 		goto out;
 	}
@@ -159,7 +147,7 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		rrc = vmm_restore(vm, sp, pc->ropts, &rs, &err);
 	vmm_spore_close(sp);
 	if (rrc < 0) {
-		reply(conn, "error %s\n", sl_error_msg(err));
+		cli_reply(conn, "error %s\n", sl_error_msg(err));
 		sl_error_free(&err);
 		pool_request_close_fds(&req);
 		goto out;
@@ -171,9 +159,9 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .for_ms = req.for_ms, .launch_ns = t0,
 				       .restore_ns = cli_now_ns() - t0, .client_fd = conn};
 		cli_log_restored(vm, req.dir, &o, &rs);
-		reply(conn, "ok restore_us=%llu\n", (unsigned long long)(o.restore_ns / 1000));
+		cli_reply(conn, "ok restore_us=%llu\n", (unsigned long long)(o.restore_ns / 1000));
 		status = cli_drive(vm, &o);
-		reply(conn, "exit %d\n", status);
+		cli_reply(conn, "exit %d\n", status);
 	}
 	pool_request_close_fds(&req);
 out:

@@ -98,23 +98,6 @@ int cli_control_pollfds(const struct cli_control *c, struct pollfd *p)
 	return n;
 }
 
-static void reply(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply(int fd, const char *fmt, ...)
-{
-	char buf[CONTROL_MSG_MAX];
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		return;
-	if ((size_t)n >= sizeof(buf))
-		n = sizeof(buf) - 1;
-	/* A client that does not read its replies loses them, never the VM. */
-	if (send(fd, buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		sl_debug("control reply not sent", "err=%s", strerror(errno));
-}
-
 static void accept_client(struct cli_control *c)
 {
 	int fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -124,7 +107,7 @@ static void accept_client(struct cli_control *c)
 	socklen_t clen = sizeof(cred);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
 	    (cred.uid != 0 && cred.uid != geteuid())) {
-		reply(fd, "error control socket serves uid %u only", (unsigned)geteuid());
+		cli_reply(fd, "error control socket serves uid %u only", (unsigned)geteuid());
 		close(fd);
 		return;
 	}
@@ -134,7 +117,7 @@ static void accept_client(struct cli_control *c)
 			return;
 		}
 	}
-	reply(fd, "error control socket: already %d clients", CONTROL_MAX_CLIENTS);
+	cli_reply(fd, "error control socket: already %d clients", CONTROL_MAX_CLIENTS);
 	close(fd);
 }
 
@@ -147,7 +130,7 @@ static int serve(int fd, const struct control_request *req, struct cli_control_v
 		uint64_t counter;
 		char id[33];
 		vmm_generation(cv->vm, &counter, id);
-		reply(fd, "ok state=%s pid=%d generation=%s counter=%llu", cv->paused ? "paused" : "running", getpid(),
+		cli_reply(fd, "ok state=%s pid=%d generation=%s counter=%llu", cv->paused ? "paused" : "running", getpid(),
 		      id, (unsigned long long)counter);
 		return -1;
 	}
@@ -155,13 +138,13 @@ static int serve(int fd, const struct control_request *req, struct cli_control_v
 		if (!cv->paused && vmm_pause(cv->vm, &err) < 0)
 			break;
 		cv->paused = true;
-		reply(fd, "ok state=paused");
+		cli_reply(fd, "ok state=paused");
 		return -1;
 	case CONTROL_RESUME:
 		if (cv->paused && vmm_resume(cv->vm, &err) < 0)
 			break;
 		cv->paused = false;
-		reply(fd, "ok state=running");
+		cli_reply(fd, "ok state=running");
 		return -1;
 	case CONTROL_CAPTURE: {
 		bool was_paused = cv->paused;
@@ -181,17 +164,17 @@ static int serve(int fd, const struct control_request *req, struct cli_control_v
 		sl_info("captured", "dir=%s ms=%.2f chunks_written=%llu chunks_reused=%llu zero_chunks=%llu", req->dir,
 			st.total_ns / 1e6, (unsigned long long)st.chunks_written, (unsigned long long)st.chunks_reused,
 			(unsigned long long)st.zero_chunks);
-		reply(fd, "ok ms=%.2f chunks_written=%llu chunks_reused=%llu zero_chunks=%llu", st.total_ns / 1e6,
+		cli_reply(fd, "ok ms=%.2f chunks_written=%llu chunks_reused=%llu zero_chunks=%llu", st.total_ns / 1e6,
 		      (unsigned long long)st.chunks_written, (unsigned long long)st.chunks_reused,
 		      (unsigned long long)st.zero_chunks);
 		return -1;
 	}
 	case CONTROL_STOP:
 		sl_info("stopped through the control socket", "%s", "");
-		reply(fd, "ok");
+		cli_reply(fd, "ok");
 		return 0;
 	}
-	reply(fd, "error %s", sl_error_msg(err));
+	cli_reply(fd, "error %s", sl_error_msg(err));
 	sl_error_free(&err);
 	return -1;
 }
@@ -218,9 +201,9 @@ int cli_control_service(struct cli_control *c, const struct pollfd *p, struct cl
 		struct control_request req;
 		sl_error_t err = NULL;
 		if ((size_t)n > CONTROL_MSG_MAX) {
-			reply(c->cfd[i], "error control request longer than %d bytes", CONTROL_MSG_MAX);
+			cli_reply(c->cfd[i], "error control request longer than %d bytes", CONTROL_MSG_MAX);
 		} else if (control_parse_request(buf, (size_t)n, &req, &err) < 0) {
-			reply(c->cfd[i], "error %s", sl_error_msg(err));
+			cli_reply(c->cfd[i], "error %s", sl_error_msg(err));
 			sl_error_free(&err);
 		} else {
 			status = serve(c->cfd[i], &req, cv);

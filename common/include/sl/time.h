@@ -2,7 +2,16 @@
 #ifndef SL_TIME_H
 #define SL_TIME_H
 
+#include <stdint.h>
 #include <time.h>
+
+/* Milliseconds on the monotonic clock, for deadlines and durations. */
+static inline int64_t sl_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* *ts = now on clk + ms milliseconds, normalised. */
 static inline void sl_deadline_ms(struct timespec *ts, clockid_t clk, unsigned long ms)
