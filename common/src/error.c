@@ -167,6 +167,8 @@ const char *sl_error_code_name(int code)
 	case SL_E_NOMEM: return "nomem";
 	case SL_E_GUEST: return "guest";
 	case SL_E_LIMIT: return "limit";
+	case SL_E_EXISTS: return "exists";
+	case SL_E_PRECONDITION: return "precondition";
 	}
 	return "unknown";
 }

@@ -18,6 +18,8 @@ enum sl_error_code {
 	SL_E_NOMEM,       /* allocation failed */
 	SL_E_GUEST,       /* the guest did something the VMM cannot honour */
 	SL_E_LIMIT,       /* an input exceeded a documented cap */
+	SL_E_EXISTS,      /* the object to be created already exists */
+	SL_E_PRECONDITION, /* the object is in the wrong state for the operation */
 };
 
 struct sl_error {
