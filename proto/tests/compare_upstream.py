@@ -30,6 +30,7 @@ UPSTREAM_FILES = [
     CTRD + "/runtime/v2/task/shim.proto",
     CTRD + "/api/events/task.proto",
     CTRD + "/api/services/ttrpc/events/v1/events.proto",
+    CTRD + "/api/services/snapshots/v1/snapshots.proto",
     CTRD + "/pkg/runtimeoptions/v1/api.proto",
     "github.com/containerd/cgroups/v2/stats/metrics.proto",
     "github.com/gogo/googleapis/google/rpc/status.proto",
