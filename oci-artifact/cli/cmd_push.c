@@ -168,6 +168,11 @@ int cmd_push(int argc, char **argv)
 	ocli_out_total(out, total, plan.nblobs);
 	if (oci_upload_many(client, ups, plan.nblobs, &err) < 0)
 		goto out;
+	/* Where it lives, for snapshotters asked by clients without CRI's labels. */
+	if (oci_ref_format(&ref, plan.img.snapshot_ref, sizeof(plan.img.snapshot_ref)) < 0) {
+		sl_error_set(&err, SL_E_INVALID, "push: %s: reference too long for the layer annotation", refs);
+		goto out;
+	}
 	if (spore_image_encode(&plan.img, &mjson, &mlen, &err) < 0)
 		goto out;
 	sl_digest digest;

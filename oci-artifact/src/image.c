@@ -332,14 +332,18 @@ static int check_tar_shape(const struct spore_image *img, sl_error_t *err)
 	return 0;
 }
 
-static int parse_layer(json_t *o, size_t i, enum spore_image_shape shape, struct oci_layer *l, sl_error_t *err)
+static int parse_layer(json_t *o, size_t i, enum spore_image_shape shape, struct oci_layer *l, char *snapshot_ref,
+		       sl_error_t *err)
 {
 	char what[48];
 	json_t *ann;
-	const char *title, *table, *why;
+	const char *title, *table, *why, *sref;
 
 	snprintf(what, sizeof(what), WHAT ": layers[%zu]", i);
 	if (parse_desc(o, what, l->media_type, &l->digest, &l->size, &ann, err) < 0)
+		return -1;
+	sref = ann_get(ann, SPORE_ANN_SNAPSHOT_REF);
+	if (sref && !snapshot_ref[0] && copy_field(snapshot_ref, 512, sref, what, SPORE_ANN_SNAPSHOT_REF, err) < 0)
 		return -1;
 	title = ann_get(ann, OCI_ANN_TITLE);
 	if (title) {
@@ -461,7 +465,7 @@ static int decode(json_t *root, struct spore_image *img, sl_error_t *err)
 	if (!img->layers)
 		return sl_error_set(err, SL_E_NOMEM, WHAT ": out of memory");
 	for (size_t i = 0; i < json_array_size(layers); i++) {
-		if (parse_layer(json_array_get(layers, i), i, img->shape, &img->layers[i], err) < 0)
+		if (parse_layer(json_array_get(layers, i), i, img->shape, &img->layers[i], img->snapshot_ref, err) < 0)
 			return -1;
 		img->nlayers++;
 	}
@@ -560,6 +564,8 @@ int spore_image_encode(const struct spore_image *img, char **json, size_t *len, 
 		/* Annotation keys sorted, so the bytes are stable. */
 		if (l->nchunks)
 			set(la, SPORE_ANN_CHUNKS, chunk_table_json(l), &ok);
+		if (img->snapshot_ref[0])
+			set(la, SPORE_ANN_SNAPSHOT_REF, json_string(img->snapshot_ref), &ok);
 		if (l->title[0])
 			set(la, OCI_ANN_TITLE, json_string(l->title), &ok);
 		if (json_object_size(la))

@@ -435,6 +435,10 @@ def test_round_trip(ctx):
     check(c.get_manifest(REPO, "v1")[2] == p.digest, "spore push printed %s, the tag resolves to %s" %
           (p.digest, c.get_manifest(REPO, "v1")[2]))
     img = check_image_shape(c, REPO, "v1", s)
+    # Every layer names where the spore was pushed, under the annotation
+    # prefix containerd passes to snapshotters (docs/spore-format.md).
+    refs = {(x.get("annotations") or {}).get("containerd.io/snapshot/sporelet.ref") for x in img.layers}
+    check(refs == {ref}, "layers' containerd.io/snapshot/sporelet.ref annotations %s, want all %s" % (refs, ref))
     chunk_layers = {x["digest"] for x in img.chunk_layers()}
 
     out = ctx.path("P")

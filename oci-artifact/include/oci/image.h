@@ -28,6 +28,12 @@
 /* On a chunk layer: "<hex>@<offset>,<hex>@<offset>,..." (offset of the
  * chunk's bytes in the tar; every chunk is SPORE_CHUNK_SIZE bytes). */
 #define SPORE_ANN_CHUNKS "ai.sporelet.spore.chunks"
+/* On every layer of a pushed spore: the reference it was pushed to
+ * (registry/repository:tag). containerd hands layer annotations with the
+ * containerd.io/snapshot/ prefix to the snapshotter as labels, so a client
+ * without CRI's labels (ctr) still tells spore-snapshotter where the spore
+ * lives (docs/spore-format.md). */
+#define SPORE_ANN_SNAPSHOT_REF "containerd.io/snapshot/sporelet.ref"
 /* On the image manifest and as config labels. */
 #define SPORE_LABEL_MANIFEST "ai.sporelet.spore.manifest" /* spore manifest digest */
 #define SPORE_LABEL_VERSION "ai.sporelet.spore.version"  /* "1" */
@@ -69,6 +75,9 @@ struct spore_image {
 	sl_digest parent; /* parent spore's manifest digest */
 	struct oci_layer *layers;
 	size_t nlayers;
+	/* SPORE_ANN_SNAPSHOT_REF: encoded on every layer when set; decoded
+	 * from the first layer that has it. */
+	char snapshot_ref[512];
 };
 
 /* Decodes an OCI image manifest (untrusted, at most OCI_MANIFEST_MAX):
