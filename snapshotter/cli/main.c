@@ -1,0 +1,145 @@
+/* spore-snapshotter: the containerd proxy snapshotter daemon (store + Snapshots service on a unix socket). */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "sl/log.h"
+#include "snap_config.h"
+#include "snap_grpc.h"
+#include "snap_service.h"
+#include "snap_store.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: spore-snapshotter [--config FILE] [--root DIR] [--address SOCKET] [--log-level LEVEL]\n"
+		   "Serves containerd.services.snapshots.v1.Snapshots on SOCKET for containerd's\n"
+		   "[proxy_plugins.<name>] (docs/snapshotter.md). Stops on SIGTERM or SIGINT.\n");
+}
+
+/* A listening socket at path; a stale socket file (nobody accepting) is replaced. */
+static int listen_at(const char *path, sl_error_t *err)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return sl_error_set(err, SL_E_INVALID, "socket path %s is too long", path);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		close(probe);
+		return sl_error_set(err, SL_E_EXISTS, "%s: another snapshotter is serving it", path);
+	}
+	if (probe >= 0)
+		close(probe);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return sl_error_sys(err, "removing stale socket %s", path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return sl_error_sys(err, "socket");
+	mode_t old = umask(0077); /* containerd runs as root: nobody else may call */
+	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (rc < 0 || listen(fd, 128) < 0) {
+		sl_error_sys(err, "listening on %s", path);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'}, {"root", required_argument, NULL, 'r'},
+		{"address", required_argument, NULL, 'a'}, {"log-level", required_argument, NULL, 'l'},
+		{"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	};
+	const char *config = NULL, *root = NULL, *address = NULL, *level = NULL;
+	for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+		switch (c) {
+		case 'c': config = optarg; break;
+		case 'r': root = optarg; break;
+		case 'a': address = optarg; break;
+		case 'l': level = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "spore-snapshotter: unexpected argument %s\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	sl_log_init("spore-snapshotter", SL_LOG_INFO, 2);
+	_cleanup_error_ sl_error_t err = NULL;
+	struct snap_config cfg;
+	snap_config_defaults(&cfg);
+	if (config && snap_config_load(config, &cfg, &err) < 0) {
+		sl_err("bad configuration", "error=\"%s\"", sl_error_msg(err));
+		return 2;
+	}
+	if (level)
+		snprintf(cfg.log_level, sizeof(cfg.log_level), "%s", level);
+	if ((root && (root[0] != '/' || strlen(root) >= sizeof(cfg.root))) ||
+	    (address && (address[0] != '/' || strlen(address) >= sizeof(cfg.address)))) {
+		fprintf(stderr, "spore-snapshotter: --root and --address take absolute paths (socket paths < %zu bytes)\n",
+			sizeof(cfg.address));
+		return 2;
+	}
+	if (root)
+		snprintf(cfg.root, sizeof(cfg.root), "%s", root);
+	if (address)
+		snprintf(cfg.address, sizeof(cfg.address), "%s", address);
+	int lv = sl_log_level_parse(cfg.log_level);
+	if (lv < 0) {
+		fprintf(stderr, "spore-snapshotter: unknown log level %s\n", cfg.log_level);
+		return 2;
+	}
+	sl_log_init("spore-snapshotter", lv, 2);
+
+	/* Signals are taken by sigwait below; every thread inherits the mask. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct snap_store *store = NULL;
+	struct snap_grpc_server *srv = NULL;
+	int lfd = -1, rc = 1;
+	bool bound = false; /* the socket file is ours to remove */
+	if (snap_store_open(&store, cfg.root, &err) < 0 || snap_grpc_server_new(&srv, &err) < 0 ||
+	    snap_service_register(srv, store, &err) < 0 || (lfd = listen_at(cfg.address, &err)) < 0 ||
+	    !(bound = true) || snap_grpc_server_start(srv, sl_steal_fd(lfd), &err) < 0) {
+		sl_err("cannot serve", "error=\"%s\"", sl_error_msg(err));
+		goto out;
+	}
+	char qroot[PATH_MAX + 8], qaddr[128];
+	sl_info("serving", "address=%s root=%s", sl_log_quote(cfg.address, qaddr, sizeof(qaddr)),
+		sl_log_quote(cfg.root, qroot, sizeof(qroot)));
+	int sig = 0;
+	sigwait(&stop, &sig);
+	sl_info("stopping", "signal=%d", sig);
+	rc = 0;
+out:
+	if (srv) {
+		snap_grpc_server_shutdown(srv, 5000);
+		snap_grpc_server_free(srv);
+	}
+	if (lfd >= 0)
+		close(lfd);
+	if (bound)
+		unlink(cfg.address);
+	if (store)
+		snap_store_close(store);
+	return rc;
+}
