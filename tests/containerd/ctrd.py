@@ -894,9 +894,10 @@ def busybox_applets(busybox=BUSYBOX_BIN):
     return sorted(set(r.out.split()) - {"busybox"})
 
 
-def busybox_image(ref="sporelet.test/busybox:1", busybox=BUSYBOX_BIN, cmd=("sh",), gzip_layers=True):
+def busybox_image(ref="sporelet.test/busybox:1", busybox=BUSYBOX_BIN, cmd=("sh",), gzip_layers=True, extra_layers=()):
     """busybox from Debian's busybox-static as an OCI image: /bin/busybox,
-    a /bin/<applet> symlink per applet, /etc/passwd and group, /tmp."""
+    a /bin/<applet> symlink per applet, /etc/passwd and group, /tmp; then
+    extra_layers (uncompressed tars, e.g. from layer_tar) on top."""
     if not os.access(busybox, os.X_OK):
         raise HarnessError("%s is missing (Debian package busybox-static; run scripts/setup)" % busybox)
     with open(busybox, "rb") as f:
@@ -910,7 +911,7 @@ def busybox_image(ref="sporelet.test/busybox:1", busybox=BUSYBOX_BIN, cmd=("sh",
         entries.append(("bin/" + a, "symlink", "busybox", None))
     cfg = {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": list(cmd),
            "WorkingDir": "/"}
-    return OciImage(ref, [layer_tar(entries)], cfg, gzip_layers=gzip_layers)
+    return OciImage(ref, [layer_tar(entries)] + list(extra_layers), cfg, gzip_layers=gzip_layers)
 
 
 PAUSE_C = r"""

@@ -1,0 +1,382 @@
+#!/usr/bin/env python3
+"""spore-snapshotter under a private containerd 1.6 (proxy_plugins.spore) and
+through its own gRPC API (grpcio, our snapshots.proto compiled at run time).
+
+Usage: snapshotter_tests.py <test> SNAPSHOTTER_BIN PROTO_DIR   (exit 0 pass, 1 fail, 77 skip)
+Tests:
+  busybox  an ordinary two-layer image imported and run under runc with the
+           snapshotter: overlay mounts, writes stay in the container's
+           snapshot, containerd's GC removes everything through the proxy
+  api      the Snapshots service's rules and error codes, bad input
+           (malformed protobuf, unknown methods), List filters as
+           containerd sends them
+  kill     kill -9 of the snapshotter while it prepares and commits, then a
+           restart: every snapshot is whole or absent, containerd carries on
+"""
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ctrd  # noqa: E402
+from ctrd import Containerd, HarnessError  # noqa: E402
+
+ctrd.ensure_python_with_grpc()
+
+SVC = "/containerd.services.snapshots.v1.Snapshots/"
+PROTOC = "/usr/bin/protoc"
+
+
+def check(cond, msg):
+    if not cond:
+        raise HarnessError(msg)
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.monotonic()
+
+    def mark(self, what):
+        print("  [%6.2fs] %s" % (time.monotonic() - self.t0, what), flush=True)
+
+
+def load_api(proto_dir):
+    """snapshots_pb2 compiled from our proto/ with protoc (python_out)."""
+    out = tempfile.mkdtemp(prefix="snap-pb-")
+    files = ["containerd/types/mount.proto", "containerd/services/snapshots/v1/snapshots.proto"]
+    p = subprocess.run([PROTOC, "-I", proto_dir, "-I", "/usr/include", "--python_out", out] + files,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    check(p.returncode == 0, "protoc failed: %s" % p.stderr)
+    sys.path.insert(0, out)
+    return importlib.import_module("containerd.services.snapshots.v1.snapshots_pb2"), out
+
+
+class Snapshotter:
+    """spore-snapshotter on a private root and socket; stop() SIGTERMs it."""
+
+    def __init__(self, binary, workdir):
+        self.binary = binary
+        self.root = os.path.join(workdir, "root")
+        self.address = os.path.join(workdir, "snap.sock")
+        self.log_path = os.path.join(workdir, "snapshotter.log")
+        self.proc = None
+
+    def start(self, timeout=20):
+        self._log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([self.binary, "--root", self.root, "--address", self.address,
+                                      "--log-level", "debug"], stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.address):
+            check(self.proc.poll() is None, "spore-snapshotter exited %s:\n%s" % (self.proc.returncode, self.log()))
+            check(time.monotonic() < deadline, "spore-snapshotter did not listen within %ds" % timeout)
+            time.sleep(0.02)
+
+    def kill9(self):
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self._log.close()
+
+    def stop(self, timeout=15):
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+            rc = "killed"
+        self._log.close()
+        return rc
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-6000:]
+        except OSError:
+            return ""
+
+    def owned_dirs(self):
+        d = os.path.join(self.root, "snapshots")
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+class Api:
+    """Unary and streaming calls on the snapshotter's socket."""
+
+    def __init__(self, pb, address):
+        import grpc
+        self.grpc = grpc
+        self.pb = pb
+        self.ch = grpc.insecure_channel("unix:" + address)
+
+    def call(self, method, req, resp_type):
+        f = self.ch.unary_unary(SVC + method, request_serializer=lambda m: m.SerializeToString(),
+                                response_deserializer=resp_type.FromString)
+        return f(req, timeout=20, metadata=(("containerd-namespace", "t"),))
+
+    def code(self, method, req, resp_type=None):
+        """The gRPC status code name of a call ("OK" when it succeeds)."""
+        from google.protobuf import empty_pb2
+        try:
+            self.call(method, req, resp_type or empty_pb2.Empty)
+            return "OK"
+        except self.grpc.RpcError as e:
+            return e.code().name
+
+    def raw(self, method, data):
+        f = self.ch.unary_unary(SVC + method, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            f(data, timeout=20)
+            return "OK"
+        except self.grpc.RpcError as e:
+            return e.code().name
+
+    def list(self, *filters):
+        f = self.ch.unary_stream(SVC + "List", request_serializer=lambda m: m.SerializeToString(),
+                                 response_deserializer=self.pb.ListSnapshotsResponse.FromString)
+        infos = []
+        for r in f(self.pb.ListSnapshotsRequest(snapshotter="spore", filters=list(filters)), timeout=20):
+            infos.extend(r.info)
+        return infos
+
+    def close(self):
+        self.ch.close()
+
+
+def t_busybox(binary, proto_dir, work):
+    tm = Timer()
+    s = Snapshotter(binary, work)
+    s.start()
+    tm.mark("spore-snapshotter up (%s)" % s.address)
+    c = Containerd(cri=False, proxy_plugins={"spore": s.address}, snapshotter="spore")
+    try:
+        c.start()
+        tm.mark("containerd up with proxy_plugins.spore")
+        plugins = c.ctr_ok("plugins", "ls").out
+        check(any(" spore " in (" %s " % l) and "ok" in l for l in plugins.splitlines() if "snapshotter" in l),
+              "proxy snapshotter spore is not listed ok:\n%s" % plugins)
+        layer2 = ctrd.layer_tar([("etc", "dir", None, 0o755), ("etc/layer2", "file", b"from-layer-2\n", 0o644)])
+        img2 = ctrd.busybox_image(ref="sporelet.test/busybox2:snap", extra_layers=[layer2])
+        c.import_image(img2, snapshotter="spore")
+        tm.mark("two-layer busybox imported (unpacked by spore-snapshotter)")
+        snaps = c.ctr_ok("snapshots", "--snapshotter", "spore", "ls").out
+        check(snaps.count("Committed") == 2, "want 2 committed snapshots (one per layer):\n%s" % snaps)
+
+        r = c.ctr_run(img2.ref, ["sh", "-c", "cat /etc/layer2; echo written >/etc/mine; cat /etc/mine; exit 4"],
+                      snapshotter="spore")
+        check(r.rc == 4 and r.out == "from-layer-2\nwritten\n", "ctr run on the spore snapshotter:\n%s" % r.describe())
+        tm.mark("ctr run --snapshotter spore under runc: both layers seen, a write, exit 4 (%.3fs)" % r.secs)
+
+        r = c.ctr_run(img2.ref, ["sh", "-c", "test -e /etc/mine && echo LEAK || echo clean"], snapshotter="spore")
+        check(r.rc == 0 and r.out == "clean\n", "a second container saw the first one's write:\n%s" % r.describe())
+        tm.mark("writes stay in each container's own snapshot")
+
+        pb, out = load_api(proto_dir)
+        api = Api(pb, s.address)
+        try:
+            before = api.list()
+            check(len(before) == 2 and all(i.kind == pb.COMMITTED for i in before),
+                  "after --rm runs the store should hold the 2 layers: %s" % [(i.name, i.kind) for i in before])
+            c.ctr_ok("images", "rm", "--sync", img2.ref)
+            deadline = time.monotonic() + 20
+            while api.list() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            left = api.list()
+            check(not left, "containerd's GC left snapshots in the store: %s" % [i.name for i in left])
+        finally:
+            api.close()
+        deadline = time.monotonic() + 10
+        while s.owned_dirs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        check(not s.owned_dirs(), "directories left under %s/snapshots: %s" % (s.root, s.owned_dirs()))
+        tm.mark("image removed: containerd's GC removed every snapshot through the proxy, no directory left")
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s\n---- snapshotter log ----\n%s" % (c.log_tail(), s.log()),
+              flush=True)
+        c.stop()
+        s.stop()
+        raise
+    problems = c.stop()
+    check(not problems, "containerd teardown had to clean up: %s" % problems)
+    rc = s.stop()
+    check(rc == 0, "spore-snapshotter exited %r on SIGTERM:\n%s" % (rc, s.log()))
+    check(not os.path.exists(s.address), "the socket %s is left after SIGTERM" % s.address)
+
+
+def t_api(binary, proto_dir, work):
+    tm = Timer()
+    s = Snapshotter(binary, work)
+    s.start()
+    pb, out = load_api(proto_dir)
+    api = Api(pb, s.address)
+    try:
+        from google.protobuf import field_mask_pb2
+        P = lambda k, parent="", **labels: pb.PrepareSnapshotRequest(snapshotter="spore", key=k, parent=parent,
+                                                                     labels=labels)
+        mounts = api.call("Prepare", P("a"), pb.PrepareSnapshotResponse).mounts
+        check(len(mounts) == 1 and mounts[0].type == "bind" and "rw" in mounts[0].options,
+              "Prepare without a parent: want one rw bind mount, got %s" % mounts)
+        check(api.code("Prepare", P("a")) == "ALREADY_EXISTS", "Prepare of a taken key")
+        check(api.code("Prepare", P("b", "nope")) == "NOT_FOUND", "Prepare on a missing parent")
+        check(api.code("Prepare", P("b", "a")) in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"),
+              "Prepare on an active (uncommitted) parent")
+        check(api.code("Commit", pb.CommitSnapshotRequest(snapshotter="spore", name="A", key="a")) == "OK", "Commit")
+        check(api.code("Commit", pb.CommitSnapshotRequest(snapshotter="spore", name="A2", key="a")) == "NOT_FOUND",
+              "Commit of a key already committed")
+        m = api.call("Prepare", P("b", "A", **{"containerd.io/snapshot/x": "1"}), pb.PrepareSnapshotResponse).mounts
+        check(len(m) == 1 and m[0].type == "overlay" and any(o.startswith("lowerdir=") for o in m[0].options) and
+              any(o.startswith("upperdir=") for o in m[0].options), "Prepare on a parent: want overlay, got %s" % m)
+        v = api.call("View", pb.ViewSnapshotRequest(snapshotter="spore", key="v", parent="A"),
+                     pb.ViewSnapshotResponse).mounts
+        check(len(v) == 1 and v[0].type == "bind" and "ro" in v[0].options, "View of one parent: ro bind, got %s" % v)
+        check(api.code("Commit", pb.CommitSnapshotRequest(snapshotter="spore", name="V", key="v")) ==
+              "FAILED_PRECONDITION", "Commit of a view")
+        check(api.code("Remove", pb.RemoveSnapshotRequest(snapshotter="spore", key="A")) == "FAILED_PRECONDITION",
+              "Remove of a snapshot with children")
+        check(api.code("Remove", pb.RemoveSnapshotRequest(snapshotter="spore", key="zz")) == "NOT_FOUND",
+              "Remove of a missing key")
+        info = api.call("Stat", pb.StatSnapshotRequest(snapshotter="spore", key="b"), pb.StatSnapshotResponse).info
+        check(info.name == "b" and info.parent == "A" and info.kind == pb.ACTIVE and
+              dict(info.labels) == {"containerd.io/snapshot/x": "1"}, "Stat of b: %s" % info)
+        check(api.code("Stat", pb.StatSnapshotRequest(snapshotter="spore", key="zz"), pb.StatSnapshotResponse) ==
+              "NOT_FOUND", "Stat of a missing key")
+        up = pb.UpdateSnapshotRequest(snapshotter="spore", info=pb.Info(name="b", labels={"y": "2"}),
+                                      update_mask=field_mask_pb2.FieldMask(paths=["labels.y"]))
+        info = api.call("Update", up, pb.UpdateSnapshotResponse).info
+        check(dict(info.labels) == {"containerd.io/snapshot/x": "1", "y": "2"}, "Update labels.y: %s" % info)
+        up.update_mask.paths[:] = ["parent"]
+        check(api.code("Update", up, pb.UpdateSnapshotResponse) == "INVALID_ARGUMENT", "Update of the parent field")
+        big = pb.PrepareSnapshotRequest(snapshotter="spore", key="big", labels={"k": "x" * 5000})
+        check(api.code("Prepare", big, pb.PrepareSnapshotResponse) == "INVALID_ARGUMENT", "a label over 4096 bytes")
+        tm.mark("kinds, parents, labels and their error codes")
+
+        names = sorted(i.name for i in api.list())
+        check(names == ["A", "b", "v"], "List: %s" % names)
+        f = api.list('kind==committed')
+        check([i.name for i in f] == ["A"], "List kind==committed: %s" % [i.name for i in f])
+        f = api.list('labels."containerd.io/snapshot/x"==1,parent=="A"')
+        check([i.name for i in f] == ["b"], "List with containerd's label+parent filter: %s" % [i.name for i in f])
+        f = api.list('kind==view', 'name==A')
+        check(sorted(i.name for i in f) == ["A", "v"], "List with two filters (either): %s" % [i.name for i in f])
+        try:
+            api.list('labels.=="x')
+            check(False, "a malformed filter was accepted")
+        except api.grpc.RpcError as e:
+            check(e.code().name == "INVALID_ARGUMENT", "malformed filter: %s" % e.code().name)
+        u = api.call("Usage", pb.UsageRequest(snapshotter="spore", key="A"), pb.UsageResponse)
+        check(u.inodes >= 1 and u.size >= 0, "Usage of A: %s" % u)
+        tm.mark("List (filters, alternatives) and Usage")
+
+        for method in ("Prepare", "Commit", "Stat", "List", "Update", "Remove"):
+            if method == "List":
+                f = api.ch.unary_stream(SVC + "List", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+                try:
+                    list(f(b"\x0a\xff\xff\xff\xff\x0f", timeout=10))
+                    code = "OK"
+                except api.grpc.RpcError as e:
+                    code = e.code().name
+            else:
+                code = api.raw(method, b"\x12\xff\xff\xff\xff\x0fxx")
+            check(code == "INVALID_ARGUMENT", "malformed %s request answered %s" % (method, code))
+        check(api.raw("Nope", b"") == "UNIMPLEMENTED", "unknown method")
+        check(api.code("Cleanup", pb.CleanupRequest(snapshotter="spore")) == "OK", "Cleanup")
+        tm.mark("malformed protobuf: INVALID_ARGUMENT; unknown method: UNIMPLEMENTED; the server lives on")
+
+        for k in ("b", "v", "A"):
+            check(api.code("Remove", pb.RemoveSnapshotRequest(snapshotter="spore", key=k)) == "OK", "Remove %s" % k)
+        check(api.list() == [] and s.owned_dirs() == [], "store not empty after removing everything: %s" %
+              s.owned_dirs())
+    except BaseException:
+        print("---- snapshotter log ----\n%s" % s.log(), flush=True)
+        raise
+    finally:
+        api.close()
+        rc = s.stop()
+    check(rc == 0, "spore-snapshotter exited %r on SIGTERM" % rc)
+
+
+def t_kill(binary, proto_dir, work):
+    """kill -9 at many points of a Prepare/Commit/Remove stream, restart,
+    check: every listed snapshot is whole (Stat, Mounts work; its directory
+    exists), no directory without a snapshot, and the stream goes on."""
+    tm = Timer()
+    pb, out = load_api(proto_dir)
+    s = Snapshotter(binary, work)
+    committed = []
+    for round_ in range(12):
+        s.start()
+        api = Api(pb, s.address)
+        import threading
+        stop = threading.Event()
+
+        def churn():
+            i = 0
+            while not stop.is_set():
+                k = "r%d-%d" % (round_, i)
+                parent = committed[-1] if committed else ""
+                if api.code("Prepare", pb.PrepareSnapshotRequest(snapshotter="spore", key=k, parent=parent),
+                            pb.PrepareSnapshotResponse) != "OK":
+                    return
+                name = "c-" + k
+                if api.code("Commit", pb.CommitSnapshotRequest(snapshotter="spore", name=name, key=k)) == "OK":
+                    committed.append(name)
+                i += 1
+        t = threading.Thread(target=churn)
+        t.start()
+        time.sleep(0.05 + 0.037 * round_)
+        s.kill9()
+        stop.set()
+        t.join(timeout=30)
+        api.close()
+        s.start()
+        api = Api(pb, s.address)
+        infos = api.list()
+        names = {i.name for i in infos}
+        for i in infos:
+            check(i.parent == "" or i.parent in names, "round %d: %s has a missing parent %s" % (round_, i.name,
+                                                                                               i.parent))
+            if i.kind != pb.COMMITTED:
+                code = api.code("Mounts", pb.MountsRequest(snapshotter="spore", key=i.name), pb.MountsResponse)
+                check(code == "OK", "round %d: Mounts of %s after restart: %s" % (round_, i.name, code))
+        dirs = s.owned_dirs()
+        check(len(dirs) == len(infos), "round %d: %d directories for %d snapshots: %s" %
+              (round_, len(dirs), len(infos), dirs))
+        # Commits the client saw succeed must have survived.
+        lost = [n for n in committed if n not in names]
+        check(not lost, "round %d: acknowledged commits lost by kill -9: %s" % (round_, lost))
+        api.close()
+        s.stop()
+    tm.mark("12 kill -9 rounds: %d commits survived, store consistent after every restart" % len(committed))
+
+
+TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill}
+
+
+def main():
+    if len(sys.argv) != 4 or sys.argv[1] not in TESTS:
+        sys.stderr.write("usage: %s {%s} SNAPSHOTTER_BIN PROTO_DIR\n" % (sys.argv[0], "|".join(TESTS)))
+        sys.exit(2)
+    if sys.argv[1] == "busybox":
+        why = ctrd.containerd_missing()
+        if why:
+            print("SKIP: %s" % why, flush=True)
+            sys.exit(ctrd.SKIP)
+
+    def run():
+        work = tempfile.mkdtemp(prefix="snap-t-", dir="/tmp")
+        try:
+            TESTS[sys.argv[1]](os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3]), work)
+        finally:
+            subprocess.run(["rm", "-rf", "--one-file-system", work])
+    ctrd.main_wrapper(run)
+
+
+if __name__ == "__main__":
+    main()
