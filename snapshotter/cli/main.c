@@ -15,6 +15,7 @@
 #include "sl/log.h"
 #include "snap_config.h"
 #include "snap_grpc.h"
+#include "snap_remote.h"
 #include "snap_service.h"
 #include "snap_store.h"
 
@@ -114,11 +115,20 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	struct snap_store *store = NULL;
+	struct snap_remote *remote = NULL;
+	struct snap_service *svc = NULL;
 	struct snap_grpc_server *srv = NULL;
+	const char *insecure[SNAP_CONFIG_MAX_INSECURE];
+	for (size_t i = 0; i < cfg.ninsecure; i++)
+		insecure[i] = cfg.insecure[i];
+	struct snap_remote_opts ro = {.spore_bin = cfg.spore_bin, .cache_dir = cfg.cache_dir,
+				      .insecure_registries = insecure, .ninsecure = cfg.ninsecure,
+				      .pull_timeout_s = cfg.pull_timeout_s};
 	int lfd = -1, rc = 1;
 	bool bound = false; /* the socket file is ours to remove */
-	if (snap_store_open(&store, cfg.root, &err) < 0 || snap_grpc_server_new(&srv, &err) < 0 ||
-	    snap_service_register(srv, store, &err) < 0 || (lfd = listen_at(cfg.address, &err)) < 0 ||
+	if (snap_store_open(&store, cfg.root, &err) < 0 || snap_remote_new(&remote, &ro, &err) < 0 ||
+	    snap_service_new(&svc, store, remote, &err) < 0 || snap_grpc_server_new(&srv, &err) < 0 ||
+	    snap_service_register(srv, svc, &err) < 0 || (lfd = listen_at(cfg.address, &err)) < 0 ||
 	    !(bound = true) || snap_grpc_server_start(srv, sl_steal_fd(lfd), &err) < 0) {
 		sl_err("cannot serve", "error=\"%s\"", sl_error_msg(err));
 		goto out;
@@ -139,6 +149,8 @@ out:
 		close(lfd);
 	if (bound)
 		unlink(cfg.address);
+	snap_service_free(svc);
+	snap_remote_free(remote);
 	if (store)
 		snap_store_close(store);
 	return rc;

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sl/file.h"
 #include "sl/json.h"
@@ -15,6 +16,18 @@ void snap_config_defaults(struct snap_config *c)
 	snprintf(c->root, sizeof(c->root), "/var/lib/sporelet/snapshotter");
 	snprintf(c->address, sizeof(c->address), "/run/sporelet/snapshotter.sock");
 	snprintf(c->log_level, sizeof(c->log_level), "info");
+	snprintf(c->cache_dir, sizeof(c->cache_dir), "/var/lib/sporelet/cache");
+	c->pull_timeout_s = 600;
+	/* spore is installed next to spore-snapshotter. */
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash = n > 0 ? (self[n] = '\0', strrchr(self, '/')) : NULL;
+	if (slash) {
+		*slash = '\0';
+		snprintf(c->spore_bin, sizeof(c->spore_bin), "%.4000s/spore", self);
+	} else {
+		snprintf(c->spore_bin, sizeof(c->spore_bin), "/usr/local/bin/spore");
+	}
 }
 
 static int get_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err)
@@ -44,6 +57,34 @@ int snap_config_parse(const char *buf, size_t len, const char *what, struct snap
 			rc = get_path(v, what, key, n.root, sizeof(n.root), err);
 		} else if (!strcmp(key, "address")) {
 			rc = get_path(v, what, key, n.address, sizeof(n.address), err);
+		} else if (!strcmp(key, "spore")) {
+			rc = get_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);
+		} else if (!strcmp(key, "cache_dir")) {
+			rc = get_path(v, what, key, n.cache_dir, sizeof(n.cache_dir), err);
+		} else if (!strcmp(key, "pull_timeout_s")) {
+			rc = 0;
+			if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 86400)
+				rc = sl_error_set(err, SL_E_INVALID, "%s: pull_timeout_s must be an integer in 1..86400", what);
+			else
+				n.pull_timeout_s = (unsigned)json_integer_value(v);
+		} else if (!strcmp(key, "insecure_registries")) {
+			rc = 0;
+			size_t i;
+			json_t *e;
+			if (!json_is_array(v) || json_array_size(v) > SNAP_CONFIG_MAX_INSECURE)
+				rc = sl_error_set(err, SL_E_INVALID, "%s: insecure_registries must be a list of at most %d hosts",
+						  what, SNAP_CONFIG_MAX_INSECURE);
+			n.ninsecure = 0;
+			json_array_foreach(v, i, e) {
+				if (rc < 0)
+					break;
+				if (!json_is_string(e) || json_string_length(e) == 0 ||
+				    json_string_length(e) >= sizeof(n.insecure[0]) || strpbrk(json_string_value(e), "/ \t"))
+					rc = sl_error_set(err, SL_E_INVALID, "%s: insecure_registries[%zu] must be a host[:port]",
+							  what, i);
+				else
+					snprintf(n.insecure[n.ninsecure++], sizeof(n.insecure[0]), "%s", json_string_value(e));
+			}
 		} else if (!strcmp(key, "log_level")) {
 			rc = 0;
 			if (!json_is_string(v) || sl_log_level_parse(json_string_value(v)) < 0)

@@ -4,6 +4,7 @@
 
 #include "containerd/services/snapshots/v1/snapshots.pb-c.h"
 #include "filter.h"
+#include "snap_remote.h"
 #include "snap_service.h"
 
 #define PFX "/containerd.services.snapshots.v1.Snapshots/"
@@ -11,6 +12,14 @@
 typedef Containerd__Services__Snapshots__V1__Info Info;
 typedef Containerd__Services__Snapshots__V1__Info__LabelsEntry InfoLabel;
 typedef Containerd__Types__Mount Mount;
+
+/* What every handler gets as its user pointer. */
+struct snap_service {
+	struct snap_store *store;
+	struct snap_remote *remote; /* NULL: no remote snapshots */
+};
+
+#define STORE(user) (((struct snap_service *)(user))->store)
 
 int snap_service_code(int sl_code)
 {
@@ -128,19 +137,80 @@ static void reply_mounts(struct snap_grpc_result *res, const struct snap_mount *
 	mounts_out_free(&o);
 }
 
-static void create(struct snap_store *st, struct snap_grpc_result *res, enum snap_kind kind, const char *key,
+/* A spore's layers are committed without data (remote snapshots); a
+ * snapshot on top of them is the spore directory, materialised from the
+ * node cache into the snapshot's own directory and bind-mounted read-only. */
+#define SPORE_SUBDIR "spore"
+
+static int spore_mount(struct snap_store *st, const char *key, struct snap_mount **out, size_t *n, sl_error_t *err)
+{
+	_cleanup_free_ char *fs = NULL;
+	if (snap_store_fs_path(st, key, &fs, err) < 0)
+		return -1;
+	struct snap_mount *m = calloc(1, sizeof(*m));
+	char **opts = calloc(2, sizeof(char *));
+	if (!m || !opts || asprintf(&m->source, "%s/" SPORE_SUBDIR, fs) < 0) {
+		free(m);
+		free(opts);
+		return sl_error_set(err, SL_E_NOMEM, "out of memory");
+	}
+	m->type = strdup("bind");
+	opts[0] = strdup("ro");
+	opts[1] = strdup("rbind");
+	m->options = opts;
+	m->noptions = 2;
+	*out = m;
+	*n = 1;
+	if (!m->type || !opts[0] || !opts[1]) {
+		snap_mounts_free(m, 1);
+		return sl_error_set(err, SL_E_NOMEM, "out of memory");
+	}
+	return 0;
+}
+
+static void create(struct snap_service *sv, struct snap_grpc_result *res, enum snap_kind kind, const char *key,
 		   const char *parent, struct snap_label *labels, size_t nlabels)
 {
 	_cleanup_error_ sl_error_t err = NULL;
+	_cleanup_free_ char *image = NULL, *fs = NULL, *dir = NULL;
 	struct snap_mount *sm = NULL;
 	size_t n = 0;
 	if (!labels) {
 		snap_grpc_error(res, SNAP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	if (snap_store_create(st, kind, key, opt_str(parent), labels, nlabels, &sm, &n, &err) < 0) {
+	if (sv->remote && kind == SNAP_KIND_ACTIVE) {
+		int r = snap_remote_prepare(sv->remote, sv->store, opt_str(parent), labels, nlabels, &err);
+		if (r < 0) {
+			fail(res, err);
+			return;
+		}
+		if (r == 1) {
+			/* The remote-snapshot signal: containerd then finds the
+			 * committed snapshot by its labels and fetches nothing. */
+			snap_grpc_error(res, SNAP_GRPC_ALREADY_EXISTS, "%s: remote snapshot (spore layer)", key);
+			return;
+		}
+	}
+	if ((sv->remote && snap_remote_image_of(sv->store, opt_str(parent), &image, &err) < 0) ||
+	    snap_store_create(sv->store, kind, key, opt_str(parent), labels, nlabels, &sm, &n, &err) < 0) {
 		fail(res, err);
 		return;
+	}
+	if (image) {
+		snap_mounts_free(sm, n);
+		sm = NULL;
+		n = 0;
+		if (snap_store_fs_path(sv->store, key, &fs, &err) < 0 || asprintf(&dir, "%s/" SPORE_SUBDIR, fs) < 0 ||
+		    snap_remote_materialise(sv->remote, image, dir, &err) < 0 ||
+		    spore_mount(sv->store, key, &sm, &n, &err) < 0) {
+			/* Nothing half-made stays: the snapshot goes with what it held. */
+			_cleanup_error_ sl_error_t rm = NULL;
+			snap_store_remove(sv->store, key, &rm);
+			snap_grpc_error(res, err && err->code == SL_E_IO ? SNAP_GRPC_UNAVAILABLE : snap_service_code(err ? err->code : SL_E_NOMEM),
+					"%s", err ? sl_error_msg(err) : "out of memory");
+			return;
+		}
 	}
 	reply_mounts(res, sm, n);
 	snap_mounts_free(sm, n);
@@ -170,19 +240,31 @@ static void h_view(const struct snap_grpc_call *call, struct snap_grpc_result *r
 
 static void h_mounts(const struct snap_grpc_call *call, struct snap_grpc_result *res, void *user)
 {
+	struct snap_service *sv = user;
 	Containerd__Services__Snapshots__V1__MountsRequest *q =
 		containerd__services__snapshots__v1__mounts_request__unpack(NULL, call->len, call->msg);
 	if (!q)
 		MALFORMED(res, "MountsRequest");
 	_cleanup_error_ sl_error_t err = NULL;
+	_cleanup_free_ char *image = NULL;
+	struct snap_info info = {0};
 	struct snap_mount *sm = NULL;
 	size_t n = 0;
-	if (snap_store_mounts(user, q->key, &sm, &n, &err) < 0) {
+	int rc = 0;
+	if (sv->remote) {
+		rc = snap_store_stat(sv->store, q->key, &info, &err);
+		if (rc == 0 && info.kind != SNAP_KIND_COMMITTED)
+			rc = snap_remote_image_of(sv->store, info.parent, &image, &err);
+	}
+	if (rc == 0)
+		rc = image ? spore_mount(sv->store, q->key, &sm, &n, &err) : snap_store_mounts(sv->store, q->key, &sm, &n, &err);
+	if (rc < 0) {
 		fail(res, err);
 	} else {
 		reply_mounts(res, sm, n);
 		snap_mounts_free(sm, n);
 	}
+	snap_info_clear(&info);
 	containerd__services__snapshots__v1__mounts_request__free_unpacked(q, NULL);
 }
 
@@ -199,7 +281,7 @@ static void h_commit(const struct snap_grpc_call *call, struct snap_grpc_result 
 	LABELS_IN(q, labels);
 	if (!labels)
 		snap_grpc_error(res, SNAP_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-	else if (snap_store_commit(user, q->name, q->key, labels, q->n_labels, &err) < 0)
+	else if (snap_store_commit(STORE(user), q->name, q->key, labels, q->n_labels, &err) < 0)
 		fail(res, err);
 	else
 		reply_empty(res);
@@ -213,7 +295,7 @@ static void h_remove(const struct snap_grpc_call *call, struct snap_grpc_result 
 	if (!q)
 		MALFORMED(res, "RemoveSnapshotRequest");
 	_cleanup_error_ sl_error_t err = NULL;
-	if (snap_store_remove(user, q->key, &err) < 0)
+	if (snap_store_remove(STORE(user), q->key, &err) < 0)
 		fail(res, err);
 	else
 		reply_empty(res);
@@ -227,7 +309,7 @@ static void h_cleanup(const struct snap_grpc_call *call, struct snap_grpc_result
 	if (!q)
 		MALFORMED(res, "CleanupRequest");
 	_cleanup_error_ sl_error_t err = NULL;
-	if (snap_store_cleanup(user, &err) < 0)
+	if (snap_store_cleanup(STORE(user), &err) < 0)
 		fail(res, err);
 	else
 		reply_empty(res);
@@ -303,7 +385,7 @@ static void h_stat(const struct snap_grpc_call *call, struct snap_grpc_result *r
 		MALFORMED(res, "StatSnapshotRequest");
 	_cleanup_error_ sl_error_t err = NULL;
 	struct snap_info info = {0};
-	if (snap_store_stat(user, q->key, &info, &err) < 0)
+	if (snap_store_stat(STORE(user), q->key, &info, &err) < 0)
 		fail(res, err);
 	else
 		reply_info(res, &info);
@@ -334,7 +416,7 @@ static void h_update(const struct snap_grpc_call *call, struct snap_grpc_result 
 	want.nlabels = q->info->n_labels;
 	size_t npaths = q->update_mask ? q->update_mask->n_paths : 0;
 	const char *const *paths = q->update_mask ? (const char *const *)q->update_mask->paths : NULL;
-	if (snap_store_update(user, &want, paths, npaths, &got, &err) < 0)
+	if (snap_store_update(STORE(user), &want, paths, npaths, &got, &err) < 0)
 		fail(res, err);
 	else
 		reply_info(res, &got);
@@ -351,7 +433,7 @@ static void h_usage(const struct snap_grpc_call *call, struct snap_grpc_result *
 		MALFORMED(res, "UsageRequest");
 	_cleanup_error_ sl_error_t err = NULL;
 	struct snap_usage u = {0};
-	if (snap_store_usage(user, q->key, &u, &err) < 0) {
+	if (snap_store_usage(STORE(user), q->key, &u, &err) < 0) {
 		fail(res, err);
 	} else {
 		Containerd__Services__Snapshots__V1__UsageResponse r = CONTAINERD__SERVICES__SNAPSHOTS__V1__USAGE_RESPONSE__INIT;
@@ -458,7 +540,7 @@ static void h_list(const struct snap_grpc_call *call, struct snap_grpc_result *r
 		goto out;
 	}
 	a.filter = f;
-	if (snap_store_walk(user, list_collect, &a, &err) < 0) {
+	if (snap_store_walk(STORE(user), list_collect, &a, &err) < 0) {
 		fail(res, err);
 		goto out;
 	}
@@ -482,7 +564,23 @@ out:
 	containerd__services__snapshots__v1__list_snapshots_request__free_unpacked(q, NULL);
 }
 
-int snap_service_register(struct snap_grpc_server *srv, struct snap_store *store, sl_error_t *err)
+int snap_service_new(struct snap_service **out, struct snap_store *store, struct snap_remote *remote, sl_error_t *err)
+{
+	struct snap_service *sv = calloc(1, sizeof(*sv));
+	if (!sv)
+		return sl_error_set(err, SL_E_NOMEM, "out of memory");
+	sv->store = store;
+	sv->remote = remote;
+	*out = sv;
+	return 0;
+}
+
+void snap_service_free(struct snap_service *sv)
+{
+	free(sv);
+}
+
+int snap_service_register(struct snap_grpc_server *srv, struct snap_service *sv, sl_error_t *err)
 {
 	static const struct {
 		const char *method;
@@ -497,7 +595,7 @@ int snap_service_register(struct snap_grpc_server *srv, struct snap_store *store
 	for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
 		char path[96];
 		snprintf(path, sizeof(path), PFX "%s", methods[i].method);
-		if (snap_grpc_server_register(srv, path, methods[i].fn, methods[i].streaming, store, err) < 0)
+		if (snap_grpc_server_register(srv, path, methods[i].fn, methods[i].streaming, sv, err) < 0)
 			return -1;
 	}
 	return 0;
