@@ -15,7 +15,9 @@ Tests:
 """
 
 import importlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -59,8 +61,10 @@ def load_api(proto_dir):
 class Snapshotter:
     """spore-snapshotter on a private root and socket; stop() SIGTERMs it."""
 
-    def __init__(self, binary, workdir):
+    def __init__(self, binary, workdir, config=None, env=None):
         self.binary = binary
+        self.config = config
+        self.env = env
         self.root = os.path.join(workdir, "root")
         self.address = os.path.join(workdir, "snap.sock")
         self.log_path = os.path.join(workdir, "snapshotter.log")
@@ -68,9 +72,11 @@ class Snapshotter:
 
     def start(self, timeout=20):
         self._log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([self.binary, "--root", self.root, "--address", self.address,
-                                      "--log-level", "debug"], stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=self._log, start_new_session=True)
+        argv = [self.binary, "--root", self.root, "--address", self.address, "--log-level", "debug"]
+        if self.config:
+            argv += ["--config", self.config]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                     start_new_session=True, env=self.env)
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.address):
             check(self.proc.poll() is None, "spore-snapshotter exited %s:\n%s" % (self.proc.returncode, self.log()))
@@ -356,14 +362,102 @@ def t_kill(binary, proto_dir, work):
     tm.mark("12 kill -9 rounds: %d commits survived, store consistent after every restart" % len(committed))
 
 
-TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill}
+def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
+    """A spore image pulled through the snapshotter: containerd downloads no
+    layer (remote snapshots), `ctr run` with the spore runtime resumes the
+    materialised spore; with the registry gone and the cache empty, the run
+    fails naming the image and the registry, and nothing half-made stays."""
+    import spore_tests
+    tm = Timer()
+    env = spore_tests.Env(spore, guest, shim_dir)
+    px = None
+    try:
+        d = env.agent_spore("tg")
+        env.start_registry()
+        px = env.regh.Proxy(env.reg)
+        px.start()
+        ref = "%s/spores/tg:v1" % px.host
+        p = env.run(spore, "push", d, ref, timeout=300)
+        check(p.returncode == 0, "spore push: %s" % p.stderr[-2000:])
+        layers = [x["digest"] for x in json.loads(env.regh.Client(env.reg.url).get_manifest("spores/tg", "v1")[0])["layers"]]
+        tm.mark("test-guest spore captured and pushed: %d layers" % len(layers))
+        cache = os.path.join(work, "nodecache")
+        cfg = os.path.join(work, "snap.yaml")
+        with open(cfg, "w") as f:
+            f.write("spore: %s\ncache_dir: %s\npull_timeout_s: 120\n" % (spore, cache))
+        s = Snapshotter(binary, work, config=cfg, env=dict(os.environ, **env.san_env))
+        s.start()
+        c = Containerd(cri=False, proxy_plugins={"spore": s.address}, snapshotter="spore", shim_dirs=[shim_dir],
+                       insecure_registries=[px.host], extra_env=env.san_env)
+        try:
+            c.start()
+            n0 = len(px.records())
+            c.pull(ref, snapshotter="spore")
+            recs = px.records()[n0:]
+            blob_gets = [r.path.rsplit("/", 1)[1] for r in recs if r.method == "GET" and "/blobs/" in r.path]
+            fetched = [b for b in blob_gets if b in layers]
+            check(not fetched, "ctr images pull fetched spore layers: %s" % fetched)
+            tm.mark("ctr images pull --snapshotter spore: %d requests, blobs fetched: %s (no layer)" %
+                    (len(recs), [b[:19] for b in blob_gets]))
+            snaps = c.ctr_ok("snapshots", "--snapshotter", "spore", "ls").out
+            check(snaps.count("Committed") == len(layers), "want %d committed remote snapshots:\n%s" %
+                  (len(layers), snaps))
+
+            r = spore_tests.ctr_spore(c, env, ref, ["echo", "hello", "from", "a", "lazy", "spore"])
+            check(r.rc == 0 and r.out == "hello from a lazy spore\n", "ctr run on the materialised spore: %s" %
+                  r.describe())
+            tm.mark("ctr run --snapshotter spore --runtime io.containerd.spore.v2: output ok (%.3fs)" % r.secs)
+            r = spore_tests.ctr_spore(c, env, ref, ["exit", "5"])
+            check(r.rc == 5, "second run, exit 5: %s" % r.describe())
+            tm.mark("a second pod from the cache: exit 5 (%.3fs)" % r.secs)
+            chunks = [os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(cache, "chunks")) for f in fs]
+            check(chunks, "no chunk entered the node cache %s" % cache)
+
+            # The registry gone and the cache empty: the pod cannot start,
+            # the error names the image and the registry, nothing is left.
+            shutil.rmtree(os.path.join(cache, "chunks"))
+            px.stop()
+            r = spore_tests.ctr_spore(c, env, ref, ["echo", "x"], cid="unreachable")
+            check(r.rc not in (0, "timeout") and "materialising spore" in r.err and px.host in r.err,
+                  "with the registry gone: want an error naming the spore and %s: %s" % (px.host, r.describe()))
+            tm.mark("registry gone: %s" % r.err.strip().splitlines()[-1][:200])
+            pb, out = load_api(proto_dir)
+            api = Api(pb, s.address)
+            try:
+                kinds = sorted(i.kind for i in api.list())
+                check(kinds == [pb.COMMITTED] * len(layers), "snapshots left besides the layers: %s" % kinds)
+            finally:
+                api.close()
+            check(len(s.owned_dirs()) == len(layers), "directories left: %s" % s.owned_dirs())
+            c.ctr("containers", "rm", "unreachable")
+            check(not c.wait_no_shims(10), "shims left")
+        except BaseException:
+            print("---- containerd log (tail) ----\n%s\n---- snapshotter log ----\n%s" % (c.log_tail(), s.log()),
+                  flush=True)
+            raise
+        finally:
+            problems = c.stop()
+            rc = s.stop()
+        check(not problems, "containerd teardown had to clean up: %s" % problems)
+        check(rc == 0, "spore-snapshotter exited %r on SIGTERM:\n%s" % (rc, s.log()))
+        reports = env.sanitizer_reports()
+        check(not reports, "sanitizer reports:\n%s" % "\n".join(reports))
+    finally:
+        if px:
+            px.stop()
+        env.close()
+
+
+TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "spore": t_spore}
 
 
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in TESTS:
-        sys.stderr.write("usage: %s {%s} SNAPSHOTTER_BIN PROTO_DIR\n" % (sys.argv[0], "|".join(TESTS)))
+    n = 7 if len(sys.argv) > 1 and sys.argv[1] == "spore" else 4
+    if len(sys.argv) != n or sys.argv[1] not in TESTS:
+        sys.stderr.write("usage: %s {%s} SNAPSHOTTER_BIN PROTO_DIR [SPORE_BIN TESTGUEST SHIM_DIR (spore)]\n" %
+                         (sys.argv[0], "|".join(TESTS)))
         sys.exit(2)
-    if sys.argv[1] == "busybox":
+    if sys.argv[1] in ("busybox", "spore"):
         why = ctrd.containerd_missing()
         if why:
             print("SKIP: %s" % why, flush=True)
@@ -372,7 +466,8 @@ def main():
     def run():
         work = tempfile.mkdtemp(prefix="snap-t-", dir="/tmp")
         try:
-            TESTS[sys.argv[1]](os.path.abspath(sys.argv[2]), os.path.abspath(sys.argv[3]), work)
+            TESTS[sys.argv[1]](*[os.path.abspath(a) for a in sys.argv[2:4]], work,
+                               *[os.path.abspath(a) for a in sys.argv[4:]])
         finally:
             subprocess.run(["rm", "-rf", "--one-file-system", work])
     ctrd.main_wrapper(run)
