@@ -19,9 +19,11 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -77,11 +79,20 @@ class Snapshotter:
             argv += ["--config", self.config]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
                                      start_new_session=True, env=self.env)
+        # Ready once the socket answers: a killed predecessor leaves its
+        # socket file behind, which the daemon replaces.
         deadline = time.monotonic() + timeout
-        while not os.path.exists(self.address):
+        while True:
             check(self.proc.poll() is None, "spore-snapshotter exited %s:\n%s" % (self.proc.returncode, self.log()))
             check(time.monotonic() < deadline, "spore-snapshotter did not listen within %ds" % timeout)
-            time.sleep(0.02)
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.address)
+                break
+            except OSError:
+                time.sleep(0.02)
+            finally:
+                probe.close()
 
     def kill9(self):
         os.kill(self.proc.pid, signal.SIGKILL)
@@ -187,6 +198,11 @@ def t_busybox(binary, proto_dir, work):
         pb, out = load_api(proto_dir)
         api = Api(pb, s.address)
         try:
+            # containerd removes a deleted container's snapshot in its
+            # garbage collection, which runs shortly after.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(api.list()) != 2:
+                time.sleep(0.2)
             before = api.list()
             check(len(before) == 2 and all(i.kind == pb.COMMITTED for i in before),
                   "after --rm runs the store should hold the 2 layers: %s" % [(i.name, i.kind) for i in before])
@@ -315,11 +331,20 @@ def t_kill(binary, proto_dir, work):
     tm = Timer()
     pb, out = load_api(proto_dir)
     s = Snapshotter(binary, work)
+    try:
+        kill_rounds(s, pb, tm)
+    except BaseException:
+        print("---- snapshotter log ----\n%s" % s.log(), flush=True)
+        raise
+    finally:
+        s.stop()
+
+
+def kill_rounds(s, pb, tm):
     committed = []
     for round_ in range(12):
         s.start()
         api = Api(pb, s.address)
-        import threading
         stop = threading.Event()
 
         def churn():
