@@ -236,13 +236,22 @@ int snap_remote_prepare(struct snap_remote *r, struct snap_store *st, const char
 	} else {
 		return 0;
 	}
+	if (parent && !*parent)
+		parent = NULL;
+	/* Already here (another namespace pulled it): no registry round trip. */
+	struct find_arg fa = {.chain = chain_s, .parent = parent};
+	if (snap_store_walk(st, find_committed, &fa, err) < 0)
+		return -1;
+	if (fa.found)
+		return 1;
 	bool spore = false;
 	char image[600];
 	_cleanup_free_ sl_digest *ids = NULL;
 	size_t n = 0;
-	if (resolve(r, &ref, &spore, image, &ids, &n, err) < 0)
-		return -1;
-	if (!spore)
+	/* A registry that cannot be asked is no reason to fail the pull: the
+	 * ordinary path (containerd fetches and applies the layer) still works
+	 * wherever the blobs can be had. */
+	if (resolve(r, &ref, &spore, image, &ids, &n, &ignore) < 0 || !spore)
 		return 0;
 	size_t at = n;
 	for (size_t i = 0; i < n; i++)
@@ -250,8 +259,6 @@ int snap_remote_prepare(struct snap_remote *r, struct snap_store *st, const char
 			at = i;
 	if (at == n)
 		return 0; /* not this image's layer (a stale hint): the ordinary path */
-	if (parent && !*parent)
-		parent = NULL;
 	if ((at == 0) != (parent == NULL))
 		return 0;
 	if (parent) {
@@ -266,11 +273,6 @@ int snap_remote_prepare(struct snap_remote *r, struct snap_store *st, const char
 		if (!ok)
 			return 0;
 	}
-	struct find_arg fa = {.chain = chain_s, .parent = parent};
-	if (snap_store_walk(st, find_committed, &fa, err) < 0)
-		return -1;
-	if (fa.found)
-		return 1;
 	/* A name unique to (parent, chain): the same layer over another parent
 	 * snapshot (another namespace's ordinary unpack) gets its own. */
 	char buf[2048], hex[SL_DIGEST_HEXLEN + 1], name[64];
