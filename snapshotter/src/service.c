@@ -494,33 +494,33 @@ nomem:
 	return 1;
 }
 
-static int list_send(const struct snap_grpc_call *call, const struct snap_info *v, size_t n, sl_error_t *err)
+static int send_infos(const struct snap_grpc_call *call, Info **pi, size_t n, sl_error_t *err)
 {
-	struct info_out o[SNAP_LIST_BATCH];
-	Info *pi[SNAP_LIST_BATCH];
-	size_t made = 0;
-	int rc = 0;
-	for (; made < n; made++) {
-		if (info_out(&o[made], &v[made]) < 0) {
-			made++;
-			rc = sl_error_set(err, SL_E_NOMEM, "out of memory for a List reply");
-			goto out;
-		}
-		pi[made] = &o[made].info;
-	}
 	Containerd__Services__Snapshots__V1__ListSnapshotsResponse r =
 		CONTAINERD__SERVICES__SNAPSHOTS__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
 	r.n_info = n;
 	r.info = pi;
 	size_t len = protobuf_c_message_get_packed_size(&r.base);
 	_cleanup_free_ uint8_t *buf = malloc(len ? len : 1);
-	if (!buf) {
-		rc = sl_error_set(err, SL_E_NOMEM, "out of memory for a List reply");
-		goto out;
-	}
+	if (!buf)
+		return sl_error_set(err, SL_E_NOMEM, "out of memory for a List reply");
 	protobuf_c_message_pack(&r.base, buf);
-	rc = snap_grpc_send(call, buf, len, err);
-out:
+	return snap_grpc_send(call, buf, len, err);
+}
+
+static int list_send(const struct snap_grpc_call *call, const struct snap_info *v, size_t n, sl_error_t *err)
+{
+	struct info_out o[SNAP_LIST_BATCH];
+	Info *pi[SNAP_LIST_BATCH];
+	size_t made = 0;
+	int rc = 0;
+	for (; made < n && rc == 0; made++) {
+		if (info_out(&o[made], &v[made]) < 0)
+			rc = sl_error_set(err, SL_E_NOMEM, "out of memory for a List reply");
+		pi[made] = &o[made].info;
+	}
+	if (rc == 0)
+		rc = send_infos(call, pi, n, err);
 	for (size_t i = 0; i < made; i++)
 		info_out_free(&o[i]);
 	return rc;
