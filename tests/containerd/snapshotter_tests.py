@@ -503,16 +503,139 @@ def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
         env.close()
 
 
-TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "spore": t_spore}
+class Xfs:
+    """A loop-mounted XFS with reflink (mkfs.xfs -m reflink=1), for the node's
+    cache and snapshots; umount() detaches it."""
+
+    def __init__(self, work, size="2G"):
+        self.img = os.path.join(work, "xfs.img")
+        self.mnt = os.path.join(work, "xfs")
+        os.makedirs(self.mnt)
+        for argv in (["truncate", "-s", size, self.img], ["mkfs.xfs", "-q", "-m", "reflink=1", self.img],
+                     ["mount", "-o", "loop", self.img, self.mnt]):
+            p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+            if p.returncode != 0:
+                raise HarnessError("%s: %s" % (" ".join(argv), p.stdout))
+        self.mounted = True
+
+    def used(self):
+        st = os.statvfs(self.mnt)
+        return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+    def umount(self):
+        if self.mounted:
+            subprocess.run(["umount", self.mnt], timeout=60)
+            self.mounted = False
+
+
+def du_bytes(*paths):
+    """Disk usage with each hard-linked inode counted once (du -s -B1 -c)."""
+    p = subprocess.run(["du", "-s", "-B1", "-c"] + list(paths), stdout=subprocess.PIPE, text=True, timeout=60)
+    return int(p.stdout.strip().splitlines()[-1].split()[0])
+
+
+def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
+    """20 pods from one spore on a node whose cache and snapshots live on
+    one XFS: the disk grows by about one spore, not twenty (statvfs of the
+    filesystem and du of the cache and snapshot directories)."""
+    import spore_tests
+    from cri import CriClient
+    tm = Timer()
+    env = spore_tests.Env(spore, guest, shim_dir)
+    fs = None
+    try:
+        d = env.agent_spore("tg", cmdline="mode=demo work_mib=24 hz=10", mem=64)
+        spore_bytes = du_bytes(os.path.join(d, "chunks"))
+        env.start_registry()
+        ref = env.push(d, "spores/tg")
+        fs = Xfs(work)
+        cache = os.path.join(fs.mnt, "cache")
+        cfg = os.path.join(work, "snap.yaml")
+        with open(cfg, "w") as f:
+            f.write("spore: %s\ncache_dir: %s\n" % (spore, cache))
+        s = Snapshotter(binary, fs.mnt, config=cfg, env=dict(os.environ, **env.san_env))
+        s.start()
+        c = Containerd(cri=True, proxy_plugins={"spore": s.address}, snapshotter="spore", shim_dirs=[shim_dir],
+                       insecure_registries=[env.reg.host], extra_env=env.san_env)
+        k = None
+        cids = []
+        try:
+            c.start()
+            used0 = fs.used()
+            k = CriClient(c)
+            k.pull_image(ref)
+            used1 = fs.used()
+            tm.mark("spore of %.1f MiB of chunks pulled through CRI: the XFS grew %.2f MiB" %
+                    (spore_bytes / 2**20, (used1 - used0) / 2**20))
+
+            def start(i):
+                cid = "pod%02d" % i
+                r = c.ctr_run(ref, ["sleep", "600000"], cid=cid, rm=False, runtime=spore_tests.RUNTIME,
+                              namespace=CRI_NAMESPACE, extra=("-d", "--runtime-config-path", env.config))
+                check(r.rc == 0, "pod %s: %s" % (cid, r.describe()))
+                cids.append(cid)
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=lambda b=b: [start(i) for i in range(b, npods, 4)]) for b in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=240)
+            check(len(cids) == npods, "%d of %d pods started" % (len(cids), npods))
+            running = [x for x in cids if c.task_status(x, namespace=CRI_NAMESPACE) == "RUNNING"]
+            check(len(running) == npods, "pods running: %d of %d" % (len(running), npods))
+            used2 = fs.used()
+            du = du_bytes(cache, os.path.join(fs.mnt, "root"))
+            growth = used2 - used0
+            tm.mark("%d pods running (%.1fs): XFS grew %.1f MiB for a %.1f MiB spore (%d copies would be %.0f MiB); "
+                    "du of cache + snapshots %.1f MiB" % (npods, time.monotonic() - t0, growth / 2**20,
+                                                         spore_bytes / 2**20, npods, npods * spore_bytes / 2**20,
+                                                         du / 2**20))
+            # One spore's chunks in the cache, hard links in every pod's
+            # directory, plus metadata: far from twenty copies.
+            check(growth < spore_bytes + 24 * 2**20, "the XFS grew %.1f MiB for %d pods of a %.1f MiB spore" %
+                  (growth / 2**20, npods, spore_bytes / 2**20))
+            check(du < spore_bytes + 16 * 2**20, "du of cache and snapshots %.1f MiB for a %.1f MiB spore" %
+                  (du / 2**20, spore_bytes / 2**20))
+            print("RESULT pods=%d spore_mib=%.1f xfs_growth_mib=%.1f du_mib=%.1f copies_mib=%.0f" %
+                  (npods, spore_bytes / 2**20, growth / 2**20, du / 2**20, npods * spore_bytes / 2**20), flush=True)
+        except BaseException:
+            print("---- containerd log (tail) ----\n%s\n---- snapshotter log ----\n%s" % (c.log_tail(), s.log()),
+                  flush=True)
+            raise
+        finally:
+            for cid in cids:
+                c.ctr("tasks", "kill", "-s", "SIGKILL", cid, namespace=CRI_NAMESPACE)
+            for cid in cids:
+                deadline = time.monotonic() + 20
+                while c.task_status(cid, namespace=CRI_NAMESPACE) not in ("STOPPED", None) and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.05)
+                c.ctr("tasks", "delete", cid, namespace=CRI_NAMESPACE)
+                c.ctr("containers", "delete", cid, namespace=CRI_NAMESPACE)
+            if k:
+                k.close()
+            problems = c.stop()
+            rc = s.stop()
+        check(not problems, "containerd teardown had to clean up: %s" % problems)
+        check(rc == 0, "spore-snapshotter exited %r on SIGTERM:\n%s" % (rc, s.log()))
+        reports = env.sanitizer_reports()
+        check(not reports, "sanitizer reports:\n%s" % "\n".join(reports))
+    finally:
+        if fs:
+            fs.umount()
+        env.close()
+
+
+TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "spore": t_spore, "pods": t_pods}
 
 
 def main():
-    n = 7 if len(sys.argv) > 1 and sys.argv[1] == "spore" else 4
+    n = 7 if len(sys.argv) > 1 and sys.argv[1] in ("spore", "pods") else 4
     if len(sys.argv) != n or sys.argv[1] not in TESTS:
         sys.stderr.write("usage: %s {%s} SNAPSHOTTER_BIN PROTO_DIR [SPORE_BIN TESTGUEST SHIM_DIR (spore)]\n" %
                          (sys.argv[0], "|".join(TESTS)))
         sys.exit(2)
-    if sys.argv[1] in ("busybox", "spore"):
+    if sys.argv[1] in ("busybox", "spore", "pods"):
         why = ctrd.containerd_missing()
         if why:
             print("SKIP: %s" % why, flush=True)
