@@ -2,6 +2,7 @@
 """Builds the virtual KVM host (tests/kvmhost/README.md): Debian's cloud kernel plus an initramfs.
 
 usage: build_host.py CACHE_DIR SPORE_BINARY TESTGUEST_ELF [--spore-init FILE] [--out FILE]
+                     [--shim CONTAINERD_SHIM]
 
 Fetches linux-image-<ver>-cloud-amd64 and busybox-static with `apt-get download`
 into CACHE_DIR (once; reused while the package stays the same), extracts them with
@@ -13,6 +14,10 @@ scenario scripts (tests/kvmhost/scenarios/*.sh) and the guests' payload under
 a busybox initramfs, the agent initramfs built by scripts/guest-image (spore-init,
 the kernel's virtio/vsock/ext4 modules, busybox) and a small ext4 disk image.
 --spore-init defaults to guest/spore-init/bin/spore-init next to TESTGUEST_ELF.
+--shim (containerd-shim-spore-v2) adds a second, separately cached archive for
+the containerd scenarios (containerd, ctr, docker-registry from this machine,
+the shim, spore-oci from next to SPORE_BINARY, their
+libraries, overlay.ko), appended to the initramfs as host-initrd-ctr.gz.
 Prints the paths as JSON.
 
 Set SPORE_KVMHOST_KERNEL_PKG to pin the host kernel package (default: what
@@ -41,7 +46,12 @@ MODULE_PATHS = {
     "irqbypass": "kernel/virt/lib/irqbypass",
     "kvm": "kernel/arch/x86/kvm/kvm",
     "kvm-amd": "kernel/arch/x86/kvm/kvm-amd",
+    "overlay": "kernel/fs/overlayfs/overlay",
 }
+# The containerd scenarios' extra programs, taken from this machine's Debian
+# packages (they are Go programs linked only against libc).
+CONTAINERD_PROGRAMS = (("/usr/bin/containerd", "containerd"), ("/usr/bin/ctr", "containerd"),
+                       ("/usr/bin/docker-registry", "docker-registry"))
 
 
 class Unavailable(Exception):
@@ -501,6 +511,69 @@ def build_initramfs(fetched, spore, testguest, out):
     return len(raw), os.path.getsize(out)
 
 
+def program_version(path, pkg):
+    """The Debian version of pkg, which installed path (for the record)."""
+    rc, out, _ = run(["dpkg-query", "-W", "-f", "${Version}", pkg])
+    return out.strip() if rc == 0 and out.strip() else "?"
+
+
+def containerd_extras(cache, fetched, spore, shim):
+    """CACHE/ctr-extra.cpio.gz: what the containerd scenarios add to the host
+    (a gzipped newc cpio the kernel unpacks after the base archive, so the
+    other scenarios do not pay for ~100 MB of Go programs): containerd, ctr and
+    docker-registry from this machine, containerd-shim-spore-v2 (shim) and
+    spore-oci (next to spore: `spore push` execs it) as /usr/bin/<name>, their
+    libraries that spore does not already bring, and overlay.ko of the host
+    kernel (containerd's overlayfs snapshotter). Rebuilt only when an input
+    changed. Returns (path, provenance)."""
+    for path, pkg in CONTAINERD_PROGRAMS:
+        if not os.access(path, os.X_OK):
+            raise Unavailable("%s is not installed (Debian package %s; scripts/setup installs it)" % (path, pkg))
+    spore_oci = os.path.join(os.path.dirname(os.path.abspath(spore)), "spore-oci")
+    for p, what in ((shim, "containerd-shim-spore-v2"), (spore_oci, "spore-oci (built next to spore)")):
+        if not os.path.isfile(p):
+            raise BuildError("%s %s does not exist" % (what, p))
+    progs = [(path, "usr/bin/" + os.path.basename(path)) for path, _ in CONTAINERD_PROGRAMS]
+    progs += [(shim, "usr/bin/containerd-shim-spore-v2"), (spore_oci, "usr/bin/spore-oci")]
+    have = set(shared_libs(spore))
+    libs = []
+    for src, _ in progs:
+        for lib in shared_libs(src):
+            if lib not in have:
+                have.add(lib)
+                libs.append(lib)
+    overlay = read_module(fetched["moddir"], MODULE_PATHS["overlay"])
+    inputs = [(dst, sha256(src)) for src, dst in progs] + [(lib.lstrip("/"), sha256(lib)) for lib in libs]
+    inputs.append(("lib/kvmhost/overlay.ko", hashlib.sha256(overlay).hexdigest()))
+    versions = {pkg: program_version(path, pkg) for path, pkg in CONTAINERD_PROGRAMS}
+    recipe = hashlib.sha256(json.dumps([inputs, versions], sort_keys=True).encode()).hexdigest()
+    out = os.path.join(cache, "ctr-extra.cpio.gz")
+    meta = out + ".json"
+    if os.path.exists(out) and os.path.exists(meta):
+        with open(meta) as f:
+            rec = json.load(f)
+        if rec.get("recipe_sha256") == recipe:
+            return out, rec
+    c = Cpio()
+    for src, dst in progs:
+        add_host_file(c, src, dst, 0o755)
+    for lib in libs:
+        add_host_file(c, lib)
+    c.file("lib/kvmhost/overlay.ko", overlay)
+    rec = {"recipe_sha256": recipe, "packages": versions, "files": dict(inputs)}
+    c.file("etc/kvmhost-ctr-versions.json", json.dumps(rec, sort_keys=True).encode() + b"\n")
+    raw = c.bytes()
+    with open(out + ".tmp", "wb") as f:
+        with gzip.GzipFile(fileobj=f, mode="wb", compresslevel=6, mtime=0) as g:
+            g.write(raw)
+    os.replace(out + ".tmp", out)
+    rec.update(bytes=len(raw), gz_bytes=os.path.getsize(out))
+    with open(meta + ".tmp", "w") as f:
+        json.dump(rec, f, indent=1, sort_keys=True)
+    os.replace(meta + ".tmp", meta)
+    return out, rec
+
+
 def default_spore_init(testguest):
     """The build's static guest agent: <build>/guest/spore-init/bin/spore-init, next to <build>/guest/testguest.elf."""
     return os.path.join(os.path.dirname(os.path.abspath(testguest)), "spore-init", "bin", "spore-init")
@@ -527,23 +600,38 @@ def guest_payload(cache, spore, testguest, spore_init):
     return fetched, cache
 
 
-def build(cache, spore, testguest, out=None, spore_init=None):
-    """Fetches (cached) and builds; returns a dict with vmlinuz, initrd, versions and timings."""
+def build(cache, spore, testguest, out=None, spore_init=None, shim=None):
+    """Fetches (cached) and builds; returns a dict with vmlinuz, initrd, versions and timings.
+    With shim (containerd-shim-spore-v2), the initrd is host-initrd-ctr.gz: the
+    base archive followed by containerd_extras() (the kernel unpacks
+    concatenated archives in order)."""
     t0 = time.monotonic()
     fetched, cache = guest_payload(cache, spore, testguest, spore_init)
     t1 = fetched["fetched_at"]
     t2 = time.monotonic()
     out = out or os.path.join(cache, "host-initrd.gz")
     raw, gz = build_initramfs(fetched, spore, testguest, out)
+    extra = None
+    if shim:
+        epath, extra = containerd_extras(cache, fetched, spore, shim)
+        base, out = out, os.path.join(os.path.dirname(out), "host-initrd-ctr.gz")
+        with open(out + ".tmp", "wb") as f:
+            for part in (base, epath):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, f, 1 << 20)
+        os.replace(out + ".tmp", out)
+        raw += extra["bytes"]
+        gz = os.path.getsize(out)
     t3 = time.monotonic()
     return {"vmlinuz": fetched["vmlinuz"], "initrd": out, "versions": fetched["info"],
             "agent_initrd": fetched["agent_initrd"], "disk": fetched["disk"],
             "download_s": round(fetched["download_s"], 2), "fetch_s": round(t1 - t0, 2),
             "payload_s": round(t2 - t1, 2), "initramfs_s": round(t3 - t2, 2), "initramfs_bytes": raw,
-            "initramfs_gz_bytes": gz}
+            "initramfs_gz_bytes": gz,
+            "containerd_extras": {k: extra[k] for k in ("packages", "bytes", "gz_bytes")} if extra else None}
 
 
-def direct_payload(cache, spore, testguest, top, spore_init=None):
+def direct_payload(cache, spore, testguest, top, spore_init=None, shim=None):
     """For direct mode (a machine whose KVM runs Linux): under TOP, which the
     caller made, the guests' payload as TOP/payload (what /payload holds in the
     virtual host), `spore` as TOP/bin/spore, and the runner with its scenarios
@@ -560,6 +648,12 @@ def direct_payload(cache, spore, testguest, top, spore_init=None):
     with open(os.path.join(payload, "guest-initrd.gz"), "wb") as f:
         f.write(guest_initramfs(fetched["busybox"]))
     shutil.copy2(spore, os.path.join(bindir, "spore"))
+    if shim:
+        # The containerd scenarios: the shim and spore-oci beside spore;
+        # containerd, ctr and docker-registry are this machine's own.
+        shutil.copy2(shim, os.path.join(bindir, "containerd-shim-spore-v2"))
+        shutil.copy2(os.path.join(os.path.dirname(os.path.abspath(spore)), "spore-oci"),
+                     os.path.join(bindir, "spore-oci"))
     shutil.copytree(os.path.join(HERE, "scenarios"), os.path.join(runner, "scenarios"))
     for name in ("lib.sh", "direct.sh"):
         shutil.copy2(os.path.join(HERE, name), os.path.join(runner, name))
@@ -569,7 +663,7 @@ def direct_payload(cache, spore, testguest, top, spore_init=None):
 
 def main(argv):
     args = argv[1:]
-    opts = {"--out": None, "--spore-init": None}
+    opts = {"--out": None, "--spore-init": None, "--shim": None}
     for opt in opts:
         if opt in args:
             i = args.index(opt)
@@ -582,7 +676,7 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        res = build(args[0], args[1], args[2], opts["--out"], opts["--spore-init"])
+        res = build(args[0], args[1], args[2], opts["--out"], opts["--spore-init"], opts["--shim"])
     except Unavailable as e:
         log("SKIP: " + str(e))
         return SKIP

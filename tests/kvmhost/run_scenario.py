@@ -2,7 +2,7 @@
 """Runs one scenario in the virtual KVM host (QEMU TCG, AMD SVM+NPT, Debian cloud kernel); see README.md.
 
 usage: run_scenario.py SPORE_BINARY TESTGUEST_ELF CACHE_DIR [--scenario NAME] [--timeout SECONDS]
-                       [--spore-init FILE] [--result KEY,KEY...] [--direct | --qemu]
+                       [--spore-init FILE] [--shim FILE] [--result KEY,KEY...] [--direct | --qemu]
 
 Builds the host (build_host.py, cached in CACHE_DIR), boots it with
 qemu-system-x86_64 and reads the serial console until KVMHOST-END or the hard
@@ -11,6 +11,9 @@ KVMHOST-BEGIN, at least one KVMHOST-PASS, no KVMHOST-FAIL and KVMHOST-END.
 The whole console goes to CACHE_DIR/console-<scenario>.log. --spore-init (the static
 guest agent for /payload/agent-initrd.gz) defaults to guest/spore-init/bin/spore-init
 next to TESTGUEST_ELF.
+A scenario with a `# kvmhost-needs: containerd` line gets containerd, ctr,
+docker-registry, the shim (--shim, containerd-shim-spore-v2) and spore-oci
+in its host (build_host.py --shim); without --shim it fails.
 Mode: on a machine whose own KVM runs Linux guests (kvm_intel or kvm_amd, not
 PVM) the scenario runs directly (direct.sh, as root in a private mount
 namespace); elsewhere in the QEMU host. --direct / --qemu or
@@ -49,6 +52,16 @@ def host_kvm_runs_linux():
     if not (os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd")):
         return False
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def scenario_needs(path):
+    """The words of the scenario's `# kvmhost-needs: ...` lines (e.g. containerd)."""
+    needs = set()
+    with open(path) as f:
+        for line in f:
+            if line.startswith("# kvmhost-needs:"):
+                needs.update(line.split(":", 1)[1].split())
+    return needs
 
 
 def choose_mode(forced):
@@ -156,12 +169,12 @@ def main(argv):
 
 def run(argv, cleanup):
     args = argv[1:]
-    scenario, timeout, spore_init, result_keys, forced = "smoke", 840.0, None, [], None
+    scenario, timeout, spore_init, shim, result_keys, forced = "smoke", 840.0, None, None, [], None
     for flag in ("--direct", "--qemu"):
         if flag in args:
             args.remove(flag)
             forced = flag[2:]
-    for opt in ("--scenario", "--timeout", "--spore-init", "--result"):
+    for opt in ("--scenario", "--timeout", "--spore-init", "--shim", "--result"):
         if opt in args:
             i = args.index(opt)
             if i + 1 >= len(args):
@@ -171,6 +184,8 @@ def run(argv, cleanup):
                 scenario = args[i + 1]
             elif opt == "--spore-init":
                 spore_init = args[i + 1]
+            elif opt == "--shim":
+                shim = args[i + 1]
             elif opt == "--result":
                 result_keys = [k for k in args[i + 1].split(",") if k]
             else:
@@ -183,10 +198,16 @@ def run(argv, cleanup):
     t_start = time.monotonic()
     deadline = t_start + timeout
 
-    if not os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios",
-                                       scenario + ".sh")):
+    spath = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scenarios", scenario + ".sh")
+    if not os.path.isfile(spath):
         print("FAIL: no scenario %s" % scenario)
         return 1
+    if "containerd" in scenario_needs(spath):
+        if not shim:
+            print("FAIL: scenario %s needs containerd-shim-spore-v2: pass --shim FILE" % scenario)
+            return 1
+    else:
+        shim = None  # only the containerd scenarios pay for the bigger initramfs
     try:
         mode = choose_mode(forced)
     except ValueError as e:
@@ -203,7 +224,12 @@ def run(argv, cleanup):
         top = tempfile.mkdtemp(prefix="spore-kvmhost-", dir="/var/tmp")
         cleanup.append(top)
         try:
-            built = build_host.direct_payload(cache, spore, testguest, top, spore_init=spore_init)
+            if shim:
+                for path, pkg in build_host.CONTAINERD_PROGRAMS:
+                    if not os.access(path, os.X_OK):
+                        print("SKIP: %s is not installed (Debian package %s)" % (path, pkg), flush=True)
+                        return SKIP
+            built = build_host.direct_payload(cache, spore, testguest, top, spore_init=spore_init, shim=shim)
         except build_host.Unavailable as e:
             print("SKIP: cannot fetch the guest kernel: %s" % e, flush=True)
             return SKIP
@@ -219,7 +245,7 @@ def run(argv, cleanup):
                   "cannot run" % QEMU, flush=True)
             return SKIP
         try:
-            built = build_host.build(cache, spore, testguest, spore_init=spore_init)
+            built = build_host.build(cache, spore, testguest, spore_init=spore_init, shim=shim)
         except build_host.Unavailable as e:
             print("SKIP: cannot fetch the virtual host's kernel: %s" % e, flush=True)
             return SKIP
@@ -237,6 +263,10 @@ def run(argv, cleanup):
               "(%d bytes, %d gzipped)" % (built["download_s"], built["fetch_s"], built["payload_s"],
                                           built["initramfs_s"], built["initramfs_bytes"],
                                           built["initramfs_gz_bytes"]), flush=True)
+        ce = built["containerd_extras"]
+        if ce:
+            print("containerd extras: %s; %d bytes, %d gzipped (appended to the initramfs)"
+                  % (", ".join("%s %s" % kv for kv in sorted(ce["packages"].items())), ce["bytes"], ce["gz_bytes"]))
         argv = qemu_argv(built["vmlinuz"], built["initrd"], scenario)
         print("mode: qemu (virtual KVM host under TCG)")
     print("$ " + " ".join(argv), flush=True)
