@@ -598,7 +598,73 @@ def t_bench(env, n=10):
         check(not problems, "teardown had to clean up: %s" % problems)
 
 
-TESTS = {"ctr": t_ctr, "cri": t_cri, "lifecycle": t_lifecycle, "pool": t_pool, "bench": t_bench}
+def t_parallel(env, n=20):
+    """n pods started at once (`ctr run -d`, one thread each) from the same
+    spore: all run side by side, one VMM each; each answers an exec with its
+    own generation id; killed and deleted, nothing is left."""
+    import threading
+    tm = Timer()
+    d = env.agent_spore("tg")
+    env.start_registry()
+    ref = env.push(d, "spores/tg")
+    c = Containerd(cri=False, shim_dirs=[env.shim_dir], insecure_registries=[env.reg.host], extra_env=env.san_env)
+    cids = ["par%02d" % i for i in range(n)]
+    started = {}
+    try:
+        c.start()
+        c.pull(ref)
+        tm.mark("spore pulled")
+        go = threading.Event()
+
+        def pod(cid):
+            go.wait()
+            started[cid] = c.ctr_run(ref, ["sleep", "600000"], cid=cid, rm=False, runtime=RUNTIME, timeout=180,
+                                     extra=("-d", "--null-io", "--runtime-config-path", env.config))
+        threads = [threading.Thread(target=pod, args=(cid,)) for cid in cids]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        go.set()
+        for t in threads:
+            t.join(timeout=200)
+        secs = time.monotonic() - t0
+        bad = {cid: r.describe() for cid, r in started.items() if r.rc != 0}
+        check(len(started) == n and not bad, "%d of %d pods started; failures: %s" % (len(started), n, bad))
+        running = [cid for cid in cids if c.task_status(cid) == "RUNNING"]
+        vmms = [x for x in env.leftovers() if x.startswith("process") and "'resume'" in x]
+        check(len(running) == n and len(vmms) == n, "%d tasks running, %d VMMs, want %d each" %
+              (len(running), len(vmms), n))
+        tm.mark("%d pods started at once in %.1fs: %d running, one VMM each" % (n, secs, n))
+        gens = set()
+        for cid in cids:
+            r = c.ctr("tasks", "exec", "--exec-id", "g", cid, "generation", timeout=60)
+            check(r.rc == 0 and re.match(r"^[0-9a-f]{32}\n$", r.out), "exec in %s: %s" % (cid, r.describe()))
+            gens.add(r.out.strip())
+        check(len(gens) == n, "%d pods, %d distinct generation ids" % (n, len(gens)))
+        tm.mark("an exec in each: %d distinct generation ids" % len(gens))
+    except BaseException:
+        print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)
+        raise
+    finally:
+        for cid in started:
+            c.ctr("tasks", "kill", "-s", "SIGKILL", cid)
+        for cid in started:
+            deadline = time.monotonic() + 30
+            while c.task_status(cid) not in ("STOPPED", None) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c.ctr("tasks", "delete", cid)
+            c.ctr("containers", "delete", cid)
+        left = c.wait_no_shims(15)
+        gone = wait_gone(env)
+        problems = c.stop()
+    check(not left, "shims left: %s" % left)
+    check(not gone, "left behind: %s" % gone)
+    check(not problems, "teardown had to clean up: %s" % problems)
+    tm.mark("all killed and deleted: nothing left")
+
+
+TESTS = {"ctr": t_ctr, "cri": t_cri, "lifecycle": t_lifecycle, "pool": t_pool, "bench": t_bench,
+         "parallel": t_parallel}
 
 
 def main():
