@@ -27,7 +27,7 @@ extern char **environ;
  * entries are trusted for TAG_TTL_MS. */
 #define RESOLVED_MAX 16
 #define TAG_TTL_MS 30000
-#define STDERR_MAX 2048
+#define STDERR_MAX 2048 /* more than one read (512 bytes) */
 
 struct resolved {
 	char key[600];   /* the reference as asked */
@@ -336,18 +336,14 @@ static int wait_child(pid_t pid, int fd, unsigned timeout_s, char *tail, size_t 
 			continue;
 		if (k <= 0)
 			break;
-		if ((size_t)k >= cap - 1) {
-			memcpy(tail, buf + k - (ssize_t)(cap - 1), cap - 1);
-			have = cap - 1;
-		} else {
-			if (have + (size_t)k > cap - 1) {
-				size_t drop = have + (size_t)k - (cap - 1);
-				memmove(tail, tail + drop, have - drop);
-				have -= drop;
-			}
-			memcpy(tail + have, buf, (size_t)k);
-			have += (size_t)k;
+		/* One read is shorter than the tail (cap > sizeof(buf)). */
+		if (have + (size_t)k > cap - 1) {
+			size_t drop = have + (size_t)k - (cap - 1);
+			memmove(tail, tail + drop, have - drop);
+			have -= drop;
 		}
+		memcpy(tail + have, buf, (size_t)k);
+		have += (size_t)k;
 		tail[have] = '\0';
 	}
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)

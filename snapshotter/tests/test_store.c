@@ -106,7 +106,9 @@ static void layer(struct snap_store *s, const char *name, const char *parent)
 	commit(s, name, key);
 }
 
-static char *fs_path(struct snap_store *s, const char *key)
+/* noinline: inlined at -O3, gcc 12 takes the returned string for a pointer
+ * to the local p (a false -Wdangling-pointer). */
+static __attribute__((noinline)) char *fs_path(struct snap_store *s, const char *key)
 {
 	char *p = NULL;
 
@@ -332,8 +334,9 @@ static size_t check_invariants(struct snap_store *s, const char *root)
 	for (size_t i = 0; i < c.n; i++) {
 		struct snap_info *in = &c.v[i];
 		char *dir = snap_dir(s, in->name);
-		const char *id = strrchr(dir, '/') + 1;
 		char prefix[PATH_MAX];
+
+		ids[i] = strdup(strrchr(dir, '/') + 1);
 
 		snprintf(prefix, sizeof(prefix), "%s/snapshots/", root);
 		if (strncmp(dir, prefix, strlen(prefix)) != 0)
@@ -343,14 +346,13 @@ static size_t check_invariants(struct snap_store *s, const char *root)
 		if (in->kind == ACTIVE && !path_exists("%s/work", dir))
 			fail_msg("%s: %s/work missing", in->name, dir);
 		if (in->parent) {
-			struct snap_info p;
+			struct snap_info pi;
 
-			OK(snap_store_stat(s, in->parent, &p, &err));
-			if (p.kind != COMMITTED)
+			OK(snap_store_stat(s, in->parent, &pi, &err));
+			if (pi.kind != COMMITTED)
 				fail_msg("%s: parent %s is not committed", in->name, in->parent);
-			snap_info_clear(&p);
+			snap_info_clear(&pi);
 		}
-		ids[i] = strdup(id);
 		free(dir);
 	}
 	/* The directories, exactly: sorted ids joined as dir_listing does. */
