@@ -121,12 +121,18 @@ int main(int argc, char **argv)
 	const char *insecure[SNAP_CONFIG_MAX_INSECURE];
 	for (size_t i = 0; i < cfg.ninsecure; i++)
 		insecure[i] = cfg.insecure[i];
+	char state[PATH_MAX + 8];
+	snprintf(state, sizeof(state), "%s/tmp", cfg.root);
 	struct snap_remote_opts ro = {.spore_bin = cfg.spore_bin, .cache_dir = cfg.cache_dir,
 				      .insecure_registries = insecure, .ninsecure = cfg.ninsecure,
-				      .pull_timeout_s = cfg.pull_timeout_s};
+				      .registries = cfg.registries, .nregistries = cfg.nregistries,
+				      .state_dir = state, .pull_timeout_s = cfg.pull_timeout_s};
 	int lfd = -1, rc = 1;
 	bool bound = false; /* the socket file is ours to remove */
-	if (snap_store_open(&store, cfg.root, &err) < 0 || snap_remote_new(&remote, &ro, &err) < 0 ||
+	/* root/tmp: scratch for credentials handed to spore pull, private. */
+	if (snap_store_open(&store, cfg.root, &err) < 0 ||
+	    ((mkdir(state, 0700) < 0 && errno != EEXIST) ? sl_error_sys(&err, "creating %s", state) : 0) < 0 ||
+	    snap_remote_new(&remote, &ro, &err) < 0 ||
 	    snap_service_new(&svc, store, remote, &err) < 0 || snap_grpc_server_new(&srv, &err) < 0 ||
 	    snap_service_register(srv, svc, &err) < 0 || (lfd = listen_at(cfg.address, &err)) < 0 ||
 	    !(bound = true) || snap_grpc_server_start(srv, sl_steal_fd(lfd), &err) < 0) {

@@ -3,11 +3,25 @@
 #define SNAP_CONFIG_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "sl/error.h"
 
 #define SNAP_CONFIG_MAX_INSECURE 16
+#define SNAP_CONFIG_MAX_REGISTRIES 16
+#define SNAP_CONFIG_MAX_MIRRORS 4
+
+/* Per-registry settings (`registries:` in the YAML). */
+struct snap_registry {
+	char host[256];                                 /* host[:port] as in image references */
+	char mirrors[SNAP_CONFIG_MAX_MIRRORS][256];     /* tried first, in order */
+	size_t nmirrors;
+	bool insecure;                                  /* plain HTTP */
+	bool has_auth;
+	char username[256];
+	char password[1024];
+};
 
 struct snap_config {
 	char root[PATH_MAX];    /* the store: metadata.db and snapshots/ */
@@ -17,6 +31,8 @@ struct snap_config {
 	char cache_dir[PATH_MAX]; /* the node chunk cache */
 	char insecure[SNAP_CONFIG_MAX_INSECURE][256]; /* registries reached over plain HTTP */
 	size_t ninsecure;
+	struct snap_registry registries[SNAP_CONFIG_MAX_REGISTRIES];
+	size_t nregistries;
 	unsigned pull_timeout_s;
 };
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "sl/error.h"
+#include "snap_config.h"
 #include "snap_store.h"
 
 /* Labels containerd and CRI pass (reference/containerd_protocols.md 4.4). */
@@ -21,6 +22,9 @@ struct snap_remote_opts {
 	const char *cache_dir;  /* the node cache spore pull fills and links from */
 	const char *const *insecure_registries; /* host[:port] reached over plain HTTP */
 	size_t ninsecure;
+	const struct snap_registry *registries; /* mirrors, credentials, insecure per registry */
+	size_t nregistries;
+	const char *state_dir; /* private scratch (0700): credentials handed to spore pull */
 	unsigned pull_timeout_s; /* a materialisation's bound */
 };
 
@@ -46,8 +50,9 @@ int snap_remote_image_of(struct snap_store *st, const char *parent, char **image
 
 /* Materialises image's spore directory at dir (which must not exist): chunk
  * files hard-linked from the node cache, missing chunks fetched and
- * verified (spore pull). Nothing is left at dir on failure; the error names
- * the image and its registry. */
+ * verified (spore pull), from the registry's mirrors first, then the
+ * registry. Nothing is left at dir on failure; the error names the image
+ * and its registry. */
 int snap_remote_materialise(struct snap_remote *r, const char *image, const char *dir, sl_error_t *err);
 
 #endif

@@ -39,6 +39,73 @@ static int get_path(json_t *v, const char *what, const char *key, char *out, siz
 	return 0;
 }
 
+static bool host_ok(const char *h, size_t len, size_t cap)
+{
+	return len > 0 && len < cap && !strpbrk(h, "/ \t@");
+}
+
+static int parse_registry(const char *host, json_t *v, const char *what, struct snap_registry *r, sl_error_t *err)
+{
+	memset(r, 0, sizeof(*r));
+	if (!host_ok(host, strlen(host), sizeof(r->host)))
+		return sl_error_set(err, SL_E_INVALID, "%s: registries: \"%.64s\" is not a host[:port]", what, host);
+	snprintf(r->host, sizeof(r->host), "%s", host);
+	if (!json_is_object(v))
+		return sl_error_set(err, SL_E_INVALID, "%s: registries.%s must be a mapping", what, host);
+	const char *k;
+	json_t *e;
+	json_object_foreach(v, k, e) {
+		if (!strcmp(k, "mirrors")) {
+			size_t i;
+			json_t *m;
+			if (!json_is_array(e) || json_array_size(e) > SNAP_CONFIG_MAX_MIRRORS)
+				return sl_error_set(err, SL_E_INVALID, "%s: registries.%s.mirrors must be a list of at most %d hosts",
+						    what, host, SNAP_CONFIG_MAX_MIRRORS);
+			json_array_foreach(e, i, m) {
+				if (!json_is_string(m) || !host_ok(json_string_value(m), json_string_length(m), 256))
+					return sl_error_set(err, SL_E_INVALID, "%s: registries.%s.mirrors[%zu] must be a host[:port]",
+							    what, host, i);
+				snprintf(r->mirrors[r->nmirrors++], 256, "%s", json_string_value(m));
+			}
+		} else if (!strcmp(k, "insecure")) {
+			if (!json_is_boolean(e))
+				return sl_error_set(err, SL_E_INVALID, "%s: registries.%s.insecure must be true or false", what,
+						    host);
+			r->insecure = json_is_true(e);
+		} else if (!strcmp(k, "username") || !strcmp(k, "password")) {
+			char *dst = k[0] == 'u' ? r->username : r->password;
+			size_t cap = k[0] == 'u' ? sizeof(r->username) : sizeof(r->password);
+			if (!json_is_string(e) || json_string_length(e) == 0 || json_string_length(e) >= cap ||
+			    memchr(json_string_value(e), '\0', json_string_length(e)))
+				return sl_error_set(err, SL_E_INVALID, "%s: registries.%s.%s must be a string of 1..%zu bytes",
+						    what, host, k, cap - 1);
+			snprintf(dst, cap, "%s", json_string_value(e));
+		} else {
+			return sl_error_set(err, SL_E_INVALID, "%s: unknown setting registries.%s.%.64s", what, host, k);
+		}
+	}
+	if (!r->username[0] != !r->password[0])
+		return sl_error_set(err, SL_E_INVALID, "%s: registries.%s: username and password go together", what, host);
+	r->has_auth = r->username[0] != '\0';
+	return 0;
+}
+
+static int parse_registries(json_t *v, const char *what, struct snap_config *n, sl_error_t *err)
+{
+	if (!json_is_object(v) || json_object_size(v) > SNAP_CONFIG_MAX_REGISTRIES)
+		return sl_error_set(err, SL_E_INVALID, "%s: registries must be a mapping of at most %d hosts", what,
+				    SNAP_CONFIG_MAX_REGISTRIES);
+	const char *host;
+	json_t *e;
+	n->nregistries = 0;
+	json_object_foreach(v, host, e) {
+		if (parse_registry(host, e, what, &n->registries[n->nregistries], err) < 0)
+			return -1;
+		n->nregistries++;
+	}
+	return 0;
+}
+
 int snap_config_parse(const char *buf, size_t len, const char *what, struct snap_config *c, sl_error_t *err)
 {
 	_cleanup_json_ json_t *j = NULL;
@@ -85,6 +152,8 @@ int snap_config_parse(const char *buf, size_t len, const char *what, struct snap
 				else
 					snprintf(n.insecure[n.ninsecure++], sizeof(n.insecure[0]), "%s", json_string_value(e));
 			}
+		} else if (!strcmp(key, "registries")) {
+			rc = parse_registries(v, what, &n, err);
 		} else if (!strcmp(key, "log_level")) {
 			rc = 0;
 			if (!json_is_string(v) || sl_log_level_parse(json_string_value(v)) < 0)

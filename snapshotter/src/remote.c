@@ -13,10 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "oci/auth.h"
 #include "oci/image.h"
 #include "oci/ref.h"
 #include "oci/registry.h"
 #include "sl/digest.h"
+#include "sl/json.h"
 #include "sl/time.h"
 #include "snap_remote.h"
 
@@ -41,8 +43,11 @@ struct resolved {
 struct snap_remote {
 	char spore_bin[PATH_MAX];
 	char cache_dir[PATH_MAX];
+	char state_dir[PATH_MAX];
 	char **insecure;
 	size_t ninsecure;
+	struct snap_registry *regs;
+	size_t nregs;
 	unsigned pull_timeout_s;
 	pthread_mutex_t lock;
 	struct resolved cache[RESOLVED_MAX];
@@ -54,11 +59,21 @@ int snap_remote_new(struct snap_remote **out, const struct snap_remote_opts *o, 
 	if (!o->spore_bin || o->spore_bin[0] != '/' || strlen(o->spore_bin) >= PATH_MAX || !o->cache_dir ||
 	    o->cache_dir[0] != '/' || strlen(o->cache_dir) >= PATH_MAX)
 		return sl_error_set(err, SL_E_INVALID, "remote snapshots: spore and cache_dir must be absolute paths");
+	if (o->nregistries && (!o->state_dir || o->state_dir[0] != '/' || strlen(o->state_dir) >= PATH_MAX - 64))
+		return sl_error_set(err, SL_E_INVALID, "remote snapshots: registries need an absolute state_dir");
 	struct snap_remote *r = calloc(1, sizeof(*r));
-	if (!r || (o->ninsecure && !(r->insecure = calloc(o->ninsecure, sizeof(char *))))) {
+	if (!r || (o->ninsecure && !(r->insecure = calloc(o->ninsecure, sizeof(char *)))) ||
+	    (o->nregistries && !(r->regs = calloc(o->nregistries, sizeof(*r->regs))))) {
+		if (r)
+			free(r->insecure);
 		free(r);
 		return sl_error_set(err, SL_E_NOMEM, "remote snapshots: out of memory");
 	}
+	if (o->nregistries)
+		memcpy(r->regs, o->registries, o->nregistries * sizeof(*r->regs));
+	r->nregs = o->nregistries;
+	if (o->state_dir)
+		snprintf(r->state_dir, sizeof(r->state_dir), "%s", o->state_dir);
 	snprintf(r->spore_bin, sizeof(r->spore_bin), "%s", o->spore_bin);
 	snprintf(r->cache_dir, sizeof(r->cache_dir), "%s", o->cache_dir);
 	r->pull_timeout_s = o->pull_timeout_s ? o->pull_timeout_s : 600;
@@ -81,6 +96,9 @@ void snap_remote_free(struct snap_remote *r)
 	free(r->insecure);
 	for (size_t i = 0; i < RESOLVED_MAX; i++)
 		free(r->cache[i].chain);
+	if (r->regs)
+		explicit_bzero(r->regs, r->nregs * sizeof(*r->regs)); /* passwords */
+	free(r->regs);
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
@@ -93,12 +111,47 @@ static const char *label(const struct snap_label *l, size_t n, const char *key)
 	return NULL;
 }
 
+static const struct snap_registry *reg_cfg(const struct snap_remote *r, const char *host)
+{
+	for (size_t i = 0; i < r->nregs; i++)
+		if (!strcmp(r->regs[i].host, host))
+			return &r->regs[i];
+	return NULL;
+}
+
 static bool insecure(const struct snap_remote *r, const char *registry)
 {
+	const struct snap_registry *c = reg_cfg(r, registry);
+	if (c && c->insecure)
+		return true;
 	for (size_t i = 0; i < r->ninsecure; i++)
 		if (!strcmp(r->insecure[i], registry))
 			return true;
 	return false;
+}
+
+/* The hosts to ask for registry's content: its mirrors in order, then it. */
+static size_t candidates(const struct snap_remote *r, const char *registry, const char *out[SNAP_CONFIG_MAX_MIRRORS + 1])
+{
+	const struct snap_registry *c = reg_cfg(r, registry);
+	size_t n = 0;
+	for (size_t i = 0; c && i < c->nmirrors; i++)
+		out[n++] = c->mirrors[i];
+	out[n++] = registry;
+	return n;
+}
+
+/* Credentials from the snapshotter's config for host, if it has some (else
+ * the client reads the docker-style config.json). */
+static const struct oci_creds *creds_for(const struct snap_remote *r, const char *host, struct oci_creds *buf)
+{
+	const struct snap_registry *c = reg_cfg(r, host);
+	if (!c || !c->has_auth)
+		return NULL;
+	buf->present = true;
+	snprintf(buf->username, sizeof(buf->username), "%s", c->username);
+	snprintf(buf->password, sizeof(buf->password), "%s", c->password);
+	return buf;
 }
 
 /* containerd's chain IDs (identity.ChainID): the first layer's diff ID, then
@@ -147,19 +200,34 @@ static int resolve(struct snap_remote *r, const struct oci_ref *ref, bool *spore
 	}
 	pthread_mutex_unlock(&r->lock);
 
-	struct oci_client_opts co = {.insecure = insecure(r, ref->registry), .parallel = 1, .retries = 2};
-	struct oci_client *c = NULL;
 	_cleanup_free_ char *body = NULL;
 	size_t len = 0;
 	char mt[128] = "", reference[OCI_REF_REFERENCE_MAX];
 	sl_digest digest;
 	oci_ref_reference(ref, reference);
-	int rc = oci_client_new(ref, &co, &c, err);
-	if (rc == 0)
-		rc = oci_manifest_get(c, reference, &body, &len, mt, &digest, err);
-	oci_client_free(c);
+	const char *hosts[SNAP_CONFIG_MAX_MIRRORS + 1];
+	size_t nh = candidates(r, ref->registry, hosts);
+	int rc = -1;
+	for (size_t h = 0; h < nh && rc < 0; h++) {
+		struct oci_ref at = *ref;
+		struct oci_creds cb;
+		snprintf(at.registry, sizeof(at.registry), "%s", hosts[h]);
+		struct oci_client_opts co = {.insecure = insecure(r, hosts[h]), .parallel = 1, .retries = 2,
+					     .creds = creds_for(r, hosts[h], &cb)};
+		struct oci_client *c = NULL;
+		if (*err)
+			sl_error_free(err); /* the previous mirror's */
+		rc = oci_client_new(&at, &co, &c, err);
+		if (rc == 0)
+			rc = oci_manifest_get(c, reference, &body, &len, mt, &digest, err);
+		oci_client_free(c);
+		explicit_bzero(&cb, sizeof(cb));
+	}
 	if (rc < 0)
 		return sl_error_wrap(err, "resolving %s", key);
+	/* A mirror's answer is as good as the registry's only when pinned. */
+	if (ref->has_digest && !sl_digest_equal(&digest, &ref->digest))
+		return sl_error_set(err, SL_E_INTEGRITY, "resolving %s: the manifest's digest does not match", key);
 	struct spore_image img = {0};
 	_cleanup_error_ sl_error_t why = NULL;
 	if (strcmp(mt, OCI_MT_MANIFEST) != 0 || spore_image_decode(body, len, &img, &why) < 0 ||
@@ -351,32 +419,89 @@ static int wait_child(pid_t pid, int fd, unsigned timeout_s, char *tail, size_t 
 	return status;
 }
 
-int snap_remote_materialise(struct snap_remote *r, const char *image, const char *dir, sl_error_t *err)
+/* A private docker-style config dir holding host's credentials from our
+ * config, for the spore pull child (never on its command line, which any
+ * user can read). *dir is "" when there are none. */
+static int auth_dir(const struct snap_remote *r, const char *host, char dir[PATH_MAX], sl_error_t *err)
 {
-	struct oci_ref ref;
-	if (oci_ref_parse(image, &ref, err) < 0)
-		return sl_error_wrap(err, "materialising spore");
+	dir[0] = '\0';
+	const struct snap_registry *c = reg_cfg(r, host);
+	if (!c || !c->has_auth)
+		return 0;
+	char up[1400], b64[2000];
+	int n = snprintf(up, sizeof(up), "%s:%s", c->username, c->password);
+	int bl = oci_base64_encode(up, (size_t)n, b64, sizeof(b64));
+	explicit_bzero(up, sizeof(up));
+	if (bl < 0)
+		return sl_error_set(err, SL_E_INVALID, "credentials for %s too long", host);
+	snprintf(dir, PATH_MAX, "%.4000s/auth-XXXXXX", r->state_dir);
+	if (!mkdtemp(dir)) {
+		dir[0] = '\0';
+		return sl_error_sys(err, "credentials for %s: mkdtemp in %s", host, r->state_dir);
+	}
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	_cleanup_json_ json_t *j = json_pack("{s:{s:{s:s}}}", "auths", host, "auth", b64);
+	explicit_bzero(b64, sizeof(b64));
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int rc = fd < 0 || !j || json_dumpfd(j, fd, JSON_COMPACT) < 0 ? -1 : 0;
+	if (fd >= 0)
+		close(fd);
+	if (rc < 0) {
+		unlink(path);
+		rmdir(dir);
+		dir[0] = '\0';
+		return sl_error_set(err, SL_E_IO, "credentials for %s: cannot write %s", host, path);
+	}
+	return 0;
+}
+
+static void auth_dir_remove(const char *dir)
+{
+	if (!dir[0])
+		return;
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/config.json", dir);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* One spore pull of image from host into dir. */
+static int pull_from(struct snap_remote *r, const char *image, const struct oci_ref *ref, const char *host,
+		     const char *dir, sl_error_t *err)
+{
+	char at[700], reference[OCI_REF_REFERENCE_MAX], adir[PATH_MAX];
+	oci_ref_reference(ref, reference);
+	snprintf(at, sizeof(at), "%s/%s@%s", host, ref->repository, reference);
+	if (auth_dir(r, host, adir, err) < 0)
+		return -1;
 	int pfd[2];
-	if (pipe2(pfd, O_CLOEXEC) < 0)
+	if (pipe2(pfd, O_CLOEXEC) < 0) {
+		auth_dir_remove(adir);
 		return sl_error_sys(err, "materialising spore %s: pipe", image);
-	char cache_env[PATH_MAX + 32];
+	}
+	char cache_env[PATH_MAX + 32], auth_env[PATH_MAX + 32];
 	snprintf(cache_env, sizeof(cache_env), "SPORE_CACHE_DIR=%s", r->cache_dir);
+	snprintf(auth_env, sizeof(auth_env), "DOCKER_CONFIG=%s", adir);
 	size_t ne = 0;
 	while (environ[ne])
 		ne++;
-	char **envp = calloc(ne + 2, sizeof(char *));
+	char **envp = calloc(ne + 3, sizeof(char *));
 	if (!envp) {
 		close(pfd[0]);
 		close(pfd[1]);
+		auth_dir_remove(adir);
 		return sl_error_set(err, SL_E_NOMEM, "out of memory");
 	}
 	size_t k = 0;
 	for (size_t i = 0; i < ne; i++)
-		if (strncmp(environ[i], "SPORE_CACHE_DIR=", 16) != 0)
+		if (strncmp(environ[i], "SPORE_CACHE_DIR=", 16) != 0 && (!adir[0] || strncmp(environ[i], "DOCKER_CONFIG=", 14) != 0))
 			envp[k++] = environ[i];
 	envp[k++] = cache_env;
-	char *argv[] = {r->spore_bin, (char *)"pull", (char *)image, (char *)"--out", (char *)dir,
-			insecure(r, ref.registry) ? (char *)"--insecure-registry" : NULL, NULL};
+	if (adir[0])
+		envp[k++] = auth_env;
+	char *argv[] = {r->spore_bin, (char *)"pull", at, (char *)"--out", (char *)dir,
+			insecure(r, host) ? (char *)"--insecure-registry" : NULL, NULL};
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
@@ -389,22 +514,43 @@ int snap_remote_materialise(struct snap_remote *r, const char *image, const char
 	close(pfd[1]);
 	if (rc != 0) {
 		close(pfd[0]);
+		auth_dir_remove(adir);
 		return sl_error_errno(err, rc, "materialising spore %s: cannot run %s", image, r->spore_bin);
 	}
 	char tail[STDERR_MAX] = "";
 	int status = wait_child(pid, pfd[0], r->pull_timeout_s, tail, sizeof(tail));
 	close(pfd[0]);
+	auth_dir_remove(adir);
 	if (status == -1)
 		return sl_error_set(err, SL_E_IO, "materialising spore %s from registry %s: spore pull took over %u s",
-				    image, ref.registry, r->pull_timeout_s);
+				    image, host, r->pull_timeout_s);
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		size_t l = strlen(tail);
 		while (l && (tail[l - 1] == '\n' || tail[l - 1] == ' '))
 			tail[--l] = '\0';
 		const char *last = strrchr(tail, '\n');
 		return sl_error_set(err, SL_E_IO, "materialising spore %s from registry %s: spore pull failed (%s %d): %s",
-				    image, ref.registry, WIFEXITED(status) ? "exit" : "signal",
+				    image, host, WIFEXITED(status) ? "exit" : "signal",
 				    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), last ? last + 1 : tail);
 	}
 	return 0;
+}
+
+int snap_remote_materialise(struct snap_remote *r, const char *image, const char *dir, sl_error_t *err)
+{
+	struct oci_ref ref;
+	if (oci_ref_parse(image, &ref, err) < 0)
+		return sl_error_wrap(err, "materialising spore");
+	if (!ref.has_digest)
+		return sl_error_set(err, SL_E_INVALID, "materialising spore %s: not pinned by digest", image);
+	const char *hosts[SNAP_CONFIG_MAX_MIRRORS + 1];
+	size_t nh = candidates(r, ref.registry, hosts);
+	/* Mirrors first; the error kept is the registry's own (the last). */
+	for (size_t h = 0; h < nh; h++) {
+		if (*err)
+			sl_error_free(err);
+		if (pull_from(r, image, &ref, hosts[h], dir, err) == 0)
+			return 0;
+	}
+	return -1;
 }

@@ -484,6 +484,31 @@ def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
             c.ctr("containers", "rm", "unreachable", namespace=ns)
             check(not c.wait_no_shims(10), "shims left")
 
+            # A mirror holding a byte-for-byte copy, behind Basic auth, named
+            # with its credentials in the snapshotter's config: the pod that
+            # failed now starts from the mirror.
+            mreg = env.regh.Registry(auth="basic", user="mirror-user", password="mirror-pw").start()
+            try:
+                src = env.regh.Client(env.reg.url)
+                dst = env.regh.Client(mreg.url, user="mirror-user", password="mirror-pw")
+                body, _, mdig = src.get_manifest("spores/tg", "v1")
+                m = json.loads(body)
+                for dsc in [m["config"]] + m["layers"]:
+                    dst.push_blob("spores/tg", src.get_blob("spores/tg", dsc["digest"]))
+                dst.put_manifest("spores/tg", mdig, body)
+                s.stop()
+                with open(cfg, "a") as f:
+                    f.write('registries:\n  "%s":\n    mirrors: ["%s"]\n  "%s":\n    username: mirror-user\n'
+                            '    password: mirror-pw\n' % (gone, mreg.host, mreg.host))
+                s.start()
+                r = run(["echo", "via", "mirror"], cid="mirrored")
+                check(r.rc == 0 and r.out == "via mirror\n", "a pod from the mirror: %s" % r.describe())
+                scratch = os.path.join(s.root, "tmp")
+                check(not os.listdir(scratch), "credentials left in %s: %s" % (scratch, os.listdir(scratch)))
+                tm.mark("registry gone, its mirror (Basic auth, credentials from the YAML config) serves the pod")
+            finally:
+                mreg.stop()
+
         except BaseException:
             print("---- containerd log (tail) ----\n%s\n---- snapshotter log ----\n%s" % (c.log_tail(), s.log()),
                   flush=True)
@@ -626,16 +651,198 @@ def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
         env.close()
 
 
-TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "spore": t_spore, "pods": t_pods}
+def t_bench(binary, proto_dir, work, spore, guest, shim_dir, work_mib=1024, runs=3):
+    """bench-snapshot-prepare: from the start of the image pull (CRI
+    PullImage, kubelet's way) to the pod's output (`ctr run` with the spore
+    runtime) for a 1 GiB spore image whose chunks are in the node cache,
+    through spore-snapshotter; beside it, in the same run, the same image
+    through containerd's overlayfs snapshotter (downloaded and unpacked).
+    Each side starts from a containerd that has never seen the image (a
+    fresh instance per run); best of runs. Ends with
+    RESULT spore_ms=.. overlayfs_ms=.. ratio=.. (overlayfs / spore)."""
+    import spore_tests
+    from cri import CriClient
+    env = spore_tests.Env(spore, guest, shim_dir)
+    try:
+        mem = work_mib + 64
+        t0 = time.monotonic()
+        d = env.agent_spore("big", cmdline="mode=demo work_mib=%d hz=10" % work_mib, mem=mem)
+        size = du_bytes(os.path.join(d, "chunks"))
+        env.start_registry()
+        ref = env.push(d, "spores/big")
+        print("  spore of %.0f MiB of chunks captured and pushed (%.1fs)" % (size / 2**20, time.monotonic() - t0),
+              flush=True)
+        cache = os.path.join(work, "nodecache")
+        cfg = os.path.join(work, "snap.yaml")
+        with open(cfg, "w") as f:
+            f.write("spore: %s\ncache_dir: %s\n" % (spore, cache))
+        # Warm the node cache once (what "cached" means for the spore side).
+        p = env.run(spore, "pull", ref, "--out", os.path.join(work, "warm"), timeout=600)
+        check(p.returncode == 0, "warming the node cache: %s" % p.stderr[-2000:])
+        shutil.rmtree(os.path.join(work, "warm"))
+
+        def side(snapshotter):
+            root = os.path.join(work, "side-" + snapshotter)
+            os.makedirs(root)
+            s = None
+            if snapshotter == "spore":
+                s = Snapshotter(binary, root, config=cfg)
+                s.start()
+            c = Containerd(cri=True, proxy_plugins={"spore": s.address} if s else None, snapshotter=snapshotter,
+                           shim_dirs=[shim_dir], insecure_registries=[env.reg.host])
+            k = None
+            try:
+                c.start()
+                k = CriClient(c)
+                t0 = time.monotonic()
+                k.pull_image(ref, timeout=600)
+                t_pull = time.monotonic() - t0
+                r = c.ctr_run(ref, ["echo", "ready"], runtime=spore_tests.RUNTIME, namespace=CRI_NAMESPACE,
+                              extra=("--runtime-config-path", env.config), timeout=600)
+                total = time.monotonic() - t0
+                check(r.rc == 0 and r.out == "ready\n", "%s: ctr run: %s" % (snapshotter, r.describe()))
+                return total * 1000, t_pull * 1000
+            finally:
+                if k:
+                    k.close()
+                problems = c.stop()
+                if s:
+                    s.stop()
+                shutil.rmtree(root, ignore_errors=True)
+                check(not problems, "teardown had to clean up: %s" % problems)
+
+        best = {}
+        for i in range(runs):
+            for name in ("spore", "overlayfs"):
+                ms, pull_ms = side(name)
+                print("  run %d %-9s pull %8.1f ms  pull+run %8.1f ms" % (i + 1, name, pull_ms, ms), flush=True)
+                best[name] = min(best.get(name, ms), ms)
+        print("RESULT spore_ms=%.1f overlayfs_ms=%.1f ratio=%.1f image_mib=%.0f" %
+              (best["spore"], best["overlayfs"], best["overlayfs"] / best["spore"], size / 2**20), flush=True)
+    finally:
+        env.close()
+
+
+def t_crash(binary, proto_dir, work, spore, guest, shim_dir, rounds=6):
+    """kill -9 of the snapshotter while containerd drives it: during an
+    image's unpack (Prepare, applying, Commit) and during a spore's chunk
+    fetch; after each restart containerd works again (the same import and
+    run succeed), no snapshot is left that containerd does not know (after
+    its GC), and every chunk in the node cache is verified."""
+    import random
+    import spore_tests
+    from cri import CriClient
+    tm = Timer()
+    env = spore_tests.Env(spore, guest, shim_dir)
+    try:
+        d = env.agent_spore("tg", cmdline="mode=demo work_mib=48 hz=10", mem=128)
+        env.start_registry()
+        ref = env.push(d, "spores/tg")
+        cache = os.path.join(work, "nodecache")
+        cfg = os.path.join(work, "snap.yaml")
+        with open(cfg, "w") as f:
+            f.write("spore: %s\ncache_dir: %s\n" % (spore, cache))
+        s = Snapshotter(binary, work, config=cfg, env=dict(os.environ, **env.san_env))
+        s.start()
+        c = Containerd(cri=True, proxy_plugins={"spore": s.address}, snapshotter="spore", shim_dirs=[shim_dir],
+                       insecure_registries=[env.reg.host], extra_env=env.san_env)
+        k = None
+        pb, out = load_api(proto_dir)
+        rng = random.Random(7)
+        try:
+            c.start()
+            # An ordinary image with a 24 MiB layer: unpacking it takes a while.
+            blob = os.urandom(24 << 20)
+            big = ctrd.layer_tar([("data", "dir", None, 0o755), ("data/blob", "file", blob, 0o644)])
+            img = ctrd.busybox_image(ref="sporelet.test/busybox-big:1", extra_layers=[big])
+            tar = os.path.join(work, "img.tar")
+            img.write_tar(tar)
+            for i in range(rounds):
+                p = c.ctr_popen("images", "import", "--snapshotter", "spore", tar)
+                time.sleep(rng.uniform(0.05, 0.6))
+                s.kill9()
+                p.communicate(timeout=120)
+                s.start()
+                r = c.ctr("images", "import", "--snapshotter", "spore", tar, timeout=120)
+                check(r.rc == 0, "round %d: import after the restart: %s" % (i, r.describe()))
+                r = c.ctr_run(img.ref, ["sh", "-c", "wc -c </data/blob"], snapshotter="spore")
+                check(r.rc == 0 and r.out.strip() == str(len(blob)), "round %d: run after the restart: %s" %
+                      (i, r.describe()))
+                c.ctr_ok("images", "rm", "--sync", img.ref)
+            tm.mark("%d rounds of kill -9 during unpack: import and run work after every restart" % rounds)
+
+            # A spore's chunk fetch, killed: the VMM's pod start fails, the
+            # restarted snapshotter serves the next one.
+            k = CriClient(c)
+            k.pull_image(ref)
+            for i in range(2):
+                shutil.rmtree(os.path.join(cache, "chunks"), ignore_errors=True)
+                p = c.ctr_popen(*c.ctr_run_args(ref, ["echo", "x"], cid="fetch%d" % i, runtime=spore_tests.RUNTIME,
+                                                extra=("--runtime-config-path", env.config)), namespace=CRI_NAMESPACE)
+                # Wait for the materialisation (a spore pull child) to start.
+                deadline = time.monotonic() + 30
+                def pulling():
+                    for x in os.listdir("/proc"):
+                        a = ctrd._proc_cmdline(x) if x.isdigit() else None
+                        if a and len(a) > 2 and a[1] == "pull" and "/spores/tg@sha256:" in a[2]:
+                            return True
+                    return False
+                while time.monotonic() < deadline and not pulling():
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.2))
+                s.kill9()
+                p.communicate(timeout=120)
+                c.ctr("containers", "rm", "fetch%d" % i, namespace=CRI_NAMESPACE)
+                s.start()
+                r = c.ctr_run(ref, ["echo", "after"], runtime=spore_tests.RUNTIME, namespace=CRI_NAMESPACE,
+                              extra=("--runtime-config-path", env.config), timeout=120)
+                check(r.rc == 0 and r.out == "after\n", "spore run after a kill during the fetch: %s" % r.describe())
+            tm.mark("kill -9 during chunk fetches: the next pod starts")
+            v_env = dict(env.env, SPORE_CACHE_DIR=cache)
+            v = subprocess.run([spore, "cache", "verify"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=v_env, timeout=300)
+            check(v.returncode == 0 and " removed 0 bad" in v.stdout, "spore cache verify: %s %s" % (v.stdout, v.stderr))
+            tm.mark("node cache: %s" % v.stdout.strip())
+
+            # containerd's GC removes what it does not know; then every
+            # snapshot left is one containerd refers to.
+            c.ctr_ok("images", "rm", "--sync", ref, namespace=CRI_NAMESPACE)
+            api = Api(pb, s.address)
+            try:
+                deadline = time.monotonic() + 30
+                while api.list() and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                left = [(i.name, i.kind) for i in api.list()]
+            finally:
+                api.close()
+            check(not left, "snapshots left after the images were removed (orphans): %s" % left)
+            check(not s.owned_dirs(), "directories left: %s" % s.owned_dirs())
+            tm.mark("images removed: no snapshot and no directory left")
+        except BaseException:
+            print("---- containerd log (tail) ----\n%s\n---- snapshotter log ----\n%s" % (c.log_tail(), s.log()),
+                  flush=True)
+            raise
+        finally:
+            if k:
+                k.close()
+            problems = c.stop()
+            s.stop()
+        check(not problems, "containerd teardown had to clean up: %s" % problems)
+    finally:
+        env.close()
+
+
+TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "spore": t_spore, "pods": t_pods, "bench": t_bench,
+         "crash": t_crash}
 
 
 def main():
-    n = 7 if len(sys.argv) > 1 and sys.argv[1] in ("spore", "pods") else 4
+    n = 7 if len(sys.argv) > 1 and sys.argv[1] in ("spore", "pods", "bench", "crash") else 4
     if len(sys.argv) != n or sys.argv[1] not in TESTS:
         sys.stderr.write("usage: %s {%s} SNAPSHOTTER_BIN PROTO_DIR [SPORE_BIN TESTGUEST SHIM_DIR (spore)]\n" %
                          (sys.argv[0], "|".join(TESTS)))
         sys.exit(2)
-    if sys.argv[1] in ("busybox", "spore", "pods"):
+    if sys.argv[1] in ("busybox", "spore", "pods", "bench", "crash"):
         why = ctrd.containerd_missing()
         if why:
             print("SKIP: %s" % why, flush=True)
