@@ -187,6 +187,11 @@ void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opt
 	uint64_t counter;
 	char id[33];
 	vmm_generation(vm, &counter, id);
+	/* Whether disks shared the cache's extents or cost their size in bytes. */
+	if (rs->disk_bytes_shared || rs->disk_bytes_copied)
+		sl_info("disks ready", "dir=%s shared_mib=%.1f copied_mib=%.1f reflink=%s", dir,
+			rs->disk_bytes_shared / 1048576.0, rs->disk_bytes_copied / 1048576.0,
+			rs->disk_bytes_copied ? (rs->disk_bytes_shared ? "partly" : "no") : "yes");
 	sl_debug("restored",
 		 "dir=%s ms=%.3f manifest_ms=%.3f files_ms=%.3f chunks_ms=%.3f load_ms=%.3f chunks=%llu "
 		 "chunks_hashed=%llu chunks_sealed=%llu generation=%llu id=%s",

@@ -83,6 +83,8 @@ struct vmm_restore_stats {
 	uint64_t chunks_hashed; /* of which hashed now */
 	uint64_t chunks_sealed; /* of which vouched for by a seal */
 	uint64_t zero_chunks;
+	uint64_t disk_bytes_shared; /* disk chunks reflinked into the VM's private disks (vmm_spore_disks) */
+	uint64_t disk_bytes_copied; /* ... and copied where the filesystem cannot share */
 };
 
 /* A spore directory opened for restore; its manifest is read and checked

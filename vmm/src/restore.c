@@ -1,6 +1,8 @@
 /* Restore: verify a spore, map its chunks MAP_PRIVATE, load state, new generation. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -59,6 +61,7 @@ struct vmm_spore {
 	sl_digest digest;
 	uint64_t open_ns;
 	int disk_fd[SPORE_MAX_DISKS]; /* private copies made by vmm_spore_disks, -1: none */
+	uint64_t disk_shared, disk_copied; /* bytes of chunks reflinked / copied into them */
 };
 
 int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *err)
@@ -311,9 +314,13 @@ static int disk_tmpfile(int dirfd, const char **where, sl_error_t *err)
 	return sl_error_sys(err, "create a private disk file (spore directory, $TMPDIR, /var/tmp, /tmp)");
 }
 
-/* Copies one verified chunk into the disk at its offset: copy_file_range
- * lets XFS and btrfs share the extents instead of copying bytes. */
-static int copy_chunk(int dirfd, const struct spore_chunk *c, int out, uint64_t disk_size, sl_error_t *err)
+/* Copies one verified chunk into the disk at its offset. FICLONERANGE shares
+ * the chunk file's extents (XFS with reflink=1, btrfs): the pod's disk costs
+ * no space until the guest writes it. Across filesystems, or where the
+ * filesystem cannot share, copy_file_range copies the bytes. *shared says
+ * which happened. */
+static int copy_chunk(int dirfd, const struct spore_chunk *c, int out, uint64_t disk_size, bool *shared,
+		      sl_error_t *err)
 {
 	char path[96];
 	spore_chunk_path(&c->digest, path);
@@ -324,6 +331,17 @@ static int copy_chunk(int dirfd, const struct spore_chunk *c, int out, uint64_t 
 	uint64_t left = disk_size - (uint64_t)off_out;
 	if (left > VMM_CHUNK_SIZE)
 		left = VMM_CHUNK_SIZE;
+	*shared = false;
+	/* Cloned ranges must be whole filesystem blocks (a disk's last chunk
+	 * may be shorter: its tail is copied). */
+	if (left % 4096 == 0) {
+		struct file_clone_range r = {.src_fd = in, .src_offset = 0, .src_length = left,
+					     .dest_offset = (uint64_t)off_out};
+		if (ioctl(out, FICLONERANGE, &r) == 0) {
+			*shared = true;
+			return 0;
+		}
+	}
 	while (left) {
 		ssize_t n = copy_file_range(in, &off_in, out, &off_out, left, 0);
 		if (n < 0 && errno == EINTR)
@@ -356,11 +374,16 @@ int vmm_spore_disks(struct vmm_spore *sp, const struct vmm_restore_opts *opts, s
 			close(fd);
 			return sl_error_sys(err, "disk %zu: size a private copy in %s", k, where);
 		}
-		for (size_t i = 0; i < d->nchunks; i++)
-			if (copy_chunk(sp->dirfd, &d->chunks[i], fd, d->size, err) < 0) {
+		for (size_t i = 0; i < d->nchunks; i++) {
+			bool shared;
+			uint64_t off = d->chunks[i].index * VMM_CHUNK_SIZE;
+			uint64_t len = d->size - off < VMM_CHUNK_SIZE ? d->size - off : VMM_CHUNK_SIZE;
+			if (copy_chunk(sp->dirfd, &d->chunks[i], fd, d->size, &shared, err) < 0) {
 				close(fd);
 				return sl_error_wrap(err, "%s: disk %zu", sp->dir, k);
 			}
+			*(shared ? &sp->disk_shared : &sp->disk_copied) += len;
+		}
 		sp->disk_fd[k] = fd;
 	}
 	vmm_spore_shape(sp, m);
@@ -478,8 +501,11 @@ int vmm_restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restor
 {
 	if (vm->started || vm->restored)
 		return sl_error_set(err, SL_E_INVALID, "restore needs a fresh VM");
-	if (st)
+	if (st) {
 		memset(st, 0, sizeof(*st));
+		st->disk_bytes_shared = sp->disk_shared;
+		st->disk_bytes_copied = sp->disk_copied;
+	}
 	int dirfd = fcntl(sp->dirfd, F_DUPFD_CLOEXEC, 0);
 	if (dirfd < 0)
 		return sl_error_sys(err, "dup spore directory fd");

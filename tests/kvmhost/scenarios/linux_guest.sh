@@ -109,6 +109,15 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	else
 		kvmhost_fail resume "after resume: exit $RC, warm file '$w' vs boot '$b', uptime $u0 -> $u1"
 	fi
+	# The private disk's chunks: /tmp here is tmpfs, which cannot share
+	# extents, so the VMM must say it copied them (XFS would say reflink=yes).
+	d=$(grep 'msg="disks ready"' /tmp/resume.err | head -n 1)
+	if echo "$d" | grep -q 'reflink=no' && echo "$d" | grep -q 'copied_mib='; then
+		kvmhost_pass disk_copy_reported
+		kvmhost_info disks="$(echo "$d" | sed 's/.*msg="disks ready" //; s/ /,/g')"
+	else
+		kvmhost_fail disk_copy_reported "no 'disks ready ... reflink=no' line from the resume: '$d'"
+	fi
 fi
 
 # 3 + 4. Three children at once: identity, and private disks.
