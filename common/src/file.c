@@ -222,6 +222,23 @@ static int open_parent(int dirfd, const char *relpath, const char *dir,
 	return 0;
 }
 
+void sl_exe_sibling(const char *name, const char *fallback, char *out, size_t cap)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char *slash = NULL;
+	if (n > 0) {
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+	}
+	if (slash) {
+		*slash = '\0';
+		snprintf(out, cap, "%.4000s/%s", self, name);
+	} else {
+		snprintf(out, cap, "%s", fallback);
+	}
+}
+
 int sl_fsync_dir(int dirfd, sl_error_t *err)
 {
 	/* Some filesystems cannot sync directories and say EINVAL; there is

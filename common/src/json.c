@@ -170,6 +170,16 @@ int sl_json_get_u64_opt(json_t *o, const char *key, const char *what,
 	return u64_value(v, key, what, out, err);
 }
 
+int sl_json_abs_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err)
+{
+	if (!json_is_string(v) || json_string_value(v)[0] != '/' || json_string_length(v) >= cap ||
+	    strlen(json_string_value(v)) != json_string_length(v))
+		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an absolute path shorter than %zu bytes", what, key,
+				    cap);
+	memcpy(out, json_string_value(v), json_string_length(v) + 1);
+	return 0;
+}
+
 char *sl_json_dump(json_t *j, size_t *len)
 {
 	char *s, *r;

@@ -11,17 +11,7 @@
 void shim_config_defaults(struct shim_config *c)
 {
 	memset(c, 0, sizeof(*c));
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	if (n > 0) {
-		self[n] = '\0';
-		char *slash = strrchr(self, '/');
-		if (slash)
-			*slash = '\0';
-		snprintf(c->spore_bin, sizeof(c->spore_bin), "%.4000s/spore", self);
-	} else {
-		snprintf(c->spore_bin, sizeof(c->spore_bin), "/usr/local/bin/spore");
-	}
+	sl_exe_sibling("spore", "/usr/local/bin/spore", c->spore_bin, sizeof(c->spore_bin));
 	snprintf(c->state_dir, sizeof(c->state_dir), "/run/sporelet/shim");
 	c->ready_timeout_ms = 30000;
 	c->pool_size = 0;
@@ -35,15 +25,6 @@ static int get_uint(json_t *v, const char *what, const char *key, long long min,
 	if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
 		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an integer in %lld..%lld", what, key, min, max);
 	*out = json_integer_value(v);
-	return 0;
-}
-
-static int get_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err)
-{
-	if (!json_is_string(v) || json_string_value(v)[0] != '/' || json_string_length(v) >= cap)
-		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an absolute path shorter than %zu bytes", what, key,
-				    cap);
-	snprintf(out, cap, "%s", json_string_value(v));
 	return 0;
 }
 
@@ -61,10 +42,10 @@ int shim_config_parse(const char *buf, size_t len, const char *what, struct shim
 		long long x = 0;
 		int rc;
 		if (!strcmp(key, "spore")) {
-			rc = get_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);
+			rc = sl_json_abs_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);
 		} else if (!strcmp(key, "state_dir")) {
 			/* Sockets live below it: leave room for "/<16 hex>/control". */
-			rc = get_path(v, what, key, n.state_dir, 80, err);
+			rc = sl_json_abs_path(v, what, key, n.state_dir, 80, err);
 		} else if (!strcmp(key, "ready_timeout_ms")) {
 			rc = get_uint(v, what, key, 100, 600000, &x, err);
 			n.ready_timeout_ms = (int)x;

@@ -19,24 +19,7 @@ void snap_config_defaults(struct snap_config *c)
 	snprintf(c->cache_dir, sizeof(c->cache_dir), "/var/lib/sporelet/cache");
 	c->pull_timeout_s = 600;
 	/* spore is installed next to spore-snapshotter. */
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-	char *slash = n > 0 ? (self[n] = '\0', strrchr(self, '/')) : NULL;
-	if (slash) {
-		*slash = '\0';
-		snprintf(c->spore_bin, sizeof(c->spore_bin), "%.4000s/spore", self);
-	} else {
-		snprintf(c->spore_bin, sizeof(c->spore_bin), "/usr/local/bin/spore");
-	}
-}
-
-static int get_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err)
-{
-	if (!json_is_string(v) || json_string_value(v)[0] != '/' || json_string_length(v) >= cap)
-		return sl_error_set(err, SL_E_INVALID, "%s: %s must be an absolute path shorter than %zu bytes", what, key,
-				    cap);
-	snprintf(out, cap, "%s", json_string_value(v));
-	return 0;
+	sl_exe_sibling("spore", "/usr/local/bin/spore", c->spore_bin, sizeof(c->spore_bin));
 }
 
 static bool host_ok(const char *h, size_t len, size_t cap)
@@ -121,13 +104,13 @@ int snap_config_parse(const char *buf, size_t len, const char *what, struct snap
 	json_object_foreach(j, key, v) {
 		int rc;
 		if (!strcmp(key, "root")) {
-			rc = get_path(v, what, key, n.root, sizeof(n.root), err);
+			rc = sl_json_abs_path(v, what, key, n.root, sizeof(n.root), err);
 		} else if (!strcmp(key, "address")) {
-			rc = get_path(v, what, key, n.address, sizeof(n.address), err);
+			rc = sl_json_abs_path(v, what, key, n.address, sizeof(n.address), err);
 		} else if (!strcmp(key, "spore")) {
-			rc = get_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);
+			rc = sl_json_abs_path(v, what, key, n.spore_bin, sizeof(n.spore_bin), err);
 		} else if (!strcmp(key, "cache_dir")) {
-			rc = get_path(v, what, key, n.cache_dir, sizeof(n.cache_dir), err);
+			rc = sl_json_abs_path(v, what, key, n.cache_dir, sizeof(n.cache_dir), err);
 		} else if (!strcmp(key, "pull_timeout_s")) {
 			rc = 0;
 			if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 86400)

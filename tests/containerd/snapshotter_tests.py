@@ -387,6 +387,22 @@ def kill_rounds(s, pb, tm):
     tm.mark("12 kill -9 rounds: %d commits survived, store consistent after every restart" % len(committed))
 
 
+def stop_node(c, s, k=None):
+    """Stops a test node: the CRI client, containerd, the snapshotter.
+    Returns (containerd's teardown problems, the snapshotter's status)."""
+    if k:
+        k.close()
+    return c.stop(), s.stop()
+
+
+def check_stopped(stopped, s, env):
+    problems, rc = stopped
+    check(not problems, "containerd teardown had to clean up: %s" % problems)
+    check(rc == 0, "spore-snapshotter exited %r on SIGTERM:\n%s" % (rc, s.log()))
+    reports = env.sanitizer_reports()
+    check(not reports, "sanitizer reports:\n%s" % "\n".join(reports))
+
+
 def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
     """A spore image pulled through the snapshotter: containerd downloads no
     layer (remote snapshots), `ctr run` with the spore runtime resumes the
@@ -514,14 +530,8 @@ def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
                   flush=True)
             raise
         finally:
-            if k:
-                k.close()
-            problems = c.stop()
-            rc = s.stop()
-        check(not problems, "containerd teardown had to clean up: %s" % problems)
-        check(rc == 0, "spore-snapshotter exited %r on SIGTERM:\n%s" % (rc, s.log()))
-        reports = env.sanitizer_reports()
-        check(not reports, "sanitizer reports:\n%s" % "\n".join(reports))
+            stopped = stop_node(c, s, k)
+        check_stopped(stopped, s, env)
     finally:
         if px:
             px.stop()
@@ -637,14 +647,8 @@ def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
                     time.sleep(0.05)
                 c.ctr("tasks", "delete", cid, namespace=CRI_NAMESPACE)
                 c.ctr("containers", "delete", cid, namespace=CRI_NAMESPACE)
-            if k:
-                k.close()
-            problems = c.stop()
-            rc = s.stop()
-        check(not problems, "containerd teardown had to clean up: %s" % problems)
-        check(rc == 0, "spore-snapshotter exited %r on SIGTERM:\n%s" % (rc, s.log()))
-        reports = env.sanitizer_reports()
-        check(not reports, "sanitizer reports:\n%s" % "\n".join(reports))
+            stopped = stop_node(c, s, k)
+        check_stopped(stopped, s, env)
     finally:
         if fs:
             fs.umount()

@@ -44,6 +44,11 @@ int sl_read_path(const char *path, size_t max, char **buf, size_t *len,
 
 int sl_fsync_dir(int dirfd, sl_error_t *err);
 
+/* dir-of-this-executable/name into out (companion programs installed side by
+ * side, e.g. `spore` next to the shim); fallback when /proc/self/exe cannot
+ * be read. */
+void sl_exe_sibling(const char *name, const char *fallback, char *out, size_t cap);
+
 /* write(2)/read(2) loops handling EINTR and short transfers. */
 int sl_write_all(int fd, const void *buf, size_t len, sl_error_t *err);
 int sl_pread_all(int fd, void *buf, size_t len, off_t off, sl_error_t *err);

@@ -25,6 +25,8 @@ int sl_json_get_u64(json_t *o, const char *key, const char *what, uint64_t *out,
 int sl_json_get_bool(json_t *o, const char *key, const char *what, bool *out, sl_error_t *err);
 int sl_json_get_str_opt(json_t *o, const char *key, const char *what, const char **out, sl_error_t *err);
 int sl_json_get_u64_opt(json_t *o, const char *key, const char *what, uint64_t *out, sl_error_t *err);
+/* v (the value of setting key in what) as an absolute path shorter than cap. */
+int sl_json_abs_path(json_t *v, const char *what, const char *key, char *out, size_t cap, sl_error_t *err);
 
 /* Serialises with sorted keys and 2-space indent plus a trailing newline
  * (stable bytes, so digests of manifests are reproducible). free() it. */
