@@ -235,6 +235,111 @@ static int fieldpath(struct scan *sc, struct filter_sel *sel, sl_error_t *err)
 	return 0;
 }
 
+/* glibc's regcomp copies a subexpression once per repetition it can make
+ * and has no budget: a short pattern of stacked quantifiers (`a+++...`) or
+ * large counts (`(a{100}){100}`) takes gigabytes (found by the fuzzer).
+ * containerd uses RE2, which is linear; here patterns are kept to what a
+ * filter needs: short, few quantifiers, none stacked, small counts, no
+ * back-references. */
+#define REGEX_MAX_LEN 256
+#define REGEX_MAX_QUANTIFIERS 16
+#define REGEX_MAX_COUNT 16
+
+/* Length of a bracket expression starting at re[i] == '[' (its contents are
+ * literal, quantifier characters included); 0 when unterminated. */
+static size_t bracket_len(const char *re, size_t i, size_t n)
+{
+	size_t j = i + 1;
+	if (j < n && re[j] == '^')
+		j++;
+	if (j < n && re[j] == ']')
+		j++; /* a leading ] is a member */
+	for (; j < n; j++) {
+		if (re[j] == '[' && j + 1 < n && (re[j + 1] == ':' || re[j + 1] == '.' || re[j + 1] == '=')) {
+			char kind = re[j + 1];
+			const char *close = NULL;
+			for (size_t k = j + 2; k + 1 < n; k++)
+				if (re[k] == kind && re[k + 1] == ']') {
+					close = re + k;
+					break;
+				}
+			if (!close)
+				return 0;
+			j = (size_t)(close - re) + 1;
+			continue;
+		}
+		if (re[j] == ']')
+			return j - i + 1;
+	}
+	return 0;
+}
+
+/* A bound {m}, {m,} or {m,n} at re[i]: its length, and its largest count. */
+static size_t bound_len(const char *re, size_t i, size_t n, unsigned long *max)
+{
+	size_t j = i + 1;
+	*max = 0;
+	for (int part = 0; part < 2; part++) {
+		size_t d = j;
+		unsigned long v = 0;
+		while (j < n && re[j] >= '0' && re[j] <= '9' && j - d < 6)
+			v = v * 10 + (unsigned long)(re[j++] - '0');
+		if (j < n && re[j] >= '0' && re[j] <= '9')
+			return 0; /* too many digits */
+		if (j == d && part == 0)
+			return 0;
+		if (v > *max)
+			*max = v;
+		if (j < n && re[j] == '}')
+			return j - i + 1;
+		if (part == 0 && j < n && re[j] == ',')
+			j++;
+		else
+			return 0;
+	}
+	return 0;
+}
+
+static const char *regex_problem(const char *re)
+{
+	size_t n = strlen(re), quantifiers = 0;
+	if (n > REGEX_MAX_LEN)
+		return "regex longer than 256 bytes";
+	bool after_quantifier = false;
+	for (size_t i = 0; i < n; i++) {
+		char c = re[i];
+		size_t len = 1;
+		bool quant = false;
+		unsigned long count = 0;
+		if (c == '\\') {
+			if (i + 1 < n && re[i + 1] >= '1' && re[i + 1] <= '9')
+				return "regex back-references are not supported";
+			len = 2;
+		} else if (c == '[') {
+			len = bracket_len(re, i, n);
+			if (!len)
+				return "regex with an unterminated bracket expression";
+		} else if (c == '*' || c == '+' || c == '?') {
+			quant = true;
+		} else if (c == '{' && (len = bound_len(re, i, n, &count)) != 0) {
+			quant = true;
+			if (count > REGEX_MAX_COUNT)
+				return "regex repetition count above 16";
+		} else if (c == '{') {
+			return "regex with a '{' that is not a repetition count";
+		}
+		if (quant) {
+			if (after_quantifier)
+				return "regex with a quantifier on a quantifier";
+			if (++quantifiers > REGEX_MAX_QUANTIFIERS)
+				return "regex with more than 16 quantifiers";
+		}
+		after_quantifier = quant;
+		i += len - 1;
+	}
+	return NULL;
+}
+
 static int selector(struct scan *sc, struct filter_sel *sel, sl_error_t *err)
 {
 	if (fieldpath(sc, sel, err) < 0)
@@ -265,6 +370,9 @@ static int selector(struct scan *sc, struct filter_sel *sel, sl_error_t *err)
 	if (sel->op == OP_MATCHES) {
 		/* POSIX extended regular expressions (containerd uses Go's RE2
 		 * syntax; the common subset is the same). */
+		const char *why = regex_problem(sel->value);
+		if (why)
+			return bad(sc, err, why);
 		if (regcomp(&sel->re, sel->value, REG_EXTENDED | REG_NOSUB) != 0)
 			return bad(sc, err, "the ~= value is not a valid regular expression");
 		sel->has_re = true;

@@ -92,6 +92,8 @@ static void test_bad_filters(void **state)
 		"==x", "kind=x", "kind==", "kind==\"open", "labels.\"k\\q\"==x", "kind==x y", "name~=\"(\"",
 		"labels.|k|==x", /* alternative quotes only around regex values */
 		"name==/x/", "a,,b", "name~=/k8s\\.io/", ".kind",
+		"name~=\"a++\"", "name~=\"(a{100}){100}\"", "name~=\"(a)\\\\1\"",
+		"name~=\"a*b*c*d*e*f*g*h*i*j*k*l*m*n*o*p*q*\"",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		sl_error_t err = NULL;

@@ -55,9 +55,17 @@ def load_api(proto_dir):
     files = ["containerd/types/mount.proto", "containerd/services/snapshots/v1/snapshots.proto"]
     p = subprocess.run([PROTOC, "-I", proto_dir, "-I", "/usr/include", "--python_out", out] + files,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    check(p.returncode == 0, "protoc failed: %s" % p.stderr)
-    sys.path.insert(0, out)
-    return importlib.import_module("containerd.services.snapshots.v1.snapshots_pb2"), out
+    try:
+        check(p.returncode == 0, "protoc failed: %s" % p.stderr)
+        sys.path.insert(0, out)
+        try:
+            mod = importlib.import_module("containerd.services.snapshots.v1.snapshots_pb2")
+        finally:
+            sys.path.remove(out)
+    finally:
+        # Imported modules live on in memory; the generated files are not needed.
+        shutil.rmtree(out, ignore_errors=True)
+    return mod, None
 
 
 class Snapshotter:
