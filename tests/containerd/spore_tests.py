@@ -42,10 +42,11 @@ def check(cond, msg):
 
 
 class Env:
-    """The spore binary, test guest and shim; a scratch dir; a registry; a
-    shim configuration whose state directory is private to the test."""
+    """The spore binary, test guest and shim; a scratch dir (under parent,
+    default /var/tmp); a registry; a shim configuration whose state directory
+    is private to the test."""
 
-    def __init__(self, spore, guest, shim_dir):
+    def __init__(self, spore, guest, shim_dir, parent="/var/tmp"):
         self.spore, self.guest, self.shim_dir = spore, guest, shim_dir
         if not os.path.exists("/dev/kvm"):
             raise Skip("no /dev/kvm: the shim resumes real VMs")
@@ -54,7 +55,7 @@ class Env:
         if why:
             raise Skip(why)
         self.regh = regh
-        self.tmp = tempfile.mkdtemp(prefix="spore-shim-", dir="/var/tmp")
+        self.tmp = tempfile.mkdtemp(prefix="spore-shim-", dir=parent)
         self.state = os.path.join(self.tmp, "st")
         self.config = os.path.join(self.tmp, "shim.yaml")
         with open(self.config, "w") as f:
@@ -92,7 +93,8 @@ class Env:
         return d
 
     def start_registry(self):
-        self.reg = self.regh.Registry().start()
+        # Its data dir inside the scratch dir: close() removes it either way.
+        self.reg = self.regh.Registry(parent_dir=self.tmp).start()
         return self.reg
 
     def push(self, d, repo, tag="v1"):
