@@ -46,6 +46,27 @@ class CriError(HarnessError):
         super().__init__("CRI %s failed: %s %s" % (method, self.code, self.details))
 
 
+def protoc_import(include_dirs, files, module):
+    """Compiles .proto files with protoc (python_out) into a temp dir and
+    imports module from it; the generated files are removed afterwards (the
+    imported modules live on in memory)."""
+    if not os.access(PROTOC, os.X_OK):
+        raise HarnessError("%s is missing (Debian package protobuf-compiler; run scripts/setup)" % PROTOC)
+    out = tempfile.mkdtemp(prefix="pb-")
+    try:
+        argv = [PROTOC] + [a for d in include_dirs for a in ("-I", d)] + ["--python_out", out] + list(files)
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        if p.returncode != 0:
+            raise HarnessError("protoc failed on %s: %s" % (" ".join(files), p.stderr))
+        sys.path.insert(0, out)
+        try:
+            return importlib.import_module(module)
+        finally:
+            sys.path.remove(out)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def load_api():
     """Compiles cri_api.proto with protoc into a temp dir and imports it
     (once per process). Returns the module (cri_api_pb2)."""
@@ -58,21 +79,7 @@ def load_api():
     except ImportError as e:
         raise HarnessError("%s: the CRI client needs python3-grpcio and python3-protobuf (run scripts/setup; "
                            "this is %s)" % (e, sys.executable))
-    if not os.access(PROTOC, os.X_OK):
-        raise HarnessError("%s is missing (Debian package protobuf-compiler; run scripts/setup)" % PROTOC)
-    out = tempfile.mkdtemp(prefix="cri-pb-")
-    try:
-        p = subprocess.run([PROTOC, "-I", HERE, "--python_out", out, PROTO], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=60)
-        if p.returncode != 0:
-            raise HarnessError("protoc failed on %s: %s" % (PROTO, p.stderr))
-        sys.path.insert(0, out)
-        try:
-            _api = importlib.import_module("cri_api_pb2")
-        finally:
-            sys.path.remove(out)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    _api = protoc_import([HERE], [PROTO], "cri_api_pb2")
     return _api
 
 

@@ -14,7 +14,6 @@ Tests:
            restart: every snapshot is whole or absent, containerd carries on
 """
 
-import importlib
 import json
 import os
 import shutil
@@ -33,7 +32,6 @@ from ctrd import CRI_NAMESPACE, Containerd, HarnessError  # noqa: E402
 ctrd.ensure_python_with_grpc()
 
 SVC = "/containerd.services.snapshots.v1.Snapshots/"
-PROTOC = "/usr/bin/protoc"
 
 
 def check(cond, msg):
@@ -51,21 +49,9 @@ class Timer:
 
 def load_api(proto_dir):
     """snapshots_pb2 compiled from our proto/ with protoc (python_out)."""
-    out = tempfile.mkdtemp(prefix="snap-pb-")
+    from cri import protoc_import
     files = ["containerd/types/mount.proto", "containerd/services/snapshots/v1/snapshots.proto"]
-    p = subprocess.run([PROTOC, "-I", proto_dir, "-I", "/usr/include", "--python_out", out] + files,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    try:
-        check(p.returncode == 0, "protoc failed: %s" % p.stderr)
-        sys.path.insert(0, out)
-        try:
-            mod = importlib.import_module("containerd.services.snapshots.v1.snapshots_pb2")
-        finally:
-            sys.path.remove(out)
-    finally:
-        # Imported modules live on in memory; the generated files are not needed.
-        shutil.rmtree(out, ignore_errors=True)
-    return mod, None
+    return protoc_import([proto_dir, "/usr/include"], files, "containerd.services.snapshots.v1.snapshots_pb2"), None
 
 
 class Snapshotter:
