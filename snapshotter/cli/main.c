@@ -10,9 +10,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "oci/cache.h"
 #include "sl/log.h"
+#include "sl/time.h"
 #include "snap_config.h"
 #include "snap_grpc.h"
 #include "snap_remote.h"
@@ -54,6 +57,71 @@ static int listen_at(const char *path, sl_error_t *err)
 		return -1;
 	}
 	return fd;
+}
+
+/* The node cache's garbage collection, every interval_s (cache_gc in the config). */
+struct gc_loop {
+	struct snap_remote *remote;
+	unsigned interval_s;
+	uint64_t max_bytes;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;
+	pthread_t thread;
+};
+
+static void *gc_main(void *arg)
+{
+	struct gc_loop *g = arg;
+	pthread_mutex_lock(&g->mu);
+	while (!g->stop) {
+		struct timespec dl;
+		sl_deadline_ms(&dl, CLOCK_MONOTONIC, g->interval_s * 1000u);
+		while (!g->stop && pthread_cond_timedwait(&g->cv, &g->mu, &dl) == 0)
+			;
+		if (g->stop)
+			break;
+		pthread_mutex_unlock(&g->mu);
+		struct oci_cache_stats st;
+		sl_error_t err = NULL;
+		if (snap_remote_cache_gc(g->remote, g->max_bytes, &st, &err) < 0)
+			sl_warn("cache gc failed", "error=\"%s\"", sl_error_msg(err));
+		else
+			sl_log(st.removed ? SL_LOG_INFO : SL_LOG_DEBUG, "cache gc",
+			       "removed=%llu removed_mib=%.1f entries=%llu mib=%.1f", (unsigned long long)st.removed,
+			       st.removed_bytes / 1048576.0, (unsigned long long)st.entries, st.bytes / 1048576.0);
+		sl_error_free(&err);
+		pthread_mutex_lock(&g->mu);
+	}
+	pthread_mutex_unlock(&g->mu);
+	return NULL;
+}
+
+static int gc_start(struct gc_loop *g, struct snap_remote *r, const struct snap_config *cfg, sl_error_t *err)
+{
+	g->remote = r;
+	g->interval_s = cfg->gc_interval_s;
+	g->max_bytes = cfg->gc_max_mib << 20;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&g->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&g->mu, NULL);
+	if (pthread_create(&g->thread, NULL, gc_main, g) != 0)
+		return sl_error_set(err, SL_E_NOMEM, "cannot start the cache gc thread");
+	return 0;
+}
+
+static void gc_stop(struct gc_loop *g)
+{
+	pthread_mutex_lock(&g->mu);
+	g->stop = true;
+	pthread_cond_signal(&g->cv);
+	pthread_mutex_unlock(&g->mu);
+	pthread_join(g->thread, NULL);
+	pthread_cond_destroy(&g->cv);
+	pthread_mutex_destroy(&g->mu);
 }
 
 int main(int argc, char **argv)
@@ -139,6 +207,13 @@ int main(int argc, char **argv)
 		sl_err("cannot serve", "error=\"%s\"", sl_error_msg(err));
 		goto out;
 	}
+	struct gc_loop gc = {0};
+	bool gc_on = cfg.gc_interval_s > 0;
+	if (gc_on && gc_start(&gc, remote, &cfg, &err) < 0) {
+		sl_err("cannot serve", "error=\"%s\"", sl_error_msg(err));
+		gc_on = false;
+		goto out;
+	}
 	char qroot[PATH_MAX + 8], qaddr[128];
 	sl_info("serving", "address=%s root=%s", sl_log_quote(cfg.address, qaddr, sizeof(qaddr)),
 		sl_log_quote(cfg.root, qroot, sizeof(qroot)));
@@ -146,6 +221,8 @@ int main(int argc, char **argv)
 	sigwait(&stop, &sig);
 	sl_info("stopping", "signal=%d", sig);
 	rc = 0;
+	if (gc_on)
+		gc_stop(&gc);
 out:
 	if (srv) {
 		snap_grpc_server_shutdown(srv, 5000);

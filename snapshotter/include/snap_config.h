@@ -4,6 +4,7 @@
 
 #include <limits.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stddef.h>
 
 #include "sl/error.h"
@@ -34,6 +35,9 @@ struct snap_config {
 	struct snap_registry registries[SNAP_CONFIG_MAX_REGISTRIES];
 	size_t nregistries;
 	unsigned pull_timeout_s;
+	/* cache_gc: off unless gc_interval_s > 0 */
+	unsigned gc_interval_s;
+	uint64_t gc_max_mib; /* trim to this; 0: every unreferenced chunk */
 };
 
 void snap_config_defaults(struct snap_config *c);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sl/error.h"
 #include "snap_config.h"
@@ -54,5 +55,11 @@ int snap_remote_image_of(struct snap_store *st, const char *parent, char **image
  * registry. Nothing is left at dir on failure; the error names the image
  * and its registry. */
 int snap_remote_materialise(struct snap_remote *r, const char *image, const char *dir, sl_error_t *err);
+
+struct oci_cache_stats;
+/* Garbage-collects the node cache (oci_cache_gc: unreferenced chunks,
+ * oldest first, until it is at most max_bytes; 0: every unreferenced one),
+ * never while a materialisation is linking chunks. */
+int snap_remote_cache_gc(struct snap_remote *r, uint64_t max_bytes, struct oci_cache_stats *st, sl_error_t *err);
 
 #endif

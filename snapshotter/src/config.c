@@ -89,6 +89,32 @@ static int parse_registries(json_t *v, const char *what, struct snap_config *n, 
 	return 0;
 }
 
+static int parse_cache_gc(json_t *v, const char *what, struct snap_config *n, sl_error_t *err)
+{
+	if (!json_is_object(v))
+		return sl_error_set(err, SL_E_INVALID, "%s: cache_gc must be a mapping (interval_s, max_mib)", what);
+	n->gc_interval_s = 300;
+	n->gc_max_mib = 0;
+	const char *k;
+	json_t *e;
+	json_object_foreach(v, k, e) {
+		if (!strcmp(k, "interval_s")) {
+			if (!json_is_integer(e) || json_integer_value(e) < 1 || json_integer_value(e) > 86400)
+				return sl_error_set(err, SL_E_INVALID, "%s: cache_gc.interval_s must be an integer in 1..86400",
+						    what);
+			n->gc_interval_s = (unsigned)json_integer_value(e);
+		} else if (!strcmp(k, "max_mib")) {
+			if (!json_is_integer(e) || json_integer_value(e) < 0 || json_integer_value(e) > (1ll << 32))
+				return sl_error_set(err, SL_E_INVALID, "%s: cache_gc.max_mib must be an integer in 0..%lld",
+						    what, 1ll << 32);
+			n->gc_max_mib = (uint64_t)json_integer_value(e);
+		} else {
+			return sl_error_set(err, SL_E_INVALID, "%s: unknown setting cache_gc.%.64s", what, k);
+		}
+	}
+	return 0;
+}
+
 int snap_config_parse(const char *buf, size_t len, const char *what, struct snap_config *c, sl_error_t *err)
 {
 	_cleanup_json_ json_t *j = NULL;
@@ -135,6 +161,8 @@ int snap_config_parse(const char *buf, size_t len, const char *what, struct snap
 				else
 					snprintf(n.insecure[n.ninsecure++], sizeof(n.insecure[0]), "%s", json_string_value(e));
 			}
+		} else if (!strcmp(key, "cache_gc")) {
+			rc = parse_cache_gc(v, what, &n, err);
 		} else if (!strcmp(key, "registries")) {
 			rc = parse_registries(v, what, &n, err);
 		} else if (!strcmp(key, "log_level")) {

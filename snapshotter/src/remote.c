@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "oci/auth.h"
+#include "oci/cache.h"
 #include "oci/image.h"
 #include "oci/ref.h"
 #include "oci/registry.h"
@@ -50,6 +51,9 @@ struct snap_remote {
 	size_t nregs;
 	unsigned pull_timeout_s;
 	pthread_mutex_t lock;
+	/* Materialisations hold it shared, cache GC exclusive: a chunk just
+	 * fetched is unreferenced until spore pull links it into the spore. */
+	pthread_rwlock_t gc_lock;
 	struct resolved cache[RESOLVED_MAX];
 	size_t next; /* round-robin replacement */
 };
@@ -83,6 +87,7 @@ int snap_remote_new(struct snap_remote **out, const struct snap_remote_opts *o, 
 			return sl_error_set(err, SL_E_NOMEM, "remote snapshots: out of memory");
 		}
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_rwlock_init(&r->gc_lock, NULL);
 	*out = r;
 	return 0;
 }
@@ -100,6 +105,7 @@ void snap_remote_free(struct snap_remote *r)
 		explicit_bzero(r->regs, r->nregs * sizeof(*r->regs)); /* passwords */
 	free(r->regs);
 	pthread_mutex_destroy(&r->lock);
+	pthread_rwlock_destroy(&r->gc_lock);
 	free(r);
 }
 
@@ -546,11 +552,25 @@ int snap_remote_materialise(struct snap_remote *r, const char *image, const char
 	const char *hosts[SNAP_CONFIG_MAX_MIRRORS + 1];
 	size_t nh = candidates(r, ref.registry, hosts);
 	/* Mirrors first; the error kept is the registry's own (the last). */
-	for (size_t h = 0; h < nh; h++) {
+	int rc = -1;
+	pthread_rwlock_rdlock(&r->gc_lock);
+	for (size_t h = 0; h < nh && rc < 0; h++) {
 		if (*err)
 			sl_error_free(err);
-		if (pull_from(r, image, &ref, hosts[h], dir, err) == 0)
-			return 0;
+		rc = pull_from(r, image, &ref, hosts[h], dir, err);
 	}
-	return -1;
+	pthread_rwlock_unlock(&r->gc_lock);
+	return rc;
+}
+
+int snap_remote_cache_gc(struct snap_remote *r, uint64_t max_bytes, struct oci_cache_stats *st, sl_error_t *err)
+{
+	struct oci_cache *c = NULL;
+	pthread_rwlock_wrlock(&r->gc_lock);
+	int rc = oci_cache_open(r->cache_dir, &c, err);
+	if (rc == 0)
+		rc = oci_cache_gc(c, max_bytes, st, err);
+	oci_cache_close(c);
+	pthread_rwlock_unlock(&r->gc_lock);
+	return rc < 0 ? sl_error_wrap(err, "node cache %s", r->cache_dir) : 0;
 }

@@ -122,7 +122,8 @@ static void test_config(void **state)
 	assert_string_equal(c.address, "/run/s.sock");
 	assert_string_equal(c.log_level, "debug");
 	const char *r = "registries:\n  \"reg.example:5000\":\n    mirrors: [\"m1:5000\", \"m2\"]\n    insecure: true\n"
-			"    username: u\n    password: p\ninsecure_registries: [\"127.0.0.2:80\"]\npull_timeout_s: 30\n";
+			"    username: u\n    password: p\ninsecure_registries: [\"127.0.0.2:80\"]\npull_timeout_s: 30\n"
+			"cache_gc: {interval_s: 60, max_mib: 1024}\n";
 	assert_int_equal(snap_config_parse(r, strlen(r), "t.yaml", &c, &err), 0);
 	assert_int_equal(c.nregistries, 1);
 	assert_string_equal(c.registries[0].host, "reg.example:5000");
@@ -132,11 +133,14 @@ static void test_config(void **state)
 	assert_string_equal(c.registries[0].password, "p");
 	assert_int_equal(c.ninsecure, 1);
 	assert_int_equal(c.pull_timeout_s, 30);
+	assert_int_equal(c.gc_interval_s, 60);
+	assert_int_equal(c.gc_max_mib, 1024);
 	const char *bad[] = {"root: relative\n", "nope: 1\n", "log_level: loud\n", "- a\n", "address: 7\n",
 			     "registries: {\"a/b\": {}}\n", "registries: {r: {username: u}}\n",
 			     "registries: {r: {mirrors: [\"x y\"]}}\n", "registries: {r: {insecure: 1}}\n",
 			     "registries: {r: {colour: red}}\n", "insecure_registries: [\"a/b\"]\n", "pull_timeout_s: 0\n",
-			     "spore: bin/spore\n"};
+			     "spore: bin/spore\n", "cache_gc: {interval_s: 0}\n", "cache_gc: {max_mib: -1}\n",
+			     "cache_gc: {when: never}\n", "cache_gc: 5\n"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(snap_config_parse(bad[i], strlen(bad[i]), "t.yaml", &c, &err), -1);
 		assert_non_null(strstr(sl_error_msg(err), "t.yaml"));

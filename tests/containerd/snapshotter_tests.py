@@ -576,6 +576,19 @@ def du_bytes(*paths):
     return int(p.stdout.strip().splitlines()[-1].split()[0])
 
 
+def delete_pods(c, cids, ns=CRI_NAMESPACE):
+    """SIGKILL, then delete the tasks and containers cids (those still there)."""
+    for cid in cids:
+        c.ctr("tasks", "kill", "-s", "SIGKILL", cid, namespace=ns)
+    for cid in cids:
+        deadline = time.monotonic() + 20
+        while c.task_status(cid, namespace=ns) not in ("STOPPED", None) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c.ctr("tasks", "delete", cid, namespace=ns)
+        c.ctr("containers", "delete", cid, namespace=ns)
+    del cids[:]
+
+
 def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
     """20 pods from one spore on a node whose cache and snapshots live on
     one XFS: the disk grows by about one spore, not twenty (statvfs of the
@@ -594,7 +607,9 @@ def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
         cache = os.path.join(fs.mnt, "cache")
         cfg = os.path.join(work, "snap.yaml")
         with open(cfg, "w") as f:
-            f.write("spore: %s\ncache_dir: %s\n" % (spore, cache))
+            # The node cache's GC every second, keeping nothing unreferenced:
+            # chunks go once no pod's snapshot links them.
+            f.write("spore: %s\ncache_dir: %s\ncache_gc: {interval_s: 1, max_mib: 0}\n" % (spore, cache))
         s = Snapshotter(binary, fs.mnt, config=cfg, env=dict(os.environ, **env.san_env))
         s.start()
         c = Containerd(cri=True, proxy_plugins={"spore": s.address}, snapshotter="spore", shim_dirs=[shim_dir],
@@ -640,20 +655,24 @@ def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
                   (du / 2**20, spore_bytes / 2**20))
             print("RESULT pods=%d spore_mib=%.1f xfs_growth_mib=%.1f du_mib=%.1f copies_mib=%.0f" %
                   (npods, spore_bytes / 2**20, growth / 2**20, du / 2**20, npods * spore_bytes / 2**20), flush=True)
+            chunks = lambda: [f for _, _, fs_ in os.walk(os.path.join(cache, "chunks")) for f in fs_]
+            check(chunks(), "the node cache lost its chunks while %d pods use them (cache_gc)" % npods)
+            delete_pods(c, cids)
+            # containerd removes the pods' snapshots in its GC; then no
+            # chunk is linked from a snapshot and the cache's GC takes them.
+            deadline = time.monotonic() + 30
+            while chunks() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            check(not chunks(), "cache_gc {max_mib: 0} left %d unreferenced chunks in %s" % (len(chunks()), cache))
+            check('msg="cache gc" removed=' in s.log(), "no cache gc line in the snapshotter's log")
+            tm.mark("pods deleted: the cache's GC removed every chunk no snapshot links (XFS back to %.1f MiB)" %
+                    ((fs.used() - used0) / 2**20))
         except BaseException:
             print("---- containerd log (tail) ----\n%s\n---- snapshotter log ----\n%s" % (c.log_tail(), s.log()),
                   flush=True)
             raise
         finally:
-            for cid in cids:
-                c.ctr("tasks", "kill", "-s", "SIGKILL", cid, namespace=CRI_NAMESPACE)
-            for cid in cids:
-                deadline = time.monotonic() + 20
-                while c.task_status(cid, namespace=CRI_NAMESPACE) not in ("STOPPED", None) and \
-                        time.monotonic() < deadline:
-                    time.sleep(0.05)
-                c.ctr("tasks", "delete", cid, namespace=CRI_NAMESPACE)
-                c.ctr("containers", "delete", cid, namespace=CRI_NAMESPACE)
+            delete_pods(c, cids)
             stopped = stop_node(c, s, k)
         check_stopped(stopped, s, env)
     finally:
