@@ -38,7 +38,8 @@ kvmhost_scenario() {
 }
 
 # kvmhost_spore NAME ARGS...: runs `spore ARGS` for at most $STEP_TIMEOUT
-# seconds, stdout in /tmp/NAME.out and stderr in /tmp/NAME.err, shows both;
+# seconds, stdout in /tmp/NAME.out and stderr in /tmp/NAME.err, shows both
+# ($KVMHOST_DURING, if set, runs while it does: see below);
 # sets RC (124 if it had to be killed) and SECS. A spore still running at the
 # deadline gets its threads' states shown (where it is stuck), then SIGKILL.
 kvmhost_spore() {
@@ -48,9 +49,15 @@ kvmhost_spore() {
 	spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null &
 	pid=$!
 	left=${STEP_TIMEOUT:-240}
+	during=${KVMHOST_DURING:-}
 	while [ $left -gt 0 ] && kill -0 $pid 2>/dev/null; do
 		sleep 1
 		left=$((left - 1))
+		# KVMHOST_DURING: a command to run while spore runs, retried each
+		# second until it succeeds (e.g. a control socket query).
+		if [ -n "$during" ] && eval "$during"; then
+			during=
+		fi
 	done
 	if kill -0 $pid 2>/dev/null; then
 		echo "spore still running after ${STEP_TIMEOUT:-240}s; its threads:"

@@ -75,6 +75,7 @@ struct cli_control;
 struct cli_control_vm {
 	struct vmm_vm *vm;
 	bool paused; /* by a control request */
+	uint64_t disk_shared, disk_copied; /* bytes of disk chunks reflinked / copied at restore */
 };
 /* Binds PATH (mode 0600); a stale socket is replaced, a live one refused. */
 int cli_control_open(const char *path, struct cli_control **out, sl_error_t *err);
@@ -105,6 +106,8 @@ struct drive_opts {
 	 * with an agent, the agent answered (after a restore: the new
 	 * generation applied); then closed. -1: none. */
 	int ready_fd;
+	/* the restore's disk chunks, reflinked / copied (status on the control socket) */
+	uint64_t disk_shared, disk_copied;
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* What a guest's agent gets: run and resume options, a pool's resume-agent request. */

@@ -425,6 +425,8 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 		return cli_fail(&err);
 	}
 	o->restore_ns = cli_now_ns() - o->launch_ns;
+	o->disk_shared = rs.disk_bytes_shared;
+	o->disk_copied = rs.disk_bytes_copied;
 	cli_log_restored(vm, dir, o, &rs);
 	int rc = cli_drive_guest(vm, o, g, agent ? vs.path : NULL, command, true, prefix);
 	cli_vsock_cleanup(&vs);

@@ -130,8 +130,14 @@ static int serve(int fd, const struct control_request *req, struct cli_control_v
 		uint64_t counter;
 		char id[33];
 		vmm_generation(cv->vm, &counter, id);
-		cli_reply(fd, "ok state=%s pid=%d generation=%s counter=%llu", cv->paused ? "paused" : "running", getpid(),
-		      id, (unsigned long long)counter);
+		/* Disks: whether their chunks share the cache's extents (a metric
+		 * an operator can poll, beside the "disks ready" log line). */
+		char disks[96] = "";
+		if (cv->disk_shared || cv->disk_copied)
+			snprintf(disks, sizeof(disks), " disk_shared_mib=%.1f disk_copied_mib=%.1f",
+				 cv->disk_shared / 1048576.0, cv->disk_copied / 1048576.0);
+		cli_reply(fd, "ok state=%s pid=%d generation=%s counter=%llu%s", cv->paused ? "paused" : "running",
+			  getpid(), id, (unsigned long long)counter, disks);
 		return -1;
 	}
 	case CONTROL_PAUSE:

@@ -131,7 +131,7 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 		announce_ready(o);
 	uint64_t first_output_ns = 0;
 	int status = -1, cmd_status = -1;
-	struct cli_control_vm cv = {.vm = vm};
+	struct cli_control_vm cv = {.vm = vm, .disk_shared = o->disk_shared, .disk_copied = o->disk_copied};
 	while (status < 0) {
 		struct pollfd p[7 + 1 + CONTROL_MAX_CLIENTS] = {
 			{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0},	 {for_fd, POLLIN, 0},

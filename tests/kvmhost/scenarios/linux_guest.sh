@@ -95,9 +95,13 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 fi
 if [ "$KVMHOST_FAILED" = 0 ]; then
 	spore inspect /tmp/s | sed 's/^/    | /'
-	lg_spore resume run --from /tmp/s -- /bin/sh -c \
+	# The VM's control socket answers status with the disks' numbers while
+	# the command runs (it sleeps so that there is time to ask).
+	KVMHOST_DURING="spore control /tmp/resume.ctl status >/tmp/resume.status 2>&1"
+	lg_spore resume run --from /tmp/s --control /tmp/resume.ctl -- /bin/sh -c \
 		"cat /tmp/warm; echo BOOT warm-\$(cat /proc/sys/kernel/random/boot_id);
-		 echo UPTIME \$(cut -d' ' -f1 /proc/uptime); cat /mnt/p.txt"
+		 echo UPTIME \$(cut -d' ' -f1 /proc/uptime); cat /mnt/p.txt; sleep 3"
+	KVMHOST_DURING=
 	u0=$(sed -n 's/^UPTIME //p' /tmp/warm.out)
 	u1=$(sed -n 's/^UPTIME //p' /tmp/resume.out)
 	w=$(grep '^warm-' /tmp/resume.out)
@@ -112,11 +116,12 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	# The private disk's chunks: /tmp here is tmpfs, which cannot share
 	# extents, so the VMM must say it copied them (XFS would say reflink=yes).
 	d=$(grep 'msg="disks ready"' /tmp/resume.err | head -n 1)
-	if echo "$d" | grep -q 'reflink=no' && echo "$d" | grep -q 'copied_mib='; then
+	if echo "$d" | grep -q 'reflink=no' && echo "$d" | grep -q 'copied_mib=' &&
+		grep -q '^ok state=running .* disk_shared_mib=0.0 disk_copied_mib=[1-9]' /tmp/resume.status; then
 		kvmhost_pass disk_copy_reported
 		kvmhost_info disks="$(echo "$d" | sed 's/.*msg="disks ready" //; s/ /,/g')"
 	else
-		kvmhost_fail disk_copy_reported "no 'disks ready ... reflink=no' line from the resume: '$d'"
+		kvmhost_fail disk_copy_reported "want a 'disks ready ... reflink=no' line and disk_copied_mib in the control status: '$d' / '$(cat /tmp/resume.status 2>/dev/null)'"
 	fi
 fi
 
