@@ -228,9 +228,9 @@ def t_busybox(binary, proto_dir, work):
 
 def t_api(binary, proto_dir, work):
     tm = Timer()
+    pb, out = load_api(proto_dir)  # before the daemon: a failure here leaves nothing running
     s = Snapshotter(binary, work)
     s.start()
-    pb, out = load_api(proto_dir)
     api = Api(pb, s.address)
     try:
         from google.protobuf import field_mask_pb2
@@ -793,12 +793,12 @@ def t_crash(binary, proto_dir, work, spore, guest, shim_dir, rounds=6):
         cfg = os.path.join(work, "snap.yaml")
         with open(cfg, "w") as f:
             f.write("spore: %s\ncache_dir: %s\n" % (spore, cache))
+        pb, out = load_api(proto_dir)
         s = Snapshotter(binary, work, config=cfg, env=dict(os.environ, **env.san_env))
         s.start()
         c = Containerd(cri=True, proxy_plugins={"spore": s.address}, snapshotter="spore", shim_dirs=[shim_dir],
                        insecure_registries=[env.reg.host], extra_env=env.san_env)
         k = None
-        pb, out = load_api(proto_dir)
         rng = random.Random(7)
         try:
             c.start()
