@@ -41,12 +41,18 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST_IMAGE = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts", "guest-image")
 SKIP = 77
+XFS_MODULES = ("loop", "libcrc32c", "xfs")  # load order: xfs needs libcrc32c
+MKFS_XFS = "/usr/sbin/mkfs.xfs"
 KVM_MODULES = ("irqbypass", "kvm", "kvm-amd")  # load order: kvm needs irqbypass, kvm-amd needs kvm
 MODULE_PATHS = {
     "irqbypass": "kernel/virt/lib/irqbypass",
     "kvm": "kernel/arch/x86/kvm/kvm",
     "kvm-amd": "kernel/arch/x86/kvm/kvm-amd",
     "overlay": "kernel/fs/overlayfs/overlay",
+    # XFS with reflink on a loop device (linux_guest: disks reflinked at restore)
+    "loop": "kernel/drivers/block/loop",
+    "libcrc32c": "kernel/lib/libcrc32c",
+    "xfs": "kernel/fs/xfs/xfs",
 }
 # The containerd scenarios' extra programs, taken from this machine's Debian
 # packages (they are Go programs linked only against libc).
@@ -483,10 +489,18 @@ def build_initramfs(fetched, spore, testguest, out):
     add_host_file(c, os.path.join(HERE, "lib.sh"), "lib/kvmhost/lib.sh", 0o644)
     for m in KVM_MODULES:
         c.file("lib/kvmhost/%s.ko" % m, read_module(fetched["moddir"], MODULE_PATHS[m]))
+    for m in XFS_MODULES:
+        c.file("lib/kvmhost/%s.ko" % m, read_module(fetched["moddir"], MODULE_PATHS[m]))
     add_host_file(c, spore, "usr/bin/spore", 0o755)
     for lib in shared_libs(spore):
         if lib.strip("/") not in c.names:
             add_host_file(c, lib)
+    # mkfs.xfs (xfsprogs, from the build machine) for a reflink filesystem.
+    if os.access(MKFS_XFS, os.X_OK):
+        add_host_file(c, MKFS_XFS, "usr/sbin/mkfs.xfs", 0o755)
+        for lib in shared_libs(MKFS_XFS):
+            if lib.strip("/") not in c.names:
+                add_host_file(c, lib)
     add_host_file(c, testguest, "payload/testguest.elf", 0o644)
     # A Linux guest for our VMM: Debian's generic kernel and a busybox
     # initramfs whose init runs GUEST_INIT (scenarios/linux_boot.sh).

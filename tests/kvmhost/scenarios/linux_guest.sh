@@ -6,7 +6,10 @@
 #   ro_disk              a --disk FILE:ro is read-only in the guest and unchanged
 #   root_disk            spore.root=/dev/vda: spore-init switches to a root disk
 #   capture, resume      warm (mount a disk, write files), capture at ready,
-#                        resume: same boot, uptime went on, files intact
+#                        resume: same boot, uptime went on, files intact;
+#                        its disk copied (tmpfs), reported in log and status
+#   xfs_setup, disk_reflinked  the spore on XFS (reflink=1): the disk's
+#                        chunks reflinked, reported in log and status
 #   fork                 3 children: own uuid sequences, hostnames, VMGenIDs,
 #                        fork.d hooks run, clocks set from the host
 #   disks                children see the parent's disk data; their writes
@@ -123,6 +126,37 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	else
 		kvmhost_fail disk_copy_reported "want a 'disks ready ... reflink=no' line and disk_copied_mib in the control status: '$d' / '$(cat /tmp/resume.status 2>/dev/null)'"
 	fi
+fi
+
+# 2b. The same spore on XFS with reflink=1: the VMM makes the private disk
+#     in the spore's directory and reflinks the disk's chunks into it, so it
+#     costs no space; it says so in its log and its control status.
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	for m in loop libcrc32c xfs; do
+		insmod /lib/kvmhost/$m.ko 2>/tmp/insmod.err || kvmhost_fail xfs_setup "insmod $m: $(cat /tmp/insmod.err)"
+	done
+	mkdir -p /xfs
+	if [ "$KVMHOST_FAILED" = 0 ] && truncate -s 320M /tmp/xfs.img && mkfs.xfs -q -m reflink=1 /tmp/xfs.img &&
+		mount -o loop /tmp/xfs.img /xfs && cp -a /tmp/s /xfs/s; then
+		kvmhost_pass xfs_setup
+	else
+		kvmhost_fail xfs_setup "could not make and fill an XFS with reflink on a loop device"
+	fi
+fi
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	KVMHOST_DURING="spore control /tmp/reflink.ctl status >/tmp/reflink.status 2>&1"
+	lg_spore reflink run --from /xfs/s --control /tmp/reflink.ctl -- /bin/sh -c "cat /mnt/p.txt; sleep 3"
+	KVMHOST_DURING=
+	d=$(grep 'msg="disks ready"' /tmp/reflink.err | head -n 1)
+	if [ "$RC" = 0 ] && grep -qx parent-data /tmp/reflink.out && echo "$d" | grep -q 'reflink=yes' &&
+		grep -q '^ok state=running .* disk_shared_mib=[1-9][0-9.]* disk_copied_mib=0.0' /tmp/reflink.status; then
+		kvmhost_pass disk_reflinked
+		kvmhost_info reflink="$(echo "$d" | sed 's/.*msg="disks ready" //; s/ /,/g')"
+	else
+		kvmhost_fail disk_reflinked "on XFS: exit $RC, log '$d', status '$(cat /tmp/reflink.status 2>/dev/null)'"
+	fi
+	umount /xfs
+	rm -f /tmp/xfs.img
 fi
 
 # 3 + 4. Three children at once: identity, and private disks.
