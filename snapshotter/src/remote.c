@@ -25,9 +25,11 @@
 
 extern char **environ;
 
-/* Resolved spore images, so the Prepare of each of an image's layers does
- * not fetch its manifest again. By-digest entries never go stale; by-tag
- * entries are trusted for TAG_TTL_MS. */
+/* Resolved images, so the Prepare of each of an image's layers does not
+ * fetch its manifest again: spore images with their chain IDs, and
+ * ordinary images as "not a spore" (chain NULL), since CRI labels every
+ * layer of every image it pulls through this snapshotter. By-digest
+ * entries never go stale; by-tag entries are trusted for TAG_TTL_MS. */
 #define RESOLVED_MAX 16
 #define TAG_TTL_MS 30000
 #define STDERR_MAX 2048 /* more than one read (512 bytes) */
@@ -35,9 +37,10 @@ extern char **environ;
 struct resolved {
 	char key[600];   /* the reference as asked */
 	char image[600]; /* registry/repository@digest */
-	sl_digest *chain; /* chain IDs, one per layer */
+	sl_digest *chain; /* chain IDs, one per layer; NULL: not a spore */
 	size_t n;
 	uint64_t at_ms;
+	bool used;
 	bool by_digest;
 };
 
@@ -178,6 +181,23 @@ static void chain_ids(const struct spore_image *img, sl_digest *out)
 	}
 }
 
+/* Keeps a resolved image (chain NULL: not a spore), taking chain. */
+static void remember(struct snap_remote *r, const char *key, const char *image, sl_digest *chain, size_t n,
+		     uint64_t now, bool by_digest)
+{
+	pthread_mutex_lock(&r->lock);
+	struct resolved *e = &r->cache[r->next++ % RESOLVED_MAX];
+	free(e->chain);
+	snprintf(e->key, sizeof(e->key), "%s", key);
+	snprintf(e->image, sizeof(e->image), "%s", image ? image : "");
+	e->chain = chain;
+	e->n = n;
+	e->at_ms = now;
+	e->used = true;
+	e->by_digest = by_digest;
+	pthread_mutex_unlock(&r->lock);
+}
+
 /* Looks ref up in the cache; on a miss fetches and decodes its manifest.
  * *spore is false (and nothing is kept) when ref is no spore image. The
  * returned copy of the chain is the caller's. */
@@ -192,8 +212,12 @@ static int resolve(struct snap_remote *r, const struct oci_ref *ref, bool *spore
 	pthread_mutex_lock(&r->lock);
 	for (size_t i = 0; i < RESOLVED_MAX; i++) {
 		struct resolved *e = &r->cache[i];
-		if (!e->chain || strcmp(e->key, key) || (!e->by_digest && now - e->at_ms > TAG_TTL_MS))
+		if (!e->used || strcmp(e->key, key) || (!e->by_digest && now - e->at_ms > TAG_TTL_MS))
 			continue;
+		if (!e->chain) {
+			pthread_mutex_unlock(&r->lock);
+			return 0; /* known to be an ordinary image */
+		}
 		*chain = malloc(e->n * sizeof(sl_digest));
 		if (*chain) {
 			memcpy(*chain, e->chain, e->n * sizeof(sl_digest));
@@ -239,6 +263,7 @@ static int resolve(struct snap_remote *r, const struct oci_ref *ref, bool *spore
 	if (strcmp(mt, OCI_MT_MANIFEST) != 0 || spore_image_decode(body, len, &img, &why) < 0 ||
 	    img.shape != SPORE_SHAPE_TAR || img.nlayers == 0) {
 		spore_image_free(&img);
+		remember(r, key, NULL, NULL, 0, now, ref->has_digest);
 		return 0; /* an ordinary image (or an index): containerd unpacks it */
 	}
 	sl_digest *ids = malloc(img.nlayers * sizeof(sl_digest)), *keep = malloc(img.nlayers * sizeof(sl_digest));
@@ -256,16 +281,7 @@ static int resolve(struct snap_remote *r, const struct oci_ref *ref, bool *spore
 	sl_digest_format(&digest, dig);
 	snprintf(image, 600, "%.255s/%.255s@%s", ref->registry, ref->repository, dig);
 
-	pthread_mutex_lock(&r->lock);
-	struct resolved *e = &r->cache[r->next++ % RESOLVED_MAX];
-	free(e->chain);
-	snprintf(e->key, sizeof(e->key), "%s", key);
-	memcpy(e->image, image, sizeof(e->image));
-	e->chain = keep;
-	e->n = *n;
-	e->at_ms = now;
-	e->by_digest = ref->has_digest;
-	pthread_mutex_unlock(&r->lock);
+	remember(r, key, image, keep, *n, now, ref->has_digest);
 	*chain = ids;
 	*spore = true;
 	return 0;

@@ -459,6 +459,26 @@ def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
                   (len(layers), snaps))
             ns = CRI_NAMESPACE
 
+            # An ordinary 3-layer image pulled through CRI on this node: CRI
+            # labels each layer's Prepare like a spore's, so the snapshotter
+            # asks the registry whether the image is a spore, once, and
+            # remembers the answer for the other layers.
+            extra = [ctrd.layer_tar([("etc", "dir", None, 0o755), ("etc/l%d" % i, "file", b"%d\n" % i, 0o644)])
+                     for i in (2, 3)]
+            plain = ctrd.busybox_image(ref="unused", extra_layers=extra)
+            plain_ref = plain.push(px.host, "plain/busybox", "v1")
+            n0 = len(px.records())
+            k.pull_image(plain_ref)
+            recs = px.records()[n0:]
+            ours = [r for r in recs if "/manifests/" in r.path and
+                    r.headers.get("user-agent", "").startswith("sporelet-oci/")]
+            check(len(ours) == 1, "want the snapshotter to fetch the ordinary image's manifest once for its "
+                  "3 layers, saw %d: %s" % (len(ours), [(r.method, r.path) for r in ours]))
+            snaps = c.ctr_ok("snapshots", "--snapshotter", "spore", "ls", namespace=ns).out
+            check(snaps.count("Committed") == len(layers) + 3, "want %d committed snapshots after the ordinary "
+                  "image:\n%s" % (len(layers) + 3, snaps))
+            tm.mark("ordinary 3-layer image through CRI: unpacked by the snapshotter, its manifest asked once")
+
             def run(argv, cid=None):
                 return c.ctr_run(ref, argv, cid=cid, runtime=spore_tests.RUNTIME, namespace=ns,
                                  extra=("--runtime-config-path", env.config))
