@@ -46,6 +46,8 @@ int shim_config_parse(const char *buf, size_t len, const char *what, struct shim
 		} else if (!strcmp(key, "state_dir")) {
 			/* Sockets live below it: leave room for "/<16 hex>/control". */
 			rc = sl_json_abs_path(v, what, key, n.state_dir, 80, err);
+		} else if (!strcmp(key, "disk_dir")) {
+			rc = sl_json_abs_path(v, what, key, n.disk_dir, sizeof(n.disk_dir), err);
 		} else if (!strcmp(key, "ready_timeout_ms")) {
 			rc = get_uint(v, what, key, 100, 600000, &x, err);
 			n.ready_timeout_ms = (int)x;

@@ -12,6 +12,10 @@ struct shim_config {
 	unsigned pool_size;       /* warm VMMs kept ready per shim; 0: none */
 	unsigned memory_mib;      /* the pool's machine shape */
 	unsigned vcpus;
+	/* Where VMs put private disk copies when the spore is a read-only bind
+	 * (spore-snapshotter's): a directory on the node cache's filesystem,
+	 * so disk chunks are reflinked. "": the VMM's default ($TMPDIR...). */
+	char disk_dir[PATH_MAX];
 };
 
 #define SHIM_CONFIG_MAX_BYTES (64u << 10)

@@ -219,7 +219,8 @@ static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname
 				 .timeout_ms = s->cfg.ready_timeout_ms,
 				 .console_fd = -1,
 				 .cgroup = cgroup,
-				 .pool_sock = pool};
+				 .pool_sock = pool,
+				 .disk_dir = s->cfg.disk_dir[0] ? s->cfg.disk_dir : NULL};
 	struct shim_vm *vm = NULL;
 	rc = shim_vm_start(&o, &vm, err);
 	if (rc == 0) {

@@ -270,6 +270,10 @@ static int start_spawned(const struct shim_vm_opts *o, struct shim_vm *vm, sl_er
 		argv[n++] = "--hostname";
 		argv[n++] = o->hostname;
 	}
+	if (o->disk_dir) {
+		argv[n++] = "--disk-dir";
+		argv[n++] = o->disk_dir;
+	}
 	for (size_t i = 0; o->env && o->env[i]; i++) {
 		if (n + 3 > VM_MAX_ARGS) {
 			close(pfd[0]);
@@ -277,7 +281,7 @@ static int start_spawned(const struct shim_vm_opts *o, struct shim_vm *vm, sl_er
 			close(lfd[0]);
 			close(lfd[1]);
 			return sl_error_set(err, SL_E_LIMIT, "VM: more than %d generation env entries",
-					    (VM_MAX_ARGS - 12) / 2);
+					    (VM_MAX_ARGS - 16) / 2);
 		}
 		argv[n++] = "--env";
 		argv[n++] = o->env[i];

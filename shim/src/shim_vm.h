@@ -18,6 +18,7 @@ struct shim_vm_opts {
 	int console_fd;        /* guest serial output; -1: discarded */
 	const char *cgroup;    /* the pod's cgroup (OCI cgroupsPath, cgroupfs form), or NULL */
 	const char *pool_sock; /* a `spore pool --vsock` to ask first (docs/pool-protocol.md), or NULL */
+	const char *disk_dir;  /* spore resume --disk-dir, or NULL */
 };
 
 struct shim_vm {

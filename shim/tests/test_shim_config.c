@@ -29,9 +29,10 @@ static void test_config(void **state)
 	shim_config_defaults(&c);
 	assert_string_equal(c.state_dir, "/run/sporelet/shim");
 	assert_int_equal(c.ready_timeout_ms, 30000);
+	assert_string_equal(c.disk_dir, "");
 	sl_error_t err = NULL;
 	const char *y = "spore: /opt/sporelet/spore\nstate_dir: /run/x\nready_timeout_ms: 5000\n"
-			"pool:\n  size: 4\n  memory_mib: 512\n  vcpus: 2\n";
+			"pool:\n  size: 4\n  memory_mib: 512\n  vcpus: 2\ndisk_dir: /var/lib/sporelet/disks\n";
 	assert_int_equal(shim_config_parse(y, strlen(y), "shim.yaml", &c, &err), 0);
 	assert_string_equal(c.spore_bin, "/opt/sporelet/spore");
 	assert_string_equal(c.state_dir, "/run/x");
@@ -39,10 +40,12 @@ static void test_config(void **state)
 	assert_int_equal(c.pool_size, 4);
 	assert_int_equal(c.memory_mib, 512);
 	assert_int_equal(c.vcpus, 2);
+	assert_string_equal(c.disk_dir, "/var/lib/sporelet/disks");
 	/* A failed parse leaves the configuration as it was. */
 	config_refused("spore: /a\nstat_dir: /typo\n", "unknown setting stat_dir");
 	config_refused("pool:\n  sise: 1\n", "unknown setting pool.sise");
 	config_refused("spore: relative/path\n", "spore must be an absolute path");
+	config_refused("disk_dir: disks\n", "disk_dir must be an absolute path");
 	config_refused("ready_timeout_ms: 5\n", "ready_timeout_ms must be an integer in 100..600000");
 	config_refused("ready_timeout_ms: \"5000\"\n", "ready_timeout_ms must be an integer");
 	config_refused("pool:\n  memory_mib: 257\n", "pool.memory_mib must be even");

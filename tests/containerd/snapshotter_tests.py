@@ -596,6 +596,19 @@ def du_bytes(*paths):
     return int(p.stdout.strip().splitlines()[-1].split()[0])
 
 
+def proc_cmdlines():
+    """argv of every process still there."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    out.append([a.decode(errors="replace") for a in f.read().split(b"\0")[:-1]])
+            except OSError:
+                pass
+    return out
+
+
 def delete_pods(c, cids, ns=CRI_NAMESPACE):
     """SIGKILL, then delete the tasks and containers cids (those still there)."""
     for cid in cids:
@@ -630,6 +643,13 @@ def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
             # The node cache's GC every second, keeping nothing unreferenced:
             # chunks go once no pod's snapshot links them.
             f.write("spore: %s\ncache_dir: %s\ncache_gc: {interval_s: 1, max_mib: 0}\n" % (spore, cache))
+        # The pods' private disks (a Linux spore's; the test guest has
+        # none) go beside the cache on the same XFS: the shim hands the
+        # directory to every VMM (spore resume --disk-dir).
+        disks = os.path.join(fs.mnt, "disks")
+        os.mkdir(disks)
+        with open(env.config, "a") as f:
+            f.write("disk_dir: %s\n" % disks)
         s = Snapshotter(binary, fs.mnt, config=cfg, env=dict(os.environ, **env.san_env))
         s.start()
         c = Containerd(cri=True, proxy_plugins={"spore": s.address}, snapshotter="spore", shim_dirs=[shim_dir],
@@ -660,6 +680,10 @@ def t_pods(binary, proto_dir, work, spore, guest, shim_dir, npods=20):
             check(len(cids) == npods, "%d of %d pods started" % (len(cids), npods))
             running = [x for x in cids if c.task_status(x, namespace=CRI_NAMESPACE) == "RUNNING"]
             check(len(running) == npods, "pods running: %d of %d" % (len(running), npods))
+            vmms = [a for a in proc_cmdlines() if len(a) > 1 and a[1] == "resume" and "--disk-dir" in a]
+            with_dir = [a for a in vmms if a[a.index("--disk-dir") + 1] == disks]
+            check(len(with_dir) == npods, "want %d VMMs given --disk-dir %s by the shim, found %d" %
+                  (npods, disks, len(with_dir)))
             used2 = fs.used()
             du = du_bytes(cache, os.path.join(fs.mnt, "root"))
             growth = used2 - used0

@@ -108,6 +108,7 @@ struct drive_opts {
 	int ready_fd;
 	/* the restore's disk chunks, reflinked / copied (status on the control socket) */
 	uint64_t disk_shared, disk_copied;
+	const char *disk_dir; /* --disk-dir (vmm_restore_opts.disk_dir) */
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* What a guest's agent gets: run and resume options, a pool's resume-agent request. */
@@ -137,6 +138,8 @@ struct cli_verify {
 };
 int cli_parse_verify(const char *s, enum vmm_verify *v, sl_error_t *err);
 void cli_verify_init(struct cli_verify *cv, enum vmm_verify v);
+/* --disk-dir DIR: an existing directory, absolute (the VMM may chdir). */
+int cli_parse_disk_dir(const char *arg, const char **out, sl_error_t *err);
 /* One debug line with where a restore's time went. */
 void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opts *o,
 		      const struct vmm_restore_stats *rs);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "sl/file.h"
@@ -161,6 +162,19 @@ int cli_parse_verify(const char *s, enum vmm_verify *v, sl_error_t *err)
 	return 0;
 }
 
+int cli_parse_disk_dir(const char *arg, const char **out, sl_error_t *err)
+{
+	struct stat st;
+	if (arg[0] != '/')
+		return sl_error_set(err, SL_E_INVALID, "--disk-dir %.200s: want an absolute path", arg);
+	if (stat(arg, &st) < 0)
+		return sl_error_sys(err, "--disk-dir %.200s", arg);
+	if (!S_ISDIR(st.st_mode))
+		return sl_error_set(err, SL_E_INVALID, "--disk-dir %.200s: not a directory", arg);
+	*out = arg;
+	return 0;
+}
+
 void cli_verify_init(struct cli_verify *cv, enum vmm_verify v)
 {
 	cv->opts.verify = v;
@@ -189,7 +203,8 @@ void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opt
 	vmm_generation(vm, &counter, id);
 	/* Whether disks shared the cache's extents or cost their size in bytes. */
 	if (rs->disk_bytes_shared || rs->disk_bytes_copied)
-		sl_info("disks ready", "dir=%s shared_mib=%.1f copied_mib=%.1f reflink=%s", dir,
+		sl_info("disks ready", "dir=%s in=%s shared_mib=%.1f copied_mib=%.1f reflink=%s", dir,
+			rs->disk_where ? rs->disk_where : "?",
 			rs->disk_bytes_shared / 1048576.0, rs->disk_bytes_copied / 1048576.0,
 			rs->disk_bytes_copied ? (rs->disk_bytes_shared ? "partly" : "no") : "yes");
 	sl_debug("restored",

@@ -22,7 +22,7 @@ static const char run_usage[] =
 	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"                 [--for DURATION] [--control SOCKET] [--ready-fd N] [-- ARGS...]\n"
 	"       spore run --from SPORE [--hostname NAME] [--env K=V]... [--vsock PATH] [--for DURATION]\n"
-	"                 [-- COMMAND...]\n"
+	"                 [--disk-dir DIR] [-- COMMAND...]\n"
 	"Boots an x86_64 ELF kernel (the test guest; ARGS extend its command line)\n"
 	"or a Linux bzImage (ARGS are a command the guest's agent runs; --cmdline\n"
 	"extends the kernel's). The test guest with --vsock gets a vsock device and\n"
@@ -39,7 +39,8 @@ static const char resume_usage[] =
 	"usage: spore resume DIR [--for DURATION] [--prefix S] [--pool SOCKET]\n"
 	"                   [--verify sealed|full] [--hostname NAME] [--env K=V]... [--vsock PATH]\n"
 	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
-	"                   [--control SOCKET] [--ready-fd N] [--parent-fd N] [-- COMMAND...]\n"
+	"                   [--control SOCKET] [--ready-fd N] [--parent-fd N] [--disk-dir DIR]\n"
+	"                   [-- COMMAND...]\n"
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
 	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
 	"every chunk even when a seal shows it unchanged since it was last verified.\n"
@@ -50,12 +51,15 @@ static const char resume_usage[] =
 	"(docs/control-protocol.md; `spore control SOCKET REQUEST`). --ready-fd N\n"
 	"gets one line \"ready restore_ms=<ms>\" once the guest runs (and its agent,\n"
 	"if any, answered), then is closed. --parent-fd N (the read end of a pipe\n"
-	"whose write end the supervisor holds) stops the VM when the supervisor dies.\n";
+	"whose write end the supervisor holds) stops the VM when the supervisor dies.\n"
+	"--disk-dir DIR: where a Linux spore's private disk copies go when DIR of\n"
+	"the spore takes no file (a read-only bind); on the node cache's filesystem\n"
+	"their chunks are reflinked, not copied. Default: $TMPDIR, /var/tmp, /tmp.\n";
 
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
 	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT, OPT_VIRTIO_CMDLINE,
-	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD,
+	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD, OPT_DISK_DIR,
 };
 
 static int guest_opt(int c, struct cli_guest *g, sl_error_t *err)
@@ -126,6 +130,8 @@ static int common_opt(int c, struct drive_opts *o, sl_error_t *err)
 	case OPT_PARENT_FD:
 		o->client_is_parent = true;
 		return open_fd_opt(optarg, "--parent-fd", &o->client_fd, err);
+	case OPT_DISK_DIR:
+		return cli_parse_disk_dir(optarg, &o->disk_dir, err);
 	}
 	return sl_error_set(err, SL_E_INVALID, "unknown option");
 }
@@ -175,7 +181,7 @@ int cmd_run(int argc, char **argv)
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT},
 		{"control", required_argument, NULL, OPT_CONTROL}, {"ready-fd", required_argument, NULL, OPT_READY_FD},
-		{"parent-fd", required_argument, NULL, OPT_PARENT_FD},
+		{"parent-fd", required_argument, NULL, OPT_PARENT_FD}, {"disk-dir", required_argument, NULL, OPT_DISK_DIR},
 		{"virtio-cmdline", no_argument, NULL, OPT_VIRTIO_CMDLINE}, {"help", no_argument, NULL, 'h'},
 		{0}};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
@@ -225,6 +231,8 @@ int cmd_run(int argc, char **argv)
 					 "--initrd, --cmdline, --mem, --vcpus, --disk and --virtio-cmdline\n%s", run_usage);
 		return resume_local(from, &o, NULL, VMM_VERIFY_SEALED, &g, args);
 	}
+	if (o.disk_dir)
+		return cli_usage("run: --disk-dir is for a resumed spore's disks (run --from, resume)");
 	if (!kernel)
 		return cli_usage("run: --kernel is required\n%s", run_usage);
 	if (vmm_kernel_platform(kernel, &m.platform, &err) < 0)
@@ -333,7 +341,7 @@ int cmd_resume(int argc, char **argv)
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"control", required_argument, NULL, OPT_CONTROL},
 		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"parent-fd", required_argument, NULL, OPT_PARENT_FD},
-		{"help", no_argument, NULL, 'h'}, {0}};
+		{"disk-dir", required_argument, NULL, OPT_DISK_DIR}, {"help", no_argument, NULL, 'h'}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	struct cli_guest g = {0};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
@@ -368,9 +376,9 @@ int cmd_resume(int argc, char **argv)
 	const char *dir = argv[optind];
 	if (pool) {
 		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED || o.control_path || o.ready_fd >= 0 ||
-		    o.client_fd >= 0)
-			return cli_usage("resume: --pool does not take --capture, --report-fd, --verify, --control or "
-					 "--ready-fd (the pool's own --verify applies)");
+		    o.client_fd >= 0 || o.disk_dir)
+			return cli_usage("resume: --pool does not take --capture, --report-fd, --verify, --control, "
+					 "--ready-fd or --disk-dir (the pool's own --verify applies; pools serve test-guest spores, which have no disks)");
 		if (optind + 1 < argc || guest_opts_given(&g))
 			return cli_usage("resume: --pool is for test-guest spores (no command, --hostname, --env, --vsock)");
 		return resume_pooled(pool, dir, &o, prefix);
@@ -384,6 +392,7 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 	sl_error_t err = NULL;
 	struct cli_verify cv;
 	cli_verify_init(&cv, verify);
+	cv.opts.disk_dir = o->disk_dir;
 	struct vmm_spore *sp = NULL;
 	if (vmm_spore_open(dir, &sp, &err) < 0)
 		return cli_fail(&err);

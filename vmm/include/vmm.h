@@ -85,6 +85,7 @@ struct vmm_restore_stats {
 	uint64_t zero_chunks;
 	uint64_t disk_bytes_shared; /* disk chunks reflinked into the VM's private disks (vmm_spore_disks) */
 	uint64_t disk_bytes_copied; /* ... and copied where the filesystem cannot share */
+	const char *disk_where;     /* the directory that holds them (the spore's, or opts->disk_dir, ...) */
 };
 
 /* A spore directory opened for restore; its manifest is read and checked
@@ -111,12 +112,18 @@ enum vmm_verify {
 struct vmm_restore_opts {
 	enum vmm_verify verify;
 	const char *seal_dir; /* NULL: no seals; every chunk is hashed */
+	/* Where private disk copies go when the spore's directory takes no
+	 * file (a read-only bind, as under spore-snapshotter); on the node
+	 * cache's filesystem, so disk chunks are reflinked. NULL: $TMPDIR,
+	 * /var/tmp, /tmp. */
+	const char *disk_dir;
 };
 
 /* Gives the machine private, writable copies of the spore's disks as they
  * were at capture: unlinked temporary files (beside the spore when its
- * filesystem allows, so XFS and btrfs share extents; else in $TMPDIR or
- * /var/tmp), filled from verified chunks. Each child's writes stay its
+ * filesystem allows, so XFS and btrfs share extents; else in
+ * opts->disk_dir, failing if that is set and takes no file; else in
+ * $TMPDIR, /var/tmp or /tmp), filled from verified chunks. Each child's writes stay its
  * own. Sets m->disks[i].fd; the files belong to sp (vmm_spore_close
  * closes them; a VM keeps its own duplicates). */
 int vmm_spore_disks(struct vmm_spore *sp, const struct vmm_restore_opts *opts, struct vmm_machine *m,

@@ -62,6 +62,7 @@ struct vmm_spore {
 	uint64_t open_ns;
 	int disk_fd[SPORE_MAX_DISKS]; /* private copies made by vmm_spore_disks, -1: none */
 	uint64_t disk_shared, disk_copied; /* bytes of chunks reflinked / copied into them */
+	const char *disk_where;            /* the directory that holds them */
 };
 
 int vmm_spore_open(const char *spore_dir, struct vmm_spore **out, sl_error_t *err)
@@ -293,14 +294,23 @@ static int check_disk_chunks(int dirfd, const struct spore_disk *d, const struct
 }
 
 /* An unlinked file to hold a private disk copy: beside the spore if its
- * filesystem takes one (extents can then be shared), else in $TMPDIR or
- * /var/tmp. */
-static int disk_tmpfile(int dirfd, const char **where, sl_error_t *err)
+ * filesystem takes one (extents can then be shared), else in the
+ * configured disk directory (an error if it takes none: it was asked for),
+ * else in $TMPDIR or /var/tmp. Reflinks need only the same filesystem, not
+ * the same mount (Linux 5.18 and later), so a disk directory on the node
+ * cache's filesystem shares the chunks of a spore seen through a read-only
+ * bind. */
+static int disk_tmpfile(int dirfd, const char *disk_dir, const char **where, sl_error_t *err)
 {
 	int fd = openat(dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	*where = "the spore's directory";
 	if (fd >= 0)
 		return fd;
+	if (disk_dir) {
+		*where = disk_dir;
+		fd = open(disk_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+		return fd >= 0 ? fd : sl_error_sys(err, "create a private disk file in the disk directory %s", disk_dir);
+	}
 	const char *dirs[] = {getenv("TMPDIR"), "/var/tmp", "/tmp"};
 	for (unsigned i = 0; i < 3; i++) {
 		if (!dirs[i] || !dirs[i][0])
@@ -366,9 +376,10 @@ int vmm_spore_disks(struct vmm_spore *sp, const struct vmm_restore_opts *opts, s
 		if (check_disk_chunks(sp->dirfd, d, opts, err) < 0)
 			return sl_error_wrap(err, "%s: disk %zu", sp->dir, k);
 		const char *where;
-		int fd = disk_tmpfile(sp->dirfd, &where, err);
+		int fd = disk_tmpfile(sp->dirfd, opts->disk_dir, &where, err);
 		if (fd < 0)
 			return -1;
+		sp->disk_where = where;
 		/* Zero chunks are holes: the file is sparse where the disk was. */
 		if (ftruncate(fd, (off_t)d->size) < 0) {
 			close(fd);
@@ -505,6 +516,7 @@ int vmm_restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restor
 		memset(st, 0, sizeof(*st));
 		st->disk_bytes_shared = sp->disk_shared;
 		st->disk_bytes_copied = sp->disk_copied;
+		st->disk_where = sp->disk_where;
 	}
 	int dirfd = fcntl(sp->dirfd, F_DUPFD_CLOEXEC, 0);
 	if (dirfd < 0)

@@ -10,6 +10,9 @@
 #                        its disk copied (tmpfs), reported in log and status
 #   xfs_setup, disk_reflinked  the spore on XFS (reflink=1): the disk's
 #                        chunks reflinked, reported in log and status
+#   disk_dir_reflinked   the spore through a read-only bind (as the
+#                        snapshotter mounts it), --disk-dir on the same XFS:
+#                        still reflinked, in that directory
 #   fork                 3 children: own uuid sequences, hostnames, VMGenIDs,
 #                        fork.d hooks run, clocks set from the host
 #   disks                children see the parent's disk data; their writes
@@ -155,6 +158,29 @@ if [ "$KVMHOST_FAILED" = 0 ]; then
 	else
 		kvmhost_fail disk_reflinked "on XFS: exit $RC, log '$d', status '$(cat /tmp/reflink.status 2>/dev/null)'"
 	fi
+fi
+# 2c. The same spore seen through a read-only bind, as spore-snapshotter
+#     mounts it for a pod: no file can be made beside it, so --disk-dir
+#     names a directory on the same XFS (another mount of it), and the
+#     chunks are still reflinked there.
+if [ "$KVMHOST_FAILED" = 0 ]; then
+	mkdir -p /ro /xfs/disks
+	if mount --bind /xfs/s /ro && mount -o remount,bind,ro /ro && ! touch /ro/x 2>/dev/null; then
+		lg_spore robind run --from /ro --disk-dir /xfs/disks -- /bin/sh -c "cat /mnt/p.txt"
+		d=$(grep 'msg="disks ready"' /tmp/robind.err | head -n 1)
+		if [ "$RC" = 0 ] && grep -qx parent-data /tmp/robind.out && echo "$d" | grep -q 'in=/xfs/disks' &&
+			echo "$d" | grep -q 'reflink=yes'; then
+			kvmhost_pass disk_dir_reflinked
+			kvmhost_info robind="$(echo "$d" | sed 's/.*msg="disks ready" //; s/ /,/g')"
+		else
+			kvmhost_fail disk_dir_reflinked "read-only spore, --disk-dir on its XFS: exit $RC, log '$d'"
+		fi
+		umount /ro
+	else
+		kvmhost_fail disk_dir_reflinked "could not make a read-only bind of /xfs/s"
+	fi
+fi
+if [ -d /xfs/s ]; then
 	umount /xfs
 	rm -f /tmp/xfs.img
 fi
