@@ -37,30 +37,35 @@ kvmhost_scenario() {
 	fi
 }
 
-# kvmhost_spore NAME ARGS...: runs `spore ARGS` for at most $STEP_TIMEOUT
-# seconds, stdout in /tmp/NAME.out and stderr in /tmp/NAME.err, shows both
-# ($KVMHOST_DURING, if set, runs while it does: see below);
-# sets RC (124 if it had to be killed) and SECS. A spore still running at the
-# deadline gets its threads' states shown (where it is stuck), then SIGKILL.
-kvmhost_spore() {
-	name=$1
-	shift
+# kvmhost_now: whole seconds of uptime, without a fork (for deadlines: under
+# TCG a poll loop's own commands take long, so count time, not rounds).
+kvmhost_now() {
+	read kvmhost_up kvmhost_idle </proc/uptime
+	echo ${kvmhost_up%.*}
+}
+
+# kvmhost_run DIR NAME LIMIT CMD...: runs CMD for at most LIMIT seconds,
+# stdout in DIR/NAME.out and stderr in DIR/NAME.err, then shows both (their
+# last $KVMHOST_TAIL lines when that is set); sets RC (124 if it had to be
+# killed) and SECS. A command still running at its limit gets its threads'
+# states shown (where it is stuck), then SIGKILL. $KVMHOST_DURING, if set,
+# is a command run while CMD runs, retried every 0.2 s until it succeeds
+# (e.g. a control socket query).
+kvmhost_run() {
+	kr_dir=$1 name=$2 kr_end=$(($(kvmhost_now) + $3))
+	shift 3
 	t=$(kvmhost_uptime)
-	spore "$@" >/tmp/$name.out 2>/tmp/$name.err </dev/null &
+	"$@" >$kr_dir/$name.out 2>$kr_dir/$name.err </dev/null &
 	pid=$!
-	left=${STEP_TIMEOUT:-240}
 	during=${KVMHOST_DURING:-}
-	while [ $left -gt 0 ] && kill -0 $pid 2>/dev/null; do
-		sleep 1
-		left=$((left - 1))
-		# KVMHOST_DURING: a command to run while spore runs, retried each
-		# second until it succeeds (e.g. a control socket query).
+	while kill -0 $pid 2>/dev/null && [ $(kvmhost_now) -lt $kr_end ]; do
+		sleep 0.2
 		if [ -n "$during" ] && eval "$during"; then
 			during=
 		fi
 	done
 	if kill -0 $pid 2>/dev/null; then
-		echo "spore still running after ${STEP_TIMEOUT:-240}s; its threads:"
+		echo "$name: still running at its limit; its threads:"
 		for task in /proc/$pid/task/*; do
 			echo "    $(cat $task/comm) state=$(cut -d' ' -f3 $task/stat) wchan=$(cat $task/wchan)" \
 				"syscall=$(cut -d' ' -f1 $task/syscall)"
@@ -73,9 +78,21 @@ kvmhost_spore() {
 		RC=$?
 	fi
 	SECS=$(kvmhost_elapsed "$t")
-	echo "\$ spore $*  -> $RC (${SECS}s)"
-	kvmhost_show /tmp/$name.out
-	kvmhost_show /tmp/$name.err
+	echo "\$ $*  -> $RC (${SECS}s)"
+	for f in $kr_dir/$name.out $kr_dir/$name.err; do
+		if [ -n "${KVMHOST_TAIL:-}" ]; then
+			tail -n $KVMHOST_TAIL $f | sed 's/^/    | /'
+		else
+			kvmhost_show $f
+		fi
+	done
+}
+
+# kvmhost_spore NAME ARGS...: kvmhost_run /tmp NAME $STEP_TIMEOUT spore ARGS.
+kvmhost_spore() {
+	kvmhost_spore_name=$1
+	shift
+	kvmhost_run /tmp $kvmhost_spore_name ${STEP_TIMEOUT:-240} spore "$@"
 }
 
 # kvmhost_has_kvm: /dev/kvm is a character device and, in the virtual host,

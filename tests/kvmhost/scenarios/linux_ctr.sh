@@ -36,50 +36,23 @@ REG_PID=
 lc_t0=$(kvmhost_uptime)
 mkdir -p $LC $CD $SAN $SHIM_STATE
 
-# lc_now: whole seconds of uptime, without a fork (for deadlines: under TCG
-# a poll loop's own commands take long, so count time, not rounds).
-lc_now() {
-	read lc_up lc_idle </proc/uptime
-	echo ${lc_up%.*}
-}
-
-# lc_cmd NAME SECS CMD...: runs CMD for at most SECS seconds (then SIGKILL),
-# stdout in $LC/NAME.out and stderr in $LC/NAME.err; shows their last 30
-# lines (ctr's pull progress is long); sets RC (124 if it had to be killed)
-# and SECS, and reports NAME_s.
+# lc_cmd NAME SECS CMD...: kvmhost_run in $LC, showing the last 30 lines
+# of the output (ctr's pull progress is long); reports NAME_s.
 lc_cmd() {
-	name=$1 end=$(($(lc_now) + $2))
-	shift 2
-	t=$(kvmhost_uptime)
-	"$@" >$LC/$name.out 2>$LC/$name.err </dev/null &
-	pid=$!
-	while kill -0 $pid 2>/dev/null && [ $(lc_now) -lt $end ]; do
-		sleep 0.2
-	done
-	if kill -0 $pid 2>/dev/null; then
-		echo "$name: still running at its limit, killed"
-		kill -9 $pid
-		wait $pid
-		RC=124
-	else
-		wait $pid
-		RC=$?
-	fi
-	SECS=$(kvmhost_elapsed "$t")
-	echo "\$ $*  -> $RC (${SECS}s)"
-	tail -n 30 $LC/$name.out | sed 's/^/    | /'
-	tail -n 30 $LC/$name.err | sed 's/^/    | /'
+	KVMHOST_TAIL=30
+	kvmhost_run $LC "$@"
+	KVMHOST_TAIL=
 	kvmhost_info ${name}_s=$SECS
 }
 
 # lc_wait SECS CMD...: runs CMD every 0.2 s until it succeeds (status 0) or
 # SECS passed (status 1).
 lc_wait() {
-	lc_end=$(($(lc_now) + $1))
+	lc_end=$(($(kvmhost_now) + $1))
 	shift
 	while :; do
 		"$@" && return 0
-		[ $(lc_now) -lt $lc_end ] || return 1
+		[ $(kvmhost_now) -lt $lc_end ] || return 1
 		sleep 0.2
 	done
 }
