@@ -23,7 +23,9 @@ static const char usage[] =
 	"usage: spore pull REF --out DIR [--insecure-registry] [--json] [--parallel N]\n"
 	"Resolves REF to a manifest digest, fetches and verifies every chunk the\n"
 	"node cache lacks, and writes the spore to DIR (which must not exist) with\n"
-	"its chunks hard-linked from the cache. Prints the manifest digest.\n";
+	"its chunks hard-linked from the cache. Prints the manifest digest.\n"
+	"REF@sha256:... pulled before on this node also works while the registry is\n"
+	"unreachable, from the cache's copy of its metadata, if every chunk is cached.\n";
 
 #define META_MAX (64u << 20) /* spore/ files: manifest and state, a few MiB at most */
 #define META_TITLE "spore-meta.tar"
@@ -176,6 +178,63 @@ static int meta_from_files(struct oci_client *c, const struct spore_image *img, 
 	return 0;
 }
 
+/* An offline pull's spore/ files: the node cache's copies (checked like
+ * downloaded ones, below). */
+static int meta_from_record(int rfd, int dirfd, sl_error_t *err)
+{
+	_cleanup_close_ int sfd = openat(rfd, "spore", O_DIRECTORY | O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	DIR *d = sfd < 0 ? NULL : fdopendir(dup(sfd));
+	if (!d)
+		return sl_error_sys(err, "cached image record: spore/");
+	struct dirent *de;
+	int rc = 0;
+	while (rc == 0 && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char path[300];
+		snprintf(path, sizeof(path), "spore/%.250s", de->d_name);
+		_cleanup_free_ char *buf = NULL;
+		size_t len;
+		rc = sl_read_beneath(rfd, path, META_MAX, &buf, &len, err);
+		if (rc == 0)
+			rc = write_meta_file(dirfd, path, buf, len, err);
+	}
+	closedir(d);
+	return rc < 0 ? sl_error_wrap(err, "cached image record") : 0;
+}
+
+/* Without the image's annotation naming spore/manifest.json's digest (oras
+ * pushes), the titled layer's digest vouches for it. */
+static int check_manifest_layer(const struct spore_image *img, const sl_digest *sdig, sl_error_t *err)
+{
+	for (size_t i = 0; i < img->nlayers; i++)
+		if (!strcmp(img->layers[i].title, SPORE_MANIFEST_PATH))
+			return sl_digest_equal(&img->layers[i].digest, sdig)
+				       ? 0
+				       : sl_error_set(err, SL_E_INTEGRITY, "cached %s does not match the image's layer",
+						      SPORE_MANIFEST_PATH);
+	return sl_error_set(err, SL_E_INTEGRITY, "nothing in the image vouches for the cached %s", SPORE_MANIFEST_PATH);
+}
+
+/* Keeps what an offline pull of this image needs (ocli_pinned_record). */
+static void record_pinned(struct oci_cache *cache, const struct oci_ref *ref, const sl_digest *digest,
+			  const char *body, size_t blen, const char *out_dir, const struct spore_manifest *m)
+{
+	const char *files[2 + SPORE_MAX_VCPUS];
+	size_t n = 0;
+	files[n++] = SPORE_MANIFEST_PATH;
+	files[n++] = m->vm_state.path;
+	for (unsigned i = 0; i < m->vcpus && i < SPORE_MAX_VCPUS; i++)
+		files[n++] = m->vcpu_state[i].path;
+	sl_error_t err = NULL;
+	_cleanup_close_ int fd = open(out_dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		sl_error_sys(&err, "open %s", out_dir);
+	if (fd < 0 || ocli_pinned_record(cache, ref, digest, body, blen, fd, files, n, &err) < 0)
+		sl_warn("image metadata not kept for offline pulls", "error=\"%s\"", sl_error_msg(err));
+	sl_error_free(&err);
+}
+
 /* State files are checked now, not only at restore: a pulled spore is whole. */
 static int check_state(int dirfd, const struct spore_file_ref *r, sl_error_t *err)
 {
@@ -237,13 +296,31 @@ int cmd_pull(int argc, char **argv)
 	char *body = NULL;
 	size_t blen = 0;
 	sl_digest *ds = NULL;
-	int tmpfd = -1, rc = EXIT_SPORE_FAILED;
+	int tmpfd = -1, rc = EXIT_SPORE_FAILED, recfd = -1;
 	char mt[128] = "", reference[OCI_REF_REFERENCE_MAX];
 	sl_digest digest, sdig;
 	oci_ref_reference(&ref, reference);
-	if (ocli_open_cache(&cache, &err) < 0 || ocli_client(&ref, &ro, out, &client, &err) < 0 ||
-	    oci_manifest_get(client, reference, &body, &blen, mt, &digest, &err) < 0)
+	if (ocli_open_cache(&cache, &err) < 0 || ocli_client(&ref, &ro, out, &client, &err) < 0)
 		goto out;
+	if (oci_manifest_get(client, reference, &body, &blen, mt, &digest, &err) < 0) {
+		/* The registry did not answer (or failed): a pinned image this node
+		 * pulled before is in the cache. Not for answers like 404 or 401:
+		 * those are the registry's word. */
+		sl_error_t ferr = NULL;
+		if (err->code != SL_E_IO || !ref.has_digest ||
+		    ocli_pinned_find(cache, &ref, &ref.digest, &body, &blen, &recfd, &ferr) < 0 || !body) {
+			if (ferr)
+				sl_warn("cached image record unusable", "error=\"%s\"", sl_error_msg(ferr));
+			sl_error_free(&ferr);
+			goto out;
+		}
+		sl_warn("registry unreachable: the node cache's copy of the image", "ref=%s error=\"%s\"", refs,
+			sl_error_msg(err));
+		sl_error_free(&err);
+		digest = ref.digest;
+		snprintf(mt, sizeof(mt), "%s", OCI_MT_MANIFEST);
+	}
+	bool offline = recfd >= 0;
 	if (!strcmp(mt, OCI_MT_INDEX)) {
 		sl_error_set(&err, SL_E_UNSUPPORTED, "%s is an image index; pull the spore's manifest digest", reference);
 		goto out;
@@ -251,7 +328,8 @@ int cmd_pull(int argc, char **argv)
 	if (spore_image_decode(body, blen, &img, &err) < 0)
 		goto out;
 	have_img = true;
-	if (img.shape == SPORE_SHAPE_TAR) {
+	/* Offline, the config was checked when the record was made. */
+	if (img.shape == SPORE_SHAPE_TAR && !offline) {
 		_cleanup_free_ char *cfg = NULL;
 		size_t clen;
 		if (oci_blob_get(client, &img.config_digest, 1u << 20, &cfg, &clen, &err) < 0 ||
@@ -271,7 +349,8 @@ int cmd_pull(int argc, char **argv)
 		sl_error_sys(&err, "create %s", tmp);
 		goto out;
 	}
-	if ((img.shape == SPORE_SHAPE_TAR ? meta_from_tar : meta_from_files)(client, &img, tmpfd, &err) < 0)
+	if (offline ? meta_from_record(recfd, tmpfd, &err) < 0
+		    : (img.shape == SPORE_SHAPE_TAR ? meta_from_tar : meta_from_files)(client, &img, tmpfd, &err) < 0)
 		goto out;
 	if (spore_manifest_load(tmpfd, &m, &sdig, &err) < 0) {
 		sl_error_wrap(&err, "image's spore manifest");
@@ -283,6 +362,8 @@ int cmd_pull(int argc, char **argv)
 			     SPORE_LABEL_MANIFEST);
 		goto out;
 	}
+	if (offline && !img.has_spore_manifest && check_manifest_layer(&img, &sdig, &err) < 0)
+		goto out;
 	if (check_state(tmpfd, &m.vm_state, &err) < 0)
 		goto out;
 	for (unsigned i = 0; i < m.vcpus; i++)
@@ -294,8 +375,11 @@ int cmd_pull(int argc, char **argv)
 		goto out;
 	ocli_out_total(out, (uint64_t)nrefs * SPORE_CHUNK_SIZE, nrefs);
 	size_t fetched, distinct = 0;
-	if (ocli_fetch_chunks(client, cache, &img, ds, nrefs, &fetched, &err) < 0)
+	if (ocli_fetch_chunks(client, cache, &img, ds, nrefs, &fetched, &err) < 0) {
+		if (offline)
+			sl_error_wrap(&err, "the registry is unreachable and not every chunk is in the node cache");
 		goto out;
+	}
 	for (size_t i = 0; i < nrefs; i++) {
 		bool seen = false;
 		for (size_t j = 0; j < i && !seen; j++)
@@ -337,6 +421,8 @@ int cmd_pull(int argc, char **argv)
 	if (ocli_index_record(cache, &sdig, &ref, &digest, body, blen, &ierr) < 0)
 		sl_warn("image index not updated", "error=\"%s\"", sl_error_msg(ierr));
 	sl_error_free(&ierr);
+	if (!offline)
+		record_pinned(cache, &ref, &digest, body, blen, out_dir, &m);
 	struct oci_client_stats cs;
 	oci_client_stats(client, &cs);
 	char dstr[SL_DIGEST_STRLEN];
@@ -347,8 +433,8 @@ int cmd_pull(int argc, char **argv)
 		   "bytes_downloaded", (json_int_t)cs.bytes_downloaded, "ms", (ocli_now_ns() - t0) / 1e6);
 	if (!ro.json)
 		printf("%s\n", dstr);
-	sl_info("pulled", "ref=%s digest=%s chunks=%zu fetched=%zu bytes_downloaded=%llu ms=%.1f", refs, dstr,
-		nrefs, fetched, (unsigned long long)cs.bytes_downloaded, (ocli_now_ns() - t0) / 1e6);
+	sl_info("pulled", "ref=%s digest=%s chunks=%zu fetched=%zu bytes_downloaded=%llu offline=%d ms=%.1f", refs,
+		dstr, nrefs, fetched, (unsigned long long)cs.bytes_downloaded, offline, (ocli_now_ns() - t0) / 1e6);
 	rc = 0;
 out:
 	if (rc != 0) {
@@ -358,6 +444,8 @@ out:
 	}
 	if (tmpfd >= 0)
 		close(tmpfd);
+	if (recfd >= 0)
+		close(recfd);
 	if (made_tmp)
 		remove_path(tmp);
 	free(ds);

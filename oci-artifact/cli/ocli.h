@@ -57,4 +57,18 @@ int ocli_index_record(struct oci_cache *cache, const sl_digest *spore_manifest, 
 int ocli_index_find(struct oci_cache *cache, const sl_digest *d, const char *registry, char repository[256],
 		    char **json, size_t *len, sl_error_t *err);
 
+/* Pulled images' metadata kept by manifest digest (cache dir
+ * images/pinned/<hex>/): the manifest and the spore/ files (paths relative
+ * to spore_fd, e.g. "spore/vm.state"), so `spore pull REF@digest` works
+ * while the registry is unreachable and every chunk is cached. */
+int ocli_pinned_record(struct oci_cache *cache, const struct oci_ref *ref, const sl_digest *digest,
+		       const char *manifest, size_t len, int spore_fd, const char *const *files, size_t nfiles,
+		       sl_error_t *err);
+/* The record of digest pulled from ref's registry and repository, if any
+ * (*manifest NULL if not): the manifest, checked against digest, and a
+ * directory fd whose spore/ holds the files (unchecked: the caller checks
+ * them against the manifest). */
+int ocli_pinned_find(struct oci_cache *cache, const struct oci_ref *ref, const sl_digest *digest, char **manifest,
+		     size_t *len, int *files_fd, sl_error_t *err);
+
 #endif

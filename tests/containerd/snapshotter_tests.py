@@ -503,11 +503,18 @@ def t_spore(binary, proto_dir, work, spore, guest, shim_dir):
             check(r.rc == 0 and r.out == "via ctr\n", "ctr images pull, then ctr run: %s" % r.describe())
             tm.mark("ctr images pull (ctr 1.6: blobs fetched, layers applied eagerly) + ctr run: output ok")
 
+            # The registry gone, every chunk cached: the pod starts from the
+            # node cache's copy of the image's metadata (spore pull offline).
+            gone = px.host
+            px.stop()
+            r = run(["echo", "offline"])
+            check(r.rc == 0 and r.out == "offline\n", "a pod with the registry gone, every chunk cached: %s" %
+                  r.describe())
+            tm.mark("registry gone, chunks cached: the pod starts from the node cache (%.3fs)" % r.secs)
+
             # The registry gone and the cache empty: the pod cannot start,
             # the error names the image and the registry, nothing is left.
             shutil.rmtree(os.path.join(cache, "chunks"))
-            gone = px.host
-            px.stop()
             r = run(["echo", "x"], cid="unreachable")
             check(r.rc not in (0, "timeout") and "materialising spore" in r.err and gone in r.err,
                   "with the registry gone: want an error naming the spore and %s: %s" % (gone, r.describe()))

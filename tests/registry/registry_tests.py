@@ -1059,7 +1059,70 @@ def test_progress(ctx):
           "pull without a terminal must be quiet but for the digest:\nstdout %r\nstderr %r" % (r.out, r.err))
 
 
+def test_offline(ctx):
+    """A pinned pull while the registry is unreachable: from the node
+    cache's copy of the image's metadata when every chunk is cached; a clear
+    error, and nothing left, when something is missing or was tampered
+    with; never for a tag, another repository, or the registry's own no."""
+    reg = ctx.registry()
+    px = ctx.proxy(reg)
+    s = capture(ctx, "S", mem=64)
+    ref = "%s/%s:v1" % (px.host, REPO)
+    dg = push(ctx, s, ref).digest
+    host = px.host
+    pinned = "%s/%s@%s" % (host, REPO, dg)
+    pull(ctx, ref, ctx.path("P1"))
+    rec = os.path.join(ctx.cache, "images", "pinned", dg[7:])
+    check(os.path.isfile(os.path.join(rec, "image.json")) and os.path.isfile(os.path.join(rec, "spore",
+                                                                                          "manifest.json")),
+          "no record of the pulled image under %s" % rec)
+
+    # The registry answers 404 for an unknown digest: its word, no fallback.
+    other = "%s/%s@sha256:%s" % (px.host, REPO, "0" * 64)
+    r = pull(ctx, other, ctx.path("X404"), expect=None)
+    check(r.r.rc != 0 and not os.path.exists(ctx.path("X404")), "a pull of an unknown digest: %s" % r.r.describe())
+
+    px.stop()  # the registry is now unreachable at px.host
+    q = pull(ctx, pinned, ctx.path("P2"), json_out=True)
+    same_spore(s, ctx.path("P2"))
+    check(q.final.get("chunks_fetched") == 0, "offline pull fetched chunks: %s" % q.final)
+    check("registry unreachable" in q.r.err, "no log line says the cache's copy was used:\n%s" % q.r.describe())
+    resume_ok(ctx, ctx.path("P2"))
+
+    r = pull(ctx, ref, ctx.path("X1"), expect=None)
+    check(r.r.rc != 0 and not os.path.exists(ctx.path("X1")), "a pull by tag with the registry gone: %s" %
+          r.r.describe())
+    spore_error(r.r, re.escape(host))
+    r = pull(ctx, "%s/elsewhere/repo@%s" % (host, dg), ctx.path("X2"), expect=None)
+    check(r.r.rc != 0 and not os.path.exists(ctx.path("X2")),
+          "another repository's pull used this one's record: %s" % r.r.describe())
+
+    # A tampered state file in the record: refused, nothing written.
+    vm = os.path.join(rec, "spore", "vm.state")
+    good = open(vm, "rb").read()
+    os.chmod(vm, 0o600)
+    with open(vm, "r+b") as f:
+        f.seek(16)
+        f.write(bytes([good[16] ^ 0xFF]))
+    r = pull(ctx, pinned, ctx.path("X3"), expect=None)
+    check(r.r.rc != 0 and not os.path.exists(ctx.path("X3")), "a tampered record was used: %s" % r.r.describe())
+    spore_error(r.r, "vm.state does not match")
+    with open(vm, "wb") as f:
+        f.write(good)
+
+    # A chunk gone from the cache: the pull cannot finish offline.
+    cdir = os.path.join(ctx.cache, "chunks", "sha256")
+    victim = sorted(os.listdir(cdir))[0]
+    os.unlink(os.path.join(cdir, victim))
+    r = pull(ctx, pinned, ctx.path("X4"), expect=None)
+    check(r.r.rc != 0 and not os.path.exists(ctx.path("X4")), "offline pull without a chunk: %s" % r.r.describe())
+    spore_error(r.r, "registry is unreachable and not every chunk is in the node cache")
+    left = [n for n in os.listdir(ctx.tmp) if ".tmp." in n]
+    check(not left, "half-made pulls left: %s" % left)
+
+
 TESTS = {
+    "offline": test_offline,
     "round_trip": test_round_trip,
     "deltas": test_deltas,
     "lazy_chunk": test_lazy_chunk,
