@@ -517,6 +517,9 @@ def test_render(ctx):
     render_and_check(ctx, "no-leader", {"operator": {"leaderElection": {"enabled": False}}})
     render_and_check(ctx, "no-uninstall", {"node": {"uninstallOnStop": False}})
     render_and_check(ctx, "no-runtimeclass", {"runtimeClass": {"create": False}})
+    other = render_and_check(ctx, "handler", {"runtimeClass": {"name": "sporelet-canary", "handler": "spore-canary"},
+                                              "node": {"label": "example.com/spore-canary"}})
+    ctx.ok(other["objs"].has("RuntimeClass", "sporelet-canary"), "the RuntimeClass name comes from values")
     render_and_check(ctx, "ha", {"operator": {"replicas": 3, "port": 9443, "leaderElection": {"leaseName": "sporelet-leader"},
                                               "metrics": {"service": {"enabled": True, "port": 9090}}}})
     render_and_check(ctx, "fullname", {"fullnameOverride": "spx"}, name="other")
@@ -894,6 +897,12 @@ def main():
         return SKIP
     except Failed as e:
         print("FAIL: %s" % e)
+        return 1
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        # A rendered object without a field the checks expect.
+        import traceback
+        traceback.print_exc()
+        print("FAIL: unexpected shape (%s: %s)" % (type(e).__name__, e))
         return 1
     finally:
         shutil.rmtree(ctx.tmp, ignore_errors=True)

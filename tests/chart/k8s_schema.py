@@ -111,13 +111,16 @@ def _strict(node):
     """A JSON schema that rejects unknown fields where the API server would prune or (strictly) refuse them."""
     node = copy.deepcopy(node)
 
-    def walk(n):
-        if n.get("type") == "object" and "properties" in n and "additionalProperties" not in n \
-                and not n.get("x-kubernetes-preserve-unknown-fields"):
+    def walk(n, path):
+        # An object without x-kubernetes-preserve-unknown-fields keeps only the
+        # fields it declares (none, if it declares no properties); the root's
+        # metadata is ObjectMeta, which the API server checks itself.
+        if n.get("type") == "object" and "additionalProperties" not in n \
+                and not n.get("x-kubernetes-preserve-unknown-fields") and path != ".metadata":
             n["additionalProperties"] = False
-        for _, sub in _children(n):
-            walk(sub)
-    walk(node)
+        for suffix, sub in _children(n):
+            walk(sub, path + suffix)
+    walk(node, "")
     return node
 
 
