@@ -232,7 +232,7 @@ def check_daemonset(ctx, objs, values, fullname, namespace):
     ctx.ok(spec["nodeSelector"] == node["nodeSelector"], "the DaemonSet's nodeSelector comes from values")
     ctx.ok(spec["tolerations"] == node["tolerations"], "the DaemonSet's tolerations come from values")
     volumes = pod_volumes(spec)
-    expected_paths = {node["installDir"], node["containerd"]["configDir"], node["runDir"], node["dataDir"]}
+    expected_paths = {node["installDir"], node["shimLinkDir"], node["containerd"]["configDir"], node["runDir"], node["dataDir"]}
     hostpaths = {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v}
     ctx.ok(hostpaths == expected_paths, "hostPath volumes are exactly %s, got %s" % (sorted(expected_paths), sorted(hostpaths)))
     for v in volumes.values():
@@ -265,6 +265,7 @@ def check_daemonset(ctx, objs, values, fullname, namespace):
     args = install["args"]
     want = {
         "--install-dir": node["installDir"],
+        "--shim-link-dir": node["shimLinkDir"],
         "--containerd-config": node["containerd"]["configDir"].rstrip("/") + "/" + node["containerd"]["configFile"],
         "--snapshotter-socket": node["runDir"].rstrip("/") + "/snapshotter.sock",
         "--runtime-handler": values["runtimeClass"]["handler"],
@@ -491,7 +492,7 @@ def test_render(ctx):
     ctx.ok("overhead" not in objs.get("RuntimeClass", "sporelet"), "a null override removes the overhead")
 
     paths = render_and_check(ctx, "paths", {"node": {
-        "installDir": "/usr/local/sporelet", "runDir": "/run/spx", "dataDir": "/data/sporelet",
+        "installDir": "/usr/local/sporelet", "shimLinkDir": "/usr/bin", "runDir": "/run/spx", "dataDir": "/data/sporelet",
         "containerd": {"configDir": "/etc/k3s/containerd", "configFile": "k3s.toml", "restart": False}}})
     ctx.ok(paths["conf"]["address"] == "/run/spx/snapshotter.sock", "the socket follows node.runDir")
 
@@ -551,6 +552,7 @@ BAD_VALUES = [
     ("unknown top-level key", {"bogus": 1}),
     ("unknown node key", {"node": {"installdir": "/opt/x"}}),
     ("relative installDir", {"node": {"installDir": "opt/sporelet"}}),
+    ("no shimLinkDir", {"node": {"shimLinkDir": None}}),
     ("installDir /", {"node": {"installDir": "/"}}),
     ("installDir with ..", {"node": {"installDir": "/opt/../etc"}}),
     ("handler not a DNS label", {"runtimeClass": {"handler": "Spore_X"}}),

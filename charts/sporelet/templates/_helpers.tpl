@@ -102,6 +102,7 @@ API): Kubernetes expands $(VAR) in container args but not in a preStop command.
 */}}
 {{- define "sporelet.node.args" -}}
 - --install-dir={{ .Values.node.installDir }}
+- --shim-link-dir={{ .Values.node.shimLinkDir }}
 - --containerd-config={{ include "sporelet.node.containerdConfig" . }}
 - --snapshotter-socket={{ include "sporelet.node.socket" . }}
 - --runtime-handler={{ .Values.runtimeClass.handler }}
