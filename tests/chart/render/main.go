@@ -10,8 +10,11 @@
 // with sigs.k8s.io/yaml as Helm does (so numbers are float64), then validated
 // against values.schema.json with gojsonschema, Helm 3's validator.
 //
-// Usage: render [-f values.yaml]... [--set k=v]... [--set-string k=v]...
-//               [--name NAME] [--namespace NS] [--kube-version vX.Y.Z] [--notes] CHART_DIR
+// Usage:
+//
+//	render [-f values.yaml]... [--set k=v]... [--set-string k=v]...
+//	       [--name NAME] [--namespace NS] [--kube-version vX.Y.Z] [--notes] CHART_DIR
+//
 // Prints a multi-document YAML stream ("---" + "# Source: <template>" per
 // non-empty template) or, with --notes, the rendered NOTES.txt. Exit status 1
 // with the reason on stderr on any error (bad values, a failing `required`).
