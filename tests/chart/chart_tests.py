@@ -154,6 +154,21 @@ def test_build_renderer(ctx):
     ctx.ok(rc == 2 and "unknown option" in err, "the renderer refuses an unknown option: %d %s" % (rc, err))
     rc, out, err = ctx.render_raw()
     ctx.ok(rc == 0 and "kind: DaemonSet" in out, "the renderer renders the chart: %s" % err)
+    # Helm's semantics on a probe chart, byte for byte: "_" files and
+    # whitespace-only output left out, NOTES.txt not in the stream, float64
+    # values (Helm prints 1000000 as 1e+06), a null override deleting a key,
+    # --set integers, missing keys empty, tpl, include, toYaml's layout,
+    # .Template/.Chart/.Capabilities/.Release.
+    probe = os.path.join(HERE, "testdata", "probe")
+    cmd = [ctx.renderer, "--name", "rel", "-n", "ns", "--set", "nested.drop=null", "--set", "small=7", probe]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    with open(os.path.join(HERE, "testdata", "probe.expected.yaml")) as f:
+        expected = f.read()
+    ctx.ok(p.returncode == 0 and p.stdout == expected, "probe chart output:\n%s\nwant:\n%s%s" % (p.stdout, expected, p.stderr))
+    p = subprocess.run([ctx.renderer, "--notes", "--name", "rel", probe], capture_output=True, text=True, timeout=60)
+    ctx.ok(p.stdout == "notes for probe-rel\n", "NOTES.txt rendered on its own: %r" % p.stdout)
+    p = subprocess.run([ctx.renderer, "--set", "small=null", probe], capture_output=True, text=True, timeout=60)
+    ctx.ok(p.returncode == 1 and "need small" in p.stderr, "required fails the render: %s" % p.stderr)
 
 
 # --------------------------------------------------------------------------- render
