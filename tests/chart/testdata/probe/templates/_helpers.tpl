@@ -1,0 +1,2 @@
+{{/* Never rendered on its own. */}}
+{{- define "probe.name" -}}{{ .Chart.Name }}-{{ .Release.Name }}{{- end -}}
