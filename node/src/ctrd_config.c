@@ -192,6 +192,7 @@ int node_config_uninstall(const char *in, size_t len, char **out, size_t *outlen
 		return -1;
 	for (size_t i = 0; i < doc.n; i++) {
 		const struct tscan_stmt *st = &doc.stmts[i];
+		size_t line = st->line;
 
 		if (line_starts(in, st, BEGIN_MARK)) {
 			if (inblock) {
@@ -199,10 +200,10 @@ int node_config_uninstall(const char *in, size_t len, char **out, size_t *outlen
 				nbuf_free(&b);
 				return sl_error_set(err, SL_E_INVALID,
 						    "line %zu: a sporelet-node block begins inside the one begun on line %zu",
-						    st->line, block_line);
+						    line, block_line);
 			}
 			inblock = ours = true;
-			block_line = st->line;
+			block_line = line;
 			if (line_has(in, st, FLAG_CREATED))
 				created = true;
 			if (line_has(in, st, FLAG_NEWLINE)) {
@@ -212,7 +213,7 @@ int node_config_uninstall(const char *in, size_t len, char **out, size_t *outlen
 					nbuf_free(&b);
 					return sl_error_set(err, SL_E_INVALID,
 							    "line %zu: the sporelet-node block says a newline was added before it, but none is there",
-							    st->line);
+							    line);
 				}
 				b.p[--b.len] = '\0';
 			}
@@ -223,7 +224,7 @@ int node_config_uninstall(const char *in, size_t len, char **out, size_t *outlen
 				tscan_free(&doc);
 				nbuf_free(&b);
 				return sl_error_set(err, SL_E_INVALID,
-						    "line %zu: a sporelet-node block ends that never began", st->line);
+						    "line %zu: a sporelet-node block ends that never began", line);
 			}
 			inblock = false;
 			continue;

@@ -353,7 +353,9 @@ static int scan_array(struct sc *s, int depth)
 		if (scan_value(s, depth + 1, NULL) < 0)
 			return -1;
 		skip_ws_nl(s);
-		if (s->p < s->len && s->b[s->p] == ',') {
+		if (s->p >= s->len)
+			return fail_at(s, line, "unterminated array");
+		if (s->b[s->p] == ',') {
 			s->p++;
 			continue;
 		}
