@@ -404,6 +404,10 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 	struct strlist created = {.n = 0};
 	char cfgdir[PATH_MAX];
 	const char *cfgbase;
+	_cleanup_free_ char *old = NULL, *new = NULL;
+	size_t oldlen = 0, newlen = 0;
+	bool exists = false, changed = false;
+	mode_t mode = 0644;
 	int rc = -1;
 
 	memset(r, 0, sizeof(*r));
@@ -422,6 +426,22 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 			goto out;
 	}
 
+	/* ... and so is containerd's config, whose edit is worked out (or
+	 * refused) before the first binary is written. */
+	split_host_path(o->containerd_config, cfgdir, sizeof(cfgdir), &cfgbase);
+	cfgfd = open_in_root(rootfd, cfgdir, O_RDONLY | O_DIRECTORY, err);
+	if (cfgfd < 0) {
+		if ((*err)->code != SL_E_NOT_FOUND)
+			goto out;
+		sl_error_free(err);
+	} else if (read_config(cfgfd, o->containerd_config, cfgbase, &old, &oldlen, &exists, &mode, err) < 0) {
+		goto out;
+	}
+	if (node_config_install(old, oldlen, exists, &o->ctrd, &new, &newlen, &changed, err) < 0) {
+		sl_error_wrap(err, "%s", o->containerd_config);
+		goto out;
+	}
+
 	if (mkdirs_in_root(rootfd, o->install_dir, &created, err) < 0)
 		goto out;
 	instfd = open_in_root(rootfd, o->install_dir, O_RDONLY | O_DIRECTORY, err);
@@ -429,9 +449,13 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 		goto out;
 	if (read_record(instfd, &created, err) < 0)
 		goto out;
-	split_host_path(o->containerd_config, cfgdir, sizeof(cfgdir), &cfgbase);
-	if (mkdirs_in_root(rootfd, cfgdir, &created, err) < 0)
-		goto out;
+	if (cfgfd < 0) {
+		if (mkdirs_in_root(rootfd, cfgdir, &created, err) < 0)
+			goto out;
+		cfgfd = open_in_root(rootfd, cfgdir, O_RDONLY | O_DIRECTORY, err);
+		if (cfgfd < 0)
+			goto out;
+	}
 	/* The record goes first: an install that dies half-way can still be
 	 * uninstalled completely. */
 	if (write_record(instfd, &created, err) < 0)
@@ -453,29 +477,15 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 		r->binaries[i] = existed ? NODE_UPDATED : NODE_CREATED;
 	}
 
-	cfgfd = open_in_root(rootfd, cfgdir, O_RDONLY | O_DIRECTORY, err);
-	if (cfgfd < 0)
-		goto out;
-	{
-		_cleanup_free_ char *old = NULL, *new = NULL;
-		size_t oldlen, newlen;
-		bool exists, changed;
-		mode_t mode;
-
-		if (read_config(cfgfd, o->containerd_config, cfgbase, &old, &oldlen, &exists, &mode, err) < 0)
-			goto out;
-		if (node_config_install(old, oldlen, exists, &o->ctrd, &new, &newlen, &changed, err) < 0) {
-			sl_error_wrap(err, "%s", o->containerd_config);
+	/* containerd's config last: when containerd restarts for it, the
+	 * binaries it names are in place. */
+	if (changed) {
+		if (sl_write_atomic(cfgfd, cfgbase, new, newlen, mode, err) < 0) {
+			sl_error_wrap(err, "writing %s", o->containerd_config);
 			goto out;
 		}
-		if (changed) {
-			if (sl_write_atomic(cfgfd, cfgbase, new, newlen, mode, err) < 0) {
-				sl_error_wrap(err, "writing %s", o->containerd_config);
-				goto out;
-			}
-			r->config = exists ? NODE_UPDATED : NODE_CREATED;
-			r->config_changed = true;
-		}
+		r->config = exists ? NODE_UPDATED : NODE_CREATED;
+		r->config_changed = true;
 	}
 	rc = 0;
 out:
