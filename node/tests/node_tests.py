@@ -4,6 +4,7 @@ the installer writes is loaded by a real private containerd 1.6, and the CRI
 runtime handler `spore` reaches the installed shim.
 
 Usage: node_tests.py <test> SPORELET_NODE SPORE_DIR SHIM_DIR SNAPSHOTTER_DIR [TESTGUEST_ELF]
+       node_tests.py label SPORELET_NODE
 Tests:
   config  install into a scratch root whose config.toml is a node's (runc
           only); containerd loads it (config dump: runtime, proxy plugin,
@@ -12,6 +13,7 @@ Tests:
           runtime handler spore starts the installed shim; uninstall gives
           back the config byte for byte. Also measures why the installer
           does not use an `imports` drop-in on containerd 1.6.
+  label   (label unit) label / unlabel through a loopback stand-in API server.
   cri     (needs /dev/kvm) a pod with handler spore and a spore by
           annotation runs a container in its VM, all from the installed files.
 """
@@ -332,11 +334,80 @@ def t_cri(args):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-TESTS = {"config": t_config, "cri": t_cri}
+def t_label(args):
+    """label / unlabel against a loopback stand-in for the API server's
+    PATCH /api/v1/nodes/<name>: method, path, bearer token, merge-patch
+    content type and body; HTTP errors are reported with their status."""
+    import http.server
+    import json
+    import threading
+    node = args[0]
+    seen = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_PATCH(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((self.path, self.headers.get("Authorization"), self.headers.get("Content-Type"),
+                         json.loads(body)))
+            if self.headers.get("Authorization") != "Bearer tok-123":
+                code, reply = 401, b'{"kind":"Status","code":401,"message":"Unauthorized"}'
+            elif self.path != "/api/v1/nodes/node-a":
+                code, reply = 404, b'{"kind":"Status","code":404,"message":"nodes \\"x\\" not found"}'
+            else:
+                code, reply = 200, b'{"kind":"Node"}'
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    tmp = tempfile.mkdtemp(prefix="sn-label-")
+    try:
+        tok = os.path.join(tmp, "token")
+        with open(tok, "w") as f:
+            f.write("tok-123\n")
+        api = "http://127.0.0.1:%d" % srv.server_address[1]
+
+        def run(*a):
+            return subprocess.run([node] + list(a) + ["--api-server", api, "--token-file", tok, "--ca-file", ""],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        r = run("label", "--node-name", "node-a")
+        check(r.returncode == 0, "label: %s %s" % (r.stdout, r.stderr))
+        check(seen[-1] == ("/api/v1/nodes/node-a", "Bearer tok-123", "application/merge-patch+json",
+                           {"metadata": {"labels": {"sporelet.ai/runtime": "true"}}}), "request %r" % (seen[-1],))
+        r = run("unlabel", "--node-name", "node-a", "--label", "sporelet.ai/runtime")
+        check(r.returncode == 0 and seen[-1][3] == {"metadata": {"labels": {"sporelet.ai/runtime": None}}},
+              "unlabel: %r %s" % (seen[-1], r.stderr))
+        r = run("label", "--node-name", "node-b", "--label", "example.com/x=y")
+        check(r.returncode == 1 and "HTTP 404" in r.stderr, "404: %s" % r.stderr)
+        r = run("unlabel", "--node-name", "node-b")
+        check(r.returncode == 0, "unlabel of a node that is gone is done: %s" % r.stderr)
+        with open(tok, "w") as f:
+            f.write("wrong\n")
+        r = run("label", "--node-name", "node-a")
+        check(r.returncode == 1 and "HTTP 401" in r.stderr and "wrong" not in r.stderr, "401: %s" % r.stderr)
+        n = len(seen)
+        for bad in (["--node-name", "Node_A"], ["--node-name", "node-a", "--label", "-x=y"],
+                    ["--node-name", "node-a", "--label", "k=" + "v" * 64]):
+            r = run("label", *bad)
+            check(r.returncode == 1 and len(seen) == n, "%s must be refused before any request: %s" % (bad, r.stderr))
+        print("  label, unlabel, 404, 401 and bad names checked (%d requests)" % len(seen))
+    finally:
+        srv.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+TESTS = {"config": t_config, "cri": t_cri, "label": t_label}
 
 
 def main():
-    if len(sys.argv) < 6 or sys.argv[1] not in TESTS:
+    if len(sys.argv) < (3 if sys.argv[1:2] == ["label"] else 6) or sys.argv[1] not in TESTS:
         print(__doc__, file=sys.stderr)
         return 2
     try:
