@@ -237,7 +237,28 @@ int node_config_uninstall(const char *in, size_t len, char **out, size_t *outlen
 		}
 		if (line_starts(in, st, DISABLED)) {
 			size_t n = strlen(DISABLED);
+			struct tscan_doc one;
+			sl_error_t e = NULL;
+			bool keyval;
 
+			/* We only ever disable one key/value line; anything else
+			 * behind the prefix (a marker, a header, the start of a
+			 * multi-line value) was not written by us and would
+			 * change what the restored file means. */
+			if (tscan_parse(in + st->start + n, st->end - st->start - n, &one, &e) < 0) {
+				sl_error_free(&e);
+				keyval = false;
+			} else {
+				keyval = one.n == 1 && one.stmts[0].kind == TS_KEYVAL;
+				tscan_free(&one);
+			}
+			if (!keyval) {
+				tscan_free(&doc);
+				nbuf_free(&b);
+				return sl_error_set(err, SL_E_INVALID,
+						    "line %zu: a \"%s\" line that holds no single-line key/value: not written by sporelet-node",
+						    line, DISABLED);
+			}
 			ours = true;
 			nbuf_add(&b, in + st->start + n, st->end - st->start - n);
 			continue;

@@ -372,6 +372,9 @@ static void t_uninstall_cases(void **state)
 		{"version = 2\n# <<< sporelet-node\n", "ends that never began"},
 		{"# >>> sporelet-node\n# >>> sporelet-node\n# <<< sporelet-node\n", "begins inside"},
 		{"# >>> sporelet-node [newline added before it]\n# <<< sporelet-node\n", "none is there"},
+		{"# sporelet-node disabled: # >>> sporelet-node\n", "holds no single-line key/value"},
+		{"# sporelet-node disabled: x = \"\"\"\n", "holds no single-line key/value"},
+		{"# sporelet-node disabled: [table]\n", "holds no single-line key/value"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		out = NULL;
