@@ -72,8 +72,8 @@ json_t *sop_lease_build(json_t *lease, enum sop_lease_action action, const char 
 	const char *prev = json_string_value(json_object_get(spec, "holderIdentity"));
 	json_int_t transitions = json_integer_value(json_object_get(spec, "leaseTransitions"));
 	if (action != SOP_LEASE_RENEW) {
-		/* A new holder: acquireTime now, and a transition when someone held it before. */
-		if (prev && *prev && strcmp(prev, identity) != 0)
+		/* A new holder (after another, or after a release): acquireTime now and one more transition. */
+		if (action == SOP_LEASE_TAKE && (!prev || strcmp(prev, identity) != 0))
 			transitions++;
 		json_object_set_new(spec, "acquireTime", json_string(now));
 	}

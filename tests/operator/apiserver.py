@@ -501,7 +501,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     last_bookmark = time.monotonic()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass
         self.close_connection = True
 

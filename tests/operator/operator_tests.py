@@ -446,6 +446,7 @@ def case_tls(env_factory, binary):
             check(bad.alive(), "alive after TLS failures")
             check(bad.stop() == 0, "exit status 0")
             ok = True
+            print("PASS: tls")
         finally:
             env.close(ok)
         return 0
@@ -510,7 +511,7 @@ def case_resolve(env):
     Registry.manifests[("spores/app", "v1")] = MANIFEST
     want = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
     try:
-        op = env.operator(args=["--resolve-ttl", "1"])
+        op = env.operator(args=["--resolve-ttl", "1", "--resync", "2"])
         env.sporelet(replicas=2, spore=reg + "/spores/app:v1")
         wait_for("2 pods", lambda: sorted(env.pods()) == pod_names(2))
         for p in env.pods().values():
