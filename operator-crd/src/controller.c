@@ -241,8 +241,11 @@ static void http_handler(void *arg, const char *path, int *status, const char **
 	COUNTER("sporelet_operator_api_requests_total", "Requests to the API server.", ks.requests);
 	COUNTER("sporelet_operator_api_errors_total", "API requests without a 2xx answer.", ks.errors);
 	COUNTER("sporelet_operator_api_unauthorized_total", "API answers 401 Unauthorized.", ks.unauthorized);
-	COUNTER("sporelet_operator_resolve_lookups_total", "Registry lookups of spore tags.", c->res.lookups);
-	COUNTER("sporelet_operator_resolve_failures_total", "Registry lookups that failed.", c->res.failures);
+	pthread_mutex_lock(&c->res.lock);
+	uint64_t lookups = c->res.lookups, failures = c->res.failures;
+	pthread_mutex_unlock(&c->res.lock);
+	COUNTER("sporelet_operator_resolve_lookups_total", "Registry lookups of spore tags.", lookups);
+	COUNTER("sporelet_operator_resolve_failures_total", "Registry lookups that failed.", failures);
 #undef COUNTER
 #undef GAUGE
 	fclose(f);
