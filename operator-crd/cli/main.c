@@ -11,6 +11,7 @@
 #include "sl/log.h"
 #include "sop_controller.h"
 #include "sop_kube.h"
+#include "sop_sporelet.h"
 
 static volatile int stop_flag;
 
@@ -43,6 +44,7 @@ static void usage(FILE *f)
 		"  --resync S               reconcile every Sporelet at least every S seconds (default 300)\n"
 		"  --watch-timeout S        timeoutSeconds of each watch (default 300)\n"
 		"  --log-level LEVEL        debug, info, warn, error (default info)\n"
+		"  --runtime-class NAME     the pods' runtimeClassName (default sporelet)\n"
 		"  --version\n");
 }
 
@@ -60,7 +62,7 @@ static unsigned num(const char *flag, const char *v)
 int main(int argc, char **argv)
 {
 	enum { O_KUBECONFIG = 256, O_CONTEXT, O_NAMESPACE, O_HTTP, O_LE, O_LNAME, O_LNS, O_LDUR, O_RENEW, O_RETRY,
-	       O_ID, O_NORESOLVE, O_RINSECURE, O_RCA, O_RTTL, O_RESYNC, O_WTIMEOUT, O_LOG, O_VERSION, O_HELP };
+	       O_ID, O_NORESOLVE, O_RINSECURE, O_RCA, O_RTTL, O_RESYNC, O_WTIMEOUT, O_LOG, O_VERSION, O_HELP, O_RTCLASS };
 	static const struct option opts[] = {
 		{ "kubeconfig", required_argument, 0, O_KUBECONFIG }, { "context", required_argument, 0, O_CONTEXT },
 		{ "namespace", required_argument, 0, O_NAMESPACE },   { "http-addr", required_argument, 0, O_HTTP },
@@ -72,6 +74,7 @@ int main(int argc, char **argv)
 		{ "resolve-ttl", required_argument, 0, O_RTTL },      { "resync", required_argument, 0, O_RESYNC },
 		{ "watch-timeout", required_argument, 0, O_WTIMEOUT }, { "log-level", required_argument, 0, O_LOG },
 		{ "version", no_argument, 0, O_VERSION },             { "help", no_argument, 0, O_HELP },
+		{ "runtime-class", required_argument, 0, O_RTCLASS },
 		{ 0, 0, 0, 0 },
 	};
 	const char *kubeconfig = getenv("KUBECONFIG"), *context = NULL, *lease_ns = NULL, *identity = NULL;
@@ -87,6 +90,14 @@ int main(int argc, char **argv)
 		case O_NAMESPACE: o.namespace_ = optarg; break;
 		case O_HTTP: o.http_addr = *optarg ? optarg : NULL; break;
 		case O_LE: o.leader_elect = true; break;
+		case O_RTCLASS:
+			if (!sop_dns_label_ok(optarg)) {
+				fprintf(stderr, "sporelet-operator: --runtime-class: \"%s\" is not a DNS-1123 label\n",
+					optarg);
+				return 2;
+			}
+			o.runtime_class = optarg;
+			break;
 		case O_LNAME: o.lease.name = optarg; break;
 		case O_LNS: lease_ns = optarg; break;
 		case O_LDUR: o.lease.duration_s = num("--lease-duration", optarg); break;

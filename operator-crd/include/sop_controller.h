@@ -18,6 +18,7 @@ struct sop_controller_opts {
 	unsigned resolve_ttl_s;     /* a resolved tag is looked up again after this (300) */
 	unsigned resync_s;          /* every Sporelet is reconciled at least this often (300) */
 	unsigned watch_timeout_s;   /* timeoutSeconds of each watch request (300) */
+	const char *runtime_class;  /* the pods' runtimeClassName; NULL: "sporelet" */
 };
 
 /* Runs until *stop becomes true (the caller's SIGTERM handler sets it):

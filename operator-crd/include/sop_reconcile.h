@@ -24,6 +24,7 @@ struct sop_reconcile_in {
 	const char *resolve_message; /* SOP_RESOLVE_FAILED: the error */
 	const char *last_error;      /* the previous attempt's API error for this Sporelet, or NULL */
 	const char *now;             /* RFC 3339 time for new lastTransitionTimes */
+	const char *runtime_class;   /* the pods' runtimeClassName; NULL: SOP_RUNTIME_CLASS */
 };
 
 struct sop_reconcile_out {
@@ -41,10 +42,11 @@ struct sop_reconcile_out {
 int sop_reconcile(const struct sop_reconcile_in *in, struct sop_reconcile_out *out, sl_error_t *err);
 void sop_reconcile_out_free(struct sop_reconcile_out *out);
 
-/* The Pod for replica index of s, with image (already pinned) and the
- * template hash of s (sop_template_hash). Exposed for tests and docs. */
+/* The Pod for replica index of s, with image (already pinned), the
+ * template hash of s (sop_template_hash) and runtime_class (NULL:
+ * SOP_RUNTIME_CLASS). Exposed for tests and docs. */
 json_t *sop_pod_build(const struct sop_sporelet *s, int64_t index, const char *image, const char *hash,
-		      sl_error_t *err);
+		      const char *runtime_class, sl_error_t *err);
 
 /* A 16-hex-digit hash of everything in s and image that shapes a Pod except
  * the replica count: pods whose sporelet.ai/template-hash differs are

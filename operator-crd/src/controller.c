@@ -353,7 +353,8 @@ static void reconcile_key(struct ctl *c, const char *key)
 
 	char digest[SL_DIGEST_STRLEN] = "", now[32];
 	char *resolve_msg = NULL;
-	struct sop_reconcile_in in = { .sporelet = obj, .resolve = SOP_RESOLVE_DISABLED };
+	struct sop_reconcile_in in = { .sporelet = obj, .resolve = SOP_RESOLVE_DISABLED,
+				       .runtime_class = c->o->runtime_class };
 	if (valid && !s.deleting) {
 		if (s.spore_has_digest) {
 			in.resolve = SOP_RESOLVE_PINNED;

@@ -8,7 +8,8 @@
 #include "sl/json.h"
 #include "sop_reconcile.h"
 
-int sop_expand_value(const char *pattern, const char *name, int64_t index, char *out, size_t cap);
+int sop_expand_value(const char *pattern, const char *name, const char *hostname, int64_t index, char *out,
+		     size_t cap);
 
 bool sop_pod_ready(json_t *pod)
 {
@@ -104,8 +105,9 @@ int sop_template_hash(const struct sop_sporelet *s, const char *image, char out[
 
 /* spec.env, then spec.fork.env for this replica: a later entry with the
  * same name replaces an earlier one, as the user wrote the fork list to
- * override per replica. */
-static int build_env(const struct sop_sporelet *s, int64_t index, json_t *env, sl_error_t *err)
+ * override per replica. {hostname} in a value is the replica's. */
+static int build_env(const struct sop_sporelet *s, int64_t index, const char *hostname, json_t *env,
+		     sl_error_t *err)
 {
 	size_t i;
 	json_t *e;
@@ -119,8 +121,8 @@ static int build_env(const struct sop_sporelet *s, int64_t index, json_t *env, s
 		if (values) {
 			val = json_string_value(json_array_get(values, (size_t)index % json_array_size(values)));
 		} else {
-			if (sop_expand_value(json_string_value(json_object_get(e, "value")), s->name, index, buf,
-					     sizeof(buf)) < 0)
+			if (sop_expand_value(json_string_value(json_object_get(e, "value")), s->name, hostname, index,
+					     buf, sizeof(buf)) < 0)
 				return sl_error_set(err, SL_E_LIMIT, "spec.fork.env[%zu] (%s): value longer than %zu bytes",
 						    i, name, sizeof(buf) - 1);
 			val = buf;
@@ -140,7 +142,7 @@ static int build_env(const struct sop_sporelet *s, int64_t index, json_t *env, s
 }
 
 json_t *sop_pod_build(const struct sop_sporelet *s, int64_t index, const char *image, const char *hash,
-		      sl_error_t *err)
+		      const char *runtime_class, sl_error_t *err)
 {
 	char name[96], idx[24], gen[24], host[128];
 	snprintf(name, sizeof(name), "%s-%lld", s->name, (long long)index);
@@ -157,8 +159,15 @@ json_t *sop_pod_build(const struct sop_sporelet *s, int64_t index, const char *i
 	json_object_set_new(ann, SOP_ANN_GENERATION, json_string(gen));
 	json_object_set_new(ann, SOP_ANN_TEMPLATE_HASH, json_string(hash));
 
+	/* Without a pattern the pod's hostname is its name (Kubernetes' rule). */
+	if (s->hostname_pattern) {
+		if (sop_hostname(s, index, host, sizeof(host), err) < 0)
+			return NULL;
+	} else {
+		snprintf(host, sizeof(host), "%s", name);
+	}
 	_cleanup_json_ json_t *env = json_array();
-	if (build_env(s, index, env, err) < 0)
+	if (build_env(s, index, host, env, err) < 0)
 		return NULL;
 	json_t *container = json_pack("{s:s, s:s}", "name", SOP_CONTAINER_NAME, "image", image);
 	if (s->command)
@@ -168,15 +177,11 @@ json_t *sop_pod_build(const struct sop_sporelet *s, int64_t index, const char *i
 	if (s->resources)
 		json_object_set_new(container, "resources", json_deep_copy(s->resources));
 
-	json_t *spec = json_pack("{s:s, s:s, s:[o]}", "runtimeClassName", SOP_RUNTIME_CLASS, "restartPolicy", "Always",
+	json_t *spec = json_pack("{s:s, s:s, s:[o]}", "runtimeClassName",
+				 runtime_class ? runtime_class : SOP_RUNTIME_CLASS, "restartPolicy", "Always",
 				 "containers", container);
-	if (s->hostname_pattern) {
-		if (sop_hostname(s, index, host, sizeof(host), err) < 0) {
-			json_decref(spec);
-			return NULL;
-		}
+	if (s->hostname_pattern)
 		json_object_set_new(spec, "hostname", json_string(host));
-	}
 	if (s->node_selector)
 		json_object_set_new(spec, "nodeSelector", json_deep_copy(s->node_selector));
 	if (s->tolerations)

@@ -258,7 +258,7 @@ static int plan_run(struct plan *p, struct sop_reconcile_out *out, sl_error_t *e
 			out->waiting = true; /* the old pod of that name must be gone first */
 			continue;
 		}
-		json_t *np = sop_pod_build(s, idx, image, hash, err);
+		json_t *np = sop_pod_build(s, idx, image, hash, in->runtime_class, err);
 		if (!np) {
 			free(slots);
 			return -1;

@@ -108,8 +108,10 @@ static int check_fork_env(json_t *env, sl_error_t *err)
 	return 0;
 }
 
-/* Replaces every {index} and {name} in pattern. */
-static int expand(const char *pattern, const char *name, int64_t index, char *out, size_t cap)
+/* Replaces every {index}, {name} and (when hostname is given) {hostname}
+ * in pattern. */
+static int expand(const char *pattern, const char *name, const char *hostname, int64_t index, char *out,
+		  size_t cap)
 {
 	size_t o = 0;
 	char num[24];
@@ -122,6 +124,9 @@ static int expand(const char *pattern, const char *name, int64_t index, char *ou
 		} else if (strncmp(p, "{name}", 6) == 0) {
 			sub = name;
 			p += 6;
+		} else if (hostname && strncmp(p, "{hostname}", 10) == 0) {
+			sub = hostname;
+			p += 10;
 		}
 		if (sub) {
 			size_t n = strlen(sub);
@@ -144,7 +149,7 @@ int sop_hostname(const struct sop_sporelet *s, int64_t index, char *out, size_t 
 	char show[SL_SHOW_BUF];
 	if (!s->hostname_pattern)
 		return sl_error_set(err, SL_E_INVALID, "spec.fork.hostnamePattern: not set");
-	if (expand(s->hostname_pattern, s->name, index, out, cap) < 0 || !sop_dns_label_ok(out)) {
+	if (expand(s->hostname_pattern, s->name, NULL, index, out, cap) < 0 || !sop_dns_label_ok(out)) {
 		sl_show(s->hostname_pattern, strlen(s->hostname_pattern), show);
 		return sl_error_set(err, SL_E_INVALID,
 				    "spec.fork.hostnamePattern \"%s\": replica %lld's hostname is not a DNS-1123 label "
@@ -154,10 +159,12 @@ int sop_hostname(const struct sop_sporelet *s, int64_t index, char *out, size_t 
 }
 
 /* Expands a fork env "value" pattern; exposed through the pod builder. */
-int sop_expand_value(const char *pattern, const char *name, int64_t index, char *out, size_t cap);
-int sop_expand_value(const char *pattern, const char *name, int64_t index, char *out, size_t cap)
+int sop_expand_value(const char *pattern, const char *name, const char *hostname, int64_t index, char *out,
+		     size_t cap);
+int sop_expand_value(const char *pattern, const char *name, const char *hostname, int64_t index, char *out,
+		     size_t cap)
 {
-	return expand(pattern, name, index, out, cap);
+	return expand(pattern, name, hostname ? hostname : "", index, out, cap);
 }
 
 int sop_pinned_image(const char *spore, const char *digest, char *out, size_t cap, sl_error_t *err)

@@ -101,7 +101,7 @@ static void test_create_three_full_fields(void **st)
 			     "\"env\":[{\"name\":\"MODE\",\"value\":\"prod\"},{\"name\":\"SHARD\",\"value\":\"none\"}],"
 			     "\"resources\":{\"limits\":{\"memory\":\"256Mi\"}},"
 			     "\"fork\":{\"hostnamePattern\":\"{name}-host-{index}\","
-			     "\"env\":[{\"name\":\"SHARD\",\"values\":[\"a\",\"b\"]},{\"name\":\"ID\",\"value\":\"r{index}\"}]},"
+			     "\"env\":[{\"name\":\"SHARD\",\"values\":[\"a\",\"b\"]},{\"name\":\"ID\",\"value\":\"r{index}@{hostname}\"}]},"
 			     "\"template\":{\"labels\":{\"team\":\"x\",\"sporelet.ai/name\":\"evil\"},"
 			     "\"annotations\":{\"note\":\"y\"},\"nodeSelector\":{\"sporelet.ai/node\":\"true\"},"
 			     "\"tolerations\":[{\"key\":\"k\",\"operator\":\"Exists\"}],"
@@ -161,8 +161,8 @@ static void test_create_three_full_fields(void **st)
 			if (!strcmp(n, "MODE"))
 				mode = sget(e, "value");
 		}
-		char rid[8];
-		snprintf(rid, sizeof(rid), "r%d", i);
+		char rid[48];
+		snprintf(rid, sizeof(rid), "r%d@app-host-%d", i, i);
 		assert_string_equal(mode, "prod");
 		assert_string_equal(shard, i % 2 ? "b" : "a");
 		assert_string_equal(id, rid);
@@ -626,6 +626,46 @@ static void test_pinned_image_and_hash(void **st)
 	json_decref(c);
 }
 
+/* {hostname} in a fork env value is the replica's hostname; without a
+ * pattern it is the pod's name; the runtime class can be renamed. */
+static void test_identity_and_runtime_class(void **st)
+{
+	(void)st;
+	json_t *s = sporelet(1, "r.io/a/b@" DIGEST,
+			     "{\"fork\":{\"hostnamePattern\":\"{name}-{index}\","
+			     "\"env\":[{\"name\":\"WHO\",\"value\":\"{name}/{hostname}\"}]}}");
+	json_object_set_new(json_object_get(s, "metadata"), "name", json_string("web-v2"));
+	struct sop_reconcile_in in = { .sporelet = s, .pods = json_array(), .resolve = SOP_RESOLVE_PINNED,
+				       .now = "2026-01-01T00:00:00Z", .runtime_class = "kata-spore" };
+	struct sop_reconcile_out out;
+	sl_error_t err = NULL;
+	if (sop_reconcile(&in, &out, &err) < 0)
+		fail_msg("reconcile: %s", sl_error_msg(err));
+	json_t *p = json_array_get(out.create, 0);
+	json_t *spec = json_object_get(p, "spec");
+	assert_string_equal(sget(spec, "hostname"), "web-v2-0");
+	assert_string_equal(sget(spec, "runtimeClassName"), "kata-spore");
+	json_t *e = json_array_get(json_object_get(json_array_get(json_object_get(spec, "containers"), 0), "env"), 0);
+	assert_string_equal(sget(e, "value"), "web-v2/web-v2-0");
+	sop_reconcile_out_free(&out);
+	json_decref(in.pods);
+	json_decref(s);
+
+	s = sporelet(1, "r.io/a/b@" DIGEST, "{\"fork\":{\"env\":[{\"name\":\"WHO\",\"value\":\"{hostname}\"}]}}");
+	in = (struct sop_reconcile_in){ .sporelet = s, .pods = json_array(), .resolve = SOP_RESOLVE_PINNED,
+					.now = "2026-01-01T00:00:00Z" };
+	if (sop_reconcile(&in, &out, &err) < 0)
+		fail_msg("reconcile: %s", sl_error_msg(err));
+	spec = json_object_get(json_array_get(out.create, 0), "spec");
+	assert_null(json_object_get(spec, "hostname"));
+	assert_string_equal(sget(spec, "runtimeClassName"), "sporelet");
+	e = json_array_get(json_object_get(json_array_get(json_object_get(spec, "containers"), 0), "env"), 0);
+	assert_string_equal(sget(e, "value"), "app-0");
+	sop_reconcile_out_free(&out);
+	json_decref(in.pods);
+	json_decref(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -645,6 +685,7 @@ int main(void)
 		cmocka_unit_test(test_invalid_specs),
 		cmocka_unit_test(test_deleting_sporelet_and_bad_input),
 		cmocka_unit_test(test_pinned_image_and_hash),
+		cmocka_unit_test(test_identity_and_runtime_class),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -295,7 +295,10 @@ def case_conflict(env):
     i = seq.index("PATCH")
     check(seq[i:i + 3] == ["PATCH", "GET", "PATCH"], "PATCH (409), GET, PATCH: %r" % seq)
     check("status conflict, reading the Sporelet again" in op.text(), "the conflict is logged")
-    check(op.metric("sporelet_operator_status_conflicts_total") == 1, "conflicts counted")
+    # At least the injected one: a later reconcile that raced the watch
+    # event of the status write meets a real 409 (stale resourceVersion).
+    n = op.metric("sporelet_operator_status_conflicts_total")
+    check(n is not None and n >= 1, "conflicts counted (%r)" % n)
     # A real conflict: the object changes under the operator between its read and its write is covered
     # by the same path; a stale resourceVersion is refused by the server with the same answer.
     check(op.stop() == 0, "exit status 0")
