@@ -541,9 +541,18 @@ static int open_dir_opt(int rootfd, const char *p, sl_error_t *err)
 
 /* The shim link at dfd/SHIM_NAME: *present and *same (it already points to
  * target). Anything there but a symlink to target or to a target the record
- * says install made is someone else's, and refused. */
-static int check_link(int dfd, const char *linkpath, const char *target, const struct record *rec, bool *present,
-		      bool *same, sl_error_t *err)
+ * says install made (rec: this install dir's; prev: the one in the
+ * directory the link points to) is someone else's, and refused. */
+static bool record_has_link(const struct record *rec, const char *path, const char *target)
+{
+	for (size_t i = 0; i < rec->lpath.n; i++)
+		if (strcmp(rec->lpath.v[i], path) == 0 && strcmp(rec->ltarget.v[i], target) == 0)
+			return true;
+	return false;
+}
+
+static int check_link(int dfd, const char *linkpath, const char *target, const struct record *rec,
+		      const struct record *prev, bool *present, bool *same, sl_error_t *err)
 {
 	char cur[PATH_MAX];
 	ssize_t n = dfd < 0 ? -1 : readlinkat(dfd, SHIM_NAME, cur, sizeof(cur) - 1);
@@ -563,12 +572,35 @@ static int check_link(int dfd, const char *linkpath, const char *target, const s
 	*same = strcmp(cur, target) == 0;
 	if (*same)
 		return 0;
-	for (size_t i = 0; i < rec->lpath.n; i++)
-		if (strcmp(rec->lpath.v[i], linkpath) == 0 && strcmp(rec->ltarget.v[i], cur) == 0)
-			return 0;
+	if (record_has_link(rec, linkpath, cur) || record_has_link(prev, linkpath, cur))
+		return 0;
 	return sl_error_set(err, SL_E_EXISTS,
 			    "%s is a symlink to %s, not made by sporelet-node: remove it, or pass another --shim-link-dir",
 			    linkpath, cur);
+}
+
+/* When the shim link points into another install directory (the install
+ * dir changed since), that directory's record: the link and the shim
+ * config it lists are ours to replace. Unreadable or none: empty. */
+static int read_prev_record(int rootfd, int linkfd, const char *target, struct record *prev, sl_error_t *err)
+{
+	char cur[PATH_MAX], odir[PATH_MAX];
+	const char *obase;
+	ssize_t n = linkfd < 0 ? -1 : readlinkat(linkfd, SHIM_NAME, cur, sizeof(cur) - 1);
+
+	if (n <= 0)
+		return 0;
+	cur[n] = '\0';
+	if (strcmp(cur, target) == 0 || check_host_path("link target", cur, err) < 0) {
+		sl_error_free(err);
+		return 0;
+	}
+	split_host_path(cur, odir, sizeof(odir), &obase);
+	_cleanup_close_ int ofd = open_dir_opt(rootfd, odir, err);
+
+	if (ofd < 0 || read_record(ofd, prev, err) < 0)
+		sl_error_free(err);
+	return 0;
 }
 
 /* Points dfd/SHIM_NAME at target atomically: a symlink under a temp name
@@ -592,8 +624,8 @@ static int make_link(int dfd, const char *linkpath, const char *target, sl_error
 
 /* The shim config at dfd/base: absent, or a regular file the record says
  * install wrote; anything else is the administrator's and refused. */
-static int check_shim_config(int dfd, const char *path, const char *base, const struct record *rec, bool *present,
-			     sl_error_t *err)
+static int check_shim_config(int dfd, const char *path, const char *base, const struct record *rec,
+			     const struct record *prev, bool *present, sl_error_t *err)
 {
 	struct stat st;
 	bool recorded = false;
@@ -610,6 +642,9 @@ static int check_shim_config(int dfd, const char *path, const char *base, const 
 	for (size_t i = 0; i < rec->files.n; i++)
 		if (strcmp(rec->files.v[i], path) == 0)
 			recorded = true;
+	for (size_t i = 0; i < prev->files.n; i++)
+		if (strcmp(prev->files.v[i], path) == 0)
+			recorded = true;
 	if (!recorded)
 		return sl_error_set(err, SL_E_EXISTS,
 				    "%s exists and was not written by sporelet-node: remove it (or pass another --shim-config) before installing with --shim-config-src",
@@ -624,9 +659,10 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 	_cleanup_close_ int rootfd = -1, instfd = -1, cfgfd = -1, linkfd = -1, shimfd = -1;
 	char *bins[8] = {0};
 	size_t lens[8] = {0};
-	struct record rec;
+	struct record rec, prev;
 
 	memset(&rec, 0, sizeof(rec));
+	memset(&prev, 0, sizeof(prev));
 	char cfgdir[PATH_MAX], shimdir[PATH_MAX], linkpath[PATH_MAX], target[PATH_MAX];
 	const char *cfgbase, *shimbase = NULL;
 	_cleanup_free_ char *old = NULL, *new = NULL, *shimcfg = NULL;
@@ -668,15 +704,17 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 	if (want_link) {
 		host_join(o->shim_link_dir, SHIM_NAME, linkpath, sizeof(linkpath));
 		linkfd = open_dir_opt(rootfd, o->shim_link_dir, err);
-		if ((linkfd < 0 && *err) ||
-		    check_link(linkfd, linkpath, target, &rec, &link_present, &link_same, err) < 0)
+		if (linkfd < 0 && *err)
+			goto out;
+		if (read_prev_record(rootfd, linkfd, target, &prev, err) < 0 ||
+		    check_link(linkfd, linkpath, target, &rec, &prev, &link_present, &link_same, err) < 0)
 			goto out;
 	}
 	if (want_shim) {
 		split_host_path(o->ctrd.shim_config, shimdir, sizeof(shimdir), &shimbase);
 		shimfd = open_dir_opt(rootfd, shimdir, err);
 		if ((shimfd < 0 && *err) ||
-		    check_shim_config(shimfd, o->ctrd.shim_config, shimbase, &rec, &shim_present, err) < 0)
+		    check_shim_config(shimfd, o->ctrd.shim_config, shimbase, &rec, &prev, &shim_present, err) < 0)
 			goto out;
 	}
 
@@ -782,6 +820,7 @@ out:
 	for (size_t i = 0; i < 8; i++)
 		free(bins[i]);
 	record_free(&rec);
+	record_free(&prev);
 	return rc;
 }
 
