@@ -724,8 +724,10 @@ def test_render(ctx):
     rc, notes, err = ctx.render_raw("--name", "demo", "--namespace", "ops", notes=True)
     ctx.ok(rc == 0, "NOTES.txt renders: %s" % err)
     for s in ("daemonset/demo-sporelet-node", "runtimeClassName: sporelet", "kubectl get sporelets",
-              "sporelet.ai/runtime=true", "cpu=250m memory=160Mi"):
+              "sporelet.ai/runtime=true", "cpu=250m memory=160Mi", 'default snapshotter is now "spore"'):
         ctx.ok(s in notes, "NOTES mentions %r" % s)
+    rc, notes, err = ctx.render_raw("--set", "node.containerd.setCriSnapshotter=false", notes=True)
+    ctx.ok(rc == 0 and "default snapshotter" not in notes, "NOTES says nothing of the CRI snapshotter when it is left alone")
     ctx.ok("<no value>" not in notes and "{{" not in notes, "NOTES has no unrendered values")
     ctx.ok("<no value>" not in default["objs"].text, "no <no value> in the manifests")
 
