@@ -659,10 +659,7 @@ int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *e
 	_cleanup_close_ int rootfd = -1, instfd = -1, cfgfd = -1, linkfd = -1, shimfd = -1;
 	char *bins[8] = {0};
 	size_t lens[8] = {0};
-	struct record rec, prev;
-
-	memset(&rec, 0, sizeof(rec));
-	memset(&prev, 0, sizeof(prev));
+	struct record rec = {0}, prev = {0};
 	char cfgdir[PATH_MAX], shimdir[PATH_MAX], linkpath[PATH_MAX], target[PATH_MAX];
 	const char *cfgbase, *shimbase = NULL;
 	_cleanup_free_ char *old = NULL, *new = NULL, *shimcfg = NULL;
@@ -866,9 +863,7 @@ static int remove_recorded(int rootfd, const char *path, const char *link_target
 int node_uninstall(const struct node_opts *o, struct node_report *r, sl_error_t *err)
 {
 	_cleanup_close_ int rootfd = -1, instfd = -1, cfgfd = -1;
-	struct record rec;
-
-	memset(&rec, 0, sizeof(rec));
+	struct record rec = {0};
 	char cfgdir[PATH_MAX];
 	const char *cfgbase;
 	int rc = -1;
