@@ -1,4 +1,4 @@
-/* libFuzzer target: sporelet-node's containerd config.toml editor (TOML scanner, install/uninstall edits) and its install record parser. */
+/* libFuzzer target: sporelet-node's containerd config.toml editor (TOML scanner, install/uninstall edits, with and without --cri-snapshotter) and its install record parser. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +19,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bool changed, remove;
 
 	node_ctrd_opts_default(&o);
+	/* The last byte's low bit picks --cri-snapshotter, so both shapes of
+	 * the [..cri.containerd] edit are explored on the same inputs. */
+	if (size > 0 && (data[size - 1] & 1))
+		o.cri_snapshotter = "spore";
 	if (size > 0 && data[0] == '{') {
 		struct node_record rec;
 

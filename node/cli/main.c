@@ -25,6 +25,9 @@ static void usage(FILE *f)
 		"  --install-dir PATH        host path of the binaries (default /opt/sporelet/bin)\n"
 		"  --containerd-config PATH  host path of containerd's config (default /etc/containerd/config.toml)\n"
 		"  --restart-cmd CMD         run with /bin/sh -c when containerd's config changed\n"
+		"  --shim-link-dir DIR       host dir on containerd's PATH: DIR/containerd-shim-spore-v2 -> the\n"
+		"                            installed shim (containerd 1.6 finds shims on its PATH only)\n"
+		"  --shim-config-src FILE    install FILE's bytes as the shim's YAML at --shim-config (0644)\n"
 		"containerd options:\n"
 		"  --runtime-name NAME       CRI runtime handler (default spore)\n"
 		"  --runtime-type TYPE       default io.containerd.spore.v2\n"
@@ -32,6 +35,8 @@ static void usage(FILE *f)
 		"  --proxy-name NAME         [proxy_plugins.NAME] (default spore)\n"
 		"  --snapshotter-socket PATH default /run/sporelet/snapshotter.sock\n"
 		"  --shim-config PATH        the runtime's options.ConfigPath (default: none)\n"
+		"  --cri-snapshotter NAME    also set the CRI plugin's global snapshotter (containerd 1.6 ignores\n"
+		"                            the runtime's; NAME spore makes lazy pulls work there)\n"
 		"label options:\n"
 		"  --label KEY=VALUE         default sporelet.ai/runtime=true (unlabel: KEY)\n"
 		"  --api-server URL          default https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT\n"
@@ -46,7 +51,7 @@ static void usage(FILE *f)
 enum {
 	OPT_ROOT = 256, OPT_SRC, OPT_INSTALL_DIR, OPT_CTRD_CONFIG, OPT_RESTART, OPT_RT_NAME, OPT_RT_TYPE,
 	OPT_RT_SNAP, OPT_PROXY_NAME, OPT_SOCKET, OPT_SHIM_CONFIG, OPT_FILE, OPT_NODE, OPT_LABEL, OPT_API,
-	OPT_TOKEN, OPT_CA,
+	OPT_TOKEN, OPT_CA, OPT_SHIM_LINK_DIR, OPT_SHIM_CONFIG_SRC, OPT_CRI_SNAP,
 };
 
 static const struct option longopts[] = {
@@ -61,6 +66,9 @@ static const struct option longopts[] = {
 	{"proxy-name", required_argument, NULL, OPT_PROXY_NAME},
 	{"snapshotter-socket", required_argument, NULL, OPT_SOCKET},
 	{"shim-config", required_argument, NULL, OPT_SHIM_CONFIG},
+	{"shim-link-dir", required_argument, NULL, OPT_SHIM_LINK_DIR},
+	{"shim-config-src", required_argument, NULL, OPT_SHIM_CONFIG_SRC},
+	{"cri-snapshotter", required_argument, NULL, OPT_CRI_SNAP},
 	{"file", required_argument, NULL, OPT_FILE},
 	{"node-name", required_argument, NULL, OPT_NODE},
 	{"label", required_argument, NULL, OPT_LABEL},
@@ -119,6 +127,9 @@ static int parse(int argc, char **argv, int first, struct args *a)
 		case OPT_PROXY_NAME: a->node.ctrd.proxy_name = optarg; break;
 		case OPT_SOCKET: a->node.ctrd.proxy_address = optarg; break;
 		case OPT_SHIM_CONFIG: a->node.ctrd.shim_config = optarg; break;
+		case OPT_SHIM_LINK_DIR: a->node.shim_link_dir = optarg; break;
+		case OPT_SHIM_CONFIG_SRC: a->node.shim_config_src = optarg; break;
+		case OPT_CRI_SNAP: a->node.ctrd.cri_snapshotter = optarg; break;
 		case OPT_FILE: a->file = optarg; break;
 		case OPT_NODE: a->label.node_name = optarg; break;
 		case OPT_LABEL: {
@@ -159,6 +170,10 @@ static int report(const struct args *a, const struct node_report *r)
 {
 	for (size_t i = 0; node_binaries[i]; i++)
 		printf("binary %s/%s %s\n", a->node.install_dir, node_binaries[i], node_file_state_name(r->binaries[i]));
+	if (a->node.shim_link_dir && *a->node.shim_link_dir)
+		printf("shim-link %s/containerd-shim-spore-v2 %s\n", a->node.shim_link_dir, node_file_state_name(r->shim_link));
+	if (a->node.ctrd.shim_config && *a->node.ctrd.shim_config)
+		printf("shim-config %s %s\n", a->node.ctrd.shim_config, node_file_state_name(r->shim_config));
 	printf("containerd-config %s %s\n", a->node.containerd_config, node_file_state_name(r->config));
 	printf("changed=%s\n", r->config_changed ? "yes" : "no");
 	fflush(stdout);

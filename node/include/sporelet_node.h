@@ -18,6 +18,8 @@ struct node_ctrd_opts {
 	const char *proxy_name;     /* [proxy_plugins.<name>], "spore" */
 	const char *proxy_address;  /* the snapshotter's socket (absolute) */
 	const char *shim_config;    /* options.ConfigPath of the runtime, NULL or "" for none */
+	const char *cri_snapshotter; /* the CRI plugin's global snapshotter (containerd 1.6 has no
+				      * per-runtime one), NULL or "" to leave it alone */
 };
 
 /* Fills o with the defaults (handler spore, snapshotter spore, socket
@@ -58,6 +60,8 @@ struct node_opts {
 	size_t nsrc;
 	const char *install_dir;       /* "/opt/sporelet/bin" */
 	const char *containerd_config; /* "/etc/containerd/config.toml" */
+	const char *shim_link_dir;     /* host dir on containerd's PATH for a shim symlink, NULL: none */
+	const char *shim_config_src;   /* file whose bytes install writes to ctrd.shim_config, NULL: none */
 	struct node_ctrd_opts ctrd;
 };
 
@@ -69,6 +73,8 @@ enum node_file_state { NODE_UNCHANGED = 0, NODE_UPDATED, NODE_CREATED, NODE_REMO
 struct node_report {
 	enum node_file_state binaries[8];   /* per node_binaries[] entry */
 	enum node_file_state config;        /* containerd's config.toml */
+	enum node_file_state shim_link;     /* <shim_link_dir>/containerd-shim-spore-v2 */
+	enum node_file_state shim_config;   /* the shim's YAML (ctrd.shim_config) */
 	bool config_changed;                /* containerd must be restarted */
 };
 
@@ -76,22 +82,33 @@ const char *node_file_state_name(enum node_file_state s);
 
 /* Installs the binaries (each copied to a temp file in the install dir,
  * fsynced, chmod 0755 and renamed over the old one, so a running old binary
- * never makes it fail; identical content is left alone), then edits
- * containerd's config.toml (temp + fsync + rename; its mode is kept).
- * Directories it creates are recorded in <install_dir>/.sporelet-node.json
- * for uninstall. */
+ * never makes it fail; identical content is left alone), with shim_link_dir
+ * a symlink <shim_link_dir>/containerd-shim-spore-v2 -> the installed shim
+ * (containerd 1.6 looks for shims on its PATH only), with shim_config_src
+ * the shim's YAML at ctrd.shim_config (0644, temp + fsync + rename), then
+ * edits containerd's config.toml (temp + fsync + rename; its mode is kept).
+ * A file or a foreign symlink where the link or the shim config goes is
+ * refused, before anything changes. Directories it creates, the link and
+ * the shim config are recorded in <install_dir>/.sporelet-node.json for
+ * uninstall. */
 int node_install(const struct node_opts *o, struct node_report *r, sl_error_t *err);
 
 /* Reverts node_install: our config edits out (the user's bytes back, or the
- * file removed if we created it), our binaries and the directories we created
+ * file removed if we created it), our binaries, the recorded shim link (if
+ * it is still our symlink) and shim config, and the directories we created
  * removed. Running it when nothing is installed changes nothing. */
 int node_uninstall(const struct node_opts *o, struct node_report *r, sl_error_t *err);
 
 /* The install record's parser (untrusted-ish host file; fuzzed): the
- * directories install created, relative to root, deepest last. */
+ * directories install created (host paths), the shim configs it wrote and
+ * the symlinks it made (path and target), each list at most 64 long. */
 struct node_record {
 	char **created_dirs;
 	size_t ncreated;
+	char **files;
+	size_t nfiles;
+	char **link_paths, **link_targets;
+	size_t nlinks;
 };
 int node_record_parse(const char *buf, size_t len, struct node_record *rec, sl_error_t *err);
 void node_record_free(struct node_record *rec);

@@ -30,6 +30,7 @@ void node_ctrd_opts_default(struct node_ctrd_opts *o)
 	o->proxy_name = "spore";
 	o->proxy_address = "/run/sporelet/snapshotter.sock";
 	o->shim_config = NULL;
+	o->cri_snapshotter = NULL;
 }
 
 /* ---- growable output -------------------------------------------------- */
@@ -122,6 +123,9 @@ static int check_opts(const struct node_ctrd_opts *o, sl_error_t *err)
 		return sl_error_set(err, SL_E_INVALID,
 				    "snapshotter socket \"%s\": an absolute path of at most 107 bytes without quotes, backslashes or control characters",
 				    o->proxy_address ? o->proxy_address : "");
+	if (o->cri_snapshotter && *o->cri_snapshotter && !bare_key(o->cri_snapshotter))
+		return sl_error_set(err, SL_E_INVALID, "CRI snapshotter \"%s\": letters, digits, '-' and '_' only",
+				    o->cri_snapshotter);
 	if (o->shim_config && *o->shim_config &&
 	    (o->shim_config[0] != '/' || !plain_string(o->shim_config, 4096)))
 		return sl_error_set(err, SL_E_INVALID,
@@ -384,6 +388,9 @@ struct plan {
 	int cc_header;          /* index of the user's [..cri.containerd] header, -1 if none */
 	int dsa_stmt;           /* the user's disable_snapshot_annotations in it, -1 if none */
 	bool dsa_ok;            /* ... and it is already false */
+	bool want_snap;         /* set the CRI plugin's global snapshotter (--cri-snapshotter) */
+	int snap_stmt;          /* the user's snapshotter in [..cri.containerd], -1 if none */
+	bool snap_ok;           /* ... and it is already the one asked for */
 	bool add_runc;          /* no runtime of the user: ours would drop containerd's built-in runc */
 };
 
@@ -416,6 +423,9 @@ static int analyse(const char *in, const struct tscan_doc *doc, const struct nod
 	pl->need_version = false;
 	pl->cc_header = pl->dsa_stmt = -1;
 	pl->dsa_ok = false;
+	pl->want_snap = o->cri_snapshotter && *o->cri_snapshotter;
+	pl->snap_stmt = -1;
+	pl->snap_ok = false;
 	pl->add_runc = false;
 	version_info(doc, &version_stmt, &v1_signs);
 
@@ -450,6 +460,17 @@ static int analyse(const char *in, const struct tscan_doc *doc, const struct nod
 			pl->dsa_stmt = (int)i;
 			pl->dsa_ok = st->vtype == TV_BOOL && st->vend - st->vstart == 5 &&
 				     memcmp(in + st->vstart, "false", 5) == 0;
+		}
+		if (pl->want_snap && st->kind == TS_KEYVAL && st->table >= 0 && st->table == pl->cc_header &&
+		    st->nkey == 1 && strcmp(st->key[0], "snapshotter") == 0) {
+			size_t sn = strlen(o->cri_snapshotter);
+
+			/* Only the plain "name" form counts as already right: any
+			 * other spelling is disabled and written anew. */
+			pl->snap_stmt = (int)i;
+			pl->snap_ok = st->vtype == TV_STRING && st->vend - st->vstart == sn + 2 &&
+				      in[st->vstart] == '"' && memcmp(in + st->vstart + 1, o->cri_snapshotter, sn) == 0 &&
+				      in[st->vstart + sn + 1] == '"';
 		}
 	}
 
@@ -530,6 +551,15 @@ static int analyse(const char *in, const struct tscan_doc *doc, const struct nod
 					    "line %zu: disable_snapshot_annotations spans several lines; sporelet-node replaces single lines only",
 					    st->line);
 	}
+	if (pl->snap_stmt >= 0 && !pl->snap_ok) {
+		const struct tscan_stmt *st = &doc->stmts[pl->snap_stmt];
+		const char *nl = memchr(in + st->start, '\n', st->end - st->start);
+
+		if (nl && nl != in + st->end - 1)
+			return sl_error_set(err, SL_E_INVALID,
+					    "line %zu: snapshotter spans several lines; sporelet-node replaces single lines only",
+					    st->line);
+	}
 	return 0;
 }
 
@@ -550,8 +580,11 @@ static void tail_body(struct nbuf *b, const struct node_ctrd_opts *o, const stru
 
 	if (version)
 		nbuf_add(b, "version = 2\n", 12);
-	if (pl->cc_header < 0)
+	if (pl->cc_header < 0) {
 		nbuf_addf(b, "[%s]\n  disable_snapshot_annotations = false\n", cc);
+		if (pl->want_snap)
+			nbuf_addf(b, "  snapshotter = \"%s\"\n", o->cri_snapshotter);
+	}
 	if (pl->add_runc)
 		/* containerd's built-in default runtime, which a config naming
 		 * any runtime replaces (measured with containerd 1.6.20). */
@@ -569,11 +602,12 @@ static int apply(const char *in, size_t len, bool exists, const struct node_ctrd
 		 struct nbuf *out, sl_error_t *err)
 {
 	struct tscan_doc doc = {0};
-	struct plan pl = {.cc_header = -1, .dsa_stmt = -1};
+	struct plan pl = {.cc_header = -1, .dsa_stmt = -1, .snap_stmt = -1};
 	struct nbuf body = {0};
 
 	if (!exists) {
 		pl.add_runc = true;
+		pl.want_snap = o->cri_snapshotter && *o->cri_snapshotter;
 		tail_body(&body, o, &pl, true);
 		if (!body.failed)
 			add_block(out, FLAG_CREATED, body.p);
@@ -591,11 +625,20 @@ static int apply(const char *in, size_t len, bool exists, const struct node_ctrd
 	for (size_t i = 0; i < doc.n; i++) {
 		const struct tscan_stmt *st = &doc.stmts[i];
 
-		if ((int)i == pl.dsa_stmt && !pl.dsa_ok)
+		if (((int)i == pl.dsa_stmt && !pl.dsa_ok) || ((int)i == pl.snap_stmt && !pl.snap_ok))
 			nbuf_add(out, DISABLED, strlen(DISABLED));
 		nbuf_add(out, in + st->start, st->end - st->start);
-		if ((int)i == pl.cc_header && !pl.dsa_ok)
-			add_block(out, NULL, "  disable_snapshot_annotations = false\n");
+		if ((int)i == pl.cc_header && (!pl.dsa_ok || (pl.want_snap && !pl.snap_ok))) {
+			/* TOML forbids a second [..cri.containerd]: our keys of
+			 * that table go right under the user's header. */
+			char keys[512];
+
+			snprintf(keys, sizeof(keys), "%s%s%s%s", !pl.dsa_ok ? "  disable_snapshot_annotations = false\n" : "",
+				 pl.want_snap && !pl.snap_ok ? "  snapshotter = \"" : "",
+				 pl.want_snap && !pl.snap_ok ? o->cri_snapshotter : "",
+				 pl.want_snap && !pl.snap_ok ? "\"\n" : "");
+			add_block(out, NULL, keys);
+		}
 	}
 	tail_body(&body, o, &pl, false);
 	if (!body.failed)

@@ -11,15 +11,20 @@ Tests:
           disable_snapshot_annotations, the node's runc kept); the proxy
           plugin reaches spore-snapshotter; runc pods still run; a pod with
           runtime handler spore starts the installed shim; uninstall gives
-          back the config byte for byte. Also measures why the installer
-          does not use an `imports` drop-in on containerd 1.6.
+          back the config byte for byte. Then the chart's options
+          (--cri-snapshotter spore: config dump has the CRI plugin's
+          snapshotter = spore; --shim-link-dir, --shim-config-src) and an
+          uninstall that leaves the root as it was. Also measures why the
+          installer does not use an `imports` drop-in on containerd 1.6.
   label   (label unit) label / unlabel through a loopback stand-in API server.
   cri     (needs /dev/kvm) a pod with handler spore and a spore by
           annotation runs a container in its VM, all from the installed files.
 """
 
+import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -84,6 +89,24 @@ class NodeContainerd(Containerd):
     def sporelet_node(self, cmd, *args):
         argv = [self.node, cmd, "--root", self.workdir, "--install-dir", INSTALL_DIR, "--containerd-config", CONFIG]
         return subprocess.run(argv + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def tree(root):
+    """path -> (mode, sha256 or link target) of everything beneath root."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISLNK(st.st_mode):
+                what = "-> " + os.readlink(p)
+            elif stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    what = hashlib.sha256(f.read()).hexdigest()
+            else:
+                what = ""
+            out[os.path.relpath(p, root)] = (st.st_mode, what)
+    return out
 
 
 def config_dump(path):
@@ -257,6 +280,46 @@ def t_config(args):
             check(f.read() == original, "uninstall did not give back the config byte for byte")
         check(not os.path.exists(workdir + INSTALL_DIR), "the install dir is left")
         tm.mark("uninstall: config byte for byte as before, binaries and their directory gone")
+
+        # The chart's options: the CRI plugin's global snapshotter (containerd
+        # 1.6 ignores the runtime's), the shim linked onto containerd's PATH,
+        # the shim's YAML written from a source file. containerd loads the
+        # result; uninstall leaves the scratch root as it was.
+        os.makedirs(os.path.join(workdir, "usr/local/bin"))
+        before = tree(workdir)
+        shim_src = os.path.join(tmp, "shim-src.yaml")
+        with open(shim_src, "w") as f:
+            f.write("state_dir: /run/sporelet/shim\ndisk_dir: /var/lib/sporelet/disks\n")
+        chart_args = ["--root", workdir, "--install-dir", INSTALL_DIR, "--containerd-config", CONFIG,
+                      "--snapshotter-socket", sock, "--shim-config", "/etc/sporelet/shim.yaml",
+                      "--shim-config-src", shim_src, "--shim-link-dir", "/usr/local/bin", "--cri-snapshotter", "spore"]
+        r = subprocess.run([node, "install", "--src", src] + chart_args, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        check(r.returncode == 0 and "changed=yes" in r.stdout.splitlines(), "install (chart options): %s %s"
+              % (r.stdout, r.stderr))
+        check("shim-link /usr/local/bin/containerd-shim-spore-v2 created" in r.stdout.splitlines() and
+              "shim-config /etc/sporelet/shim.yaml created" in r.stdout.splitlines(), "report: %s" % r.stdout)
+        d = config_dump(os.path.join(workdir, CONFIG.lstrip("/")))
+        cri = d["plugins"][CRI_PLUGIN]["containerd"]
+        check(cri.get("snapshotter") == "spore", "CRI snapshotter in config dump: %r" % cri.get("snapshotter"))
+        check(cri["runtimes"]["spore"]["options"].get("ConfigPath") == "/etc/sporelet/shim.yaml",
+              "ConfigPath: %r" % cri["runtimes"]["spore"]["options"])
+        check(cri["runtimes"]["runc"]["options"]["Root"], "the node's runc options were lost")
+        link = os.path.join(workdir, "usr/local/bin/containerd-shim-spore-v2")
+        check(os.readlink(link) == INSTALL_DIR + "/containerd-shim-spore-v2", "link -> %s" % os.readlink(link))
+        with open(os.path.join(workdir, "etc/sporelet/shim.yaml")) as f, open(shim_src) as g:
+            check(f.read() == g.read(), "the shim config is not the source's bytes")
+        tm.mark("install --cri-snapshotter spore --shim-link-dir --shim-config-src: config dump has "
+                "snapshotter = spore; link and shim.yaml in place")
+        r = subprocess.run([node, "uninstall"] + chart_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+        check(r.returncode == 0, "uninstall (chart options): %s %s" % (r.stdout, r.stderr))
+        after = tree(workdir)
+        check(before == after, "uninstall left the root changed:\n%s" %
+              "\n".join(sorted(set(before.items()) ^ set(after.items()), key=str)))
+        with open(os.path.join(workdir, CONFIG.lstrip("/")), "rb") as f:
+            check(f.read() == original, "uninstall did not give back the config byte for byte")
+        tm.mark("uninstall: root as before (config bytes, link, shim.yaml and /etc/sporelet gone)")
     except BaseException:
         if c is not None:
             print("---- containerd log (tail) ----\n%s" % c.log_tail(), flush=True)

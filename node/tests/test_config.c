@@ -186,6 +186,96 @@ static void t_dsa_already_false(void **state)
 	free(out);
 }
 
+/* --cri-snapshotter: the CRI plugin's global snapshotter (containerd 1.6
+ * ignores the runtime's). The user's own snapshotter line is disabled and
+ * comes back byte for byte; a file without the table gets it in our block;
+ * a line already right is left alone; without the option nothing changes. */
+static void t_cri_snapshotter(void **state)
+{
+	(void)state;
+	struct node_ctrd_opts o = opts();
+	char *out;
+	size_t len, l2;
+	bool changed;
+
+	o.cri_snapshotter = "spore";
+	/* the user sets overlayfs (and disable_snapshot_annotations = true) */
+	out = round_trip(user_v2, strlen(user_v2), &o);
+	assert_non_null(strstr(out, "\n# sporelet-node disabled:       snapshotter = \"overlayfs\"\n"));
+	assert_non_null(strstr(out, "    " CC "\n# >>> sporelet-node: managed block, `sporelet-node uninstall` removes it\n"
+				    "  disable_snapshot_annotations = false\n  snapshotter = \"spore\"\n# <<< sporelet-node\n"));
+	assert_int_equal(count(out, "snapshotter = \"spore\""), 2); /* the CRI plugin's and the runtime's */
+	assert_int_equal(count(out, CC), 1);
+	/* tscan sees exactly one snapshotter key in [..cri.containerd] */
+	struct tscan_doc doc;
+	sl_error_t err = NULL;
+	size_t keys = 0;
+
+	assert_int_equal(tscan_parse(out, strlen(out), &doc, &err), 0);
+	for (size_t i = 0; i < doc.n; i++) {
+		const struct tscan_stmt *st = &doc.stmts[i];
+
+		if (st->kind == TS_KEYVAL && st->table >= 0 && st->nkey == 1 && strcmp(st->key[0], "snapshotter") == 0 &&
+		    doc.stmts[st->table].nkey == 3 && strcmp(doc.stmts[st->table].key[2], "containerd") == 0)
+			keys++;
+	}
+	tscan_free(&doc);
+	assert_int_equal(keys, 1);
+	/* the same file installed without the option: the line is the user's again */
+	struct node_ctrd_opts plain = opts();
+	char *without = install_ok(out, strlen(out), true, &plain, &l2, &changed);
+
+	assert_true(changed);
+	assert_non_null(strstr(without, "\n      snapshotter = \"overlayfs\"\n"));
+	assert_null(strstr(without, "disabled:       snapshotter"));
+	free(without);
+	free(out);
+
+	/* already "spore": nothing disabled, no second key */
+	const char *right = "version = 2\n" CC "\n  snapshotter = \"spore\"\n  disable_snapshot_annotations = false\n"
+			    RUNC "\n  runtime_type = \"io.containerd.runc.v2\"\n";
+
+	out = round_trip(right, strlen(right), &o);
+	assert_null(strstr(out, "disabled:"));
+	assert_int_equal(count(out, "snapshotter = \"spore\""), 2);
+	free(out);
+
+	/* the table exists, dsa already false, no snapshotter: a block with the key only */
+	const char *nosnap = "version = 2\n" CC "\n  disable_snapshot_annotations = false\n";
+
+	out = round_trip(nosnap, strlen(nosnap), &o);
+	assert_non_null(strstr(out, CC "\n# >>> sporelet-node: managed block, `sporelet-node uninstall` removes it\n"
+					"  snapshotter = \"spore\"\n# <<< sporelet-node\n"));
+	assert_int_equal(count(out, "disable_snapshot_annotations"), 1);
+	free(out);
+
+	/* no table: it goes into the tail block */
+	const char *empty = "version = 2\n";
+
+	out = round_trip(empty, strlen(empty), &o);
+	assert_non_null(strstr(out, CC "\n  disable_snapshot_annotations = false\n  snapshotter = \"spore\"\n"));
+	free(out);
+
+	/* no file at all */
+	out = install_ok(NULL, 0, false, &o, &len, &changed);
+	assert_non_null(strstr(out, CC "\n  disable_snapshot_annotations = false\n  snapshotter = \"spore\"\n"));
+	free(out);
+
+	/* a multi-line snapshotter value is refused, as for disable_snapshot_annotations */
+	const char *multi = "version = 2\n" CC "\n  snapshotter = \"\"\"\nover\"\"\"\n";
+	char *o2 = NULL;
+	size_t ol;
+
+	assert_int_equal(node_config_install(multi, strlen(multi), true, &o, &o2, &ol, &changed, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "snapshotter spans several lines"));
+	sl_error_free(&err);
+	/* a name needing quotes is refused */
+	o.cri_snapshotter = "sp\"ore";
+	assert_int_equal(node_config_install(empty, strlen(empty), true, &o, &o2, &ol, &changed, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "CRI snapshotter"));
+	sl_error_free(&err);
+}
+
 static void t_other_options(void **state)
 {
 	(void)state;
@@ -448,6 +538,7 @@ int main(void)
 		cmocka_unit_test(t_v2_user_config),
 		cmocka_unit_test(t_dsa_already_false),
 		cmocka_unit_test(t_other_options),
+		cmocka_unit_test(t_cri_snapshotter),
 		cmocka_unit_test(t_no_trailing_newline),
 		cmocka_unit_test(t_crlf),
 		cmocka_unit_test(t_empty_and_comment_only),

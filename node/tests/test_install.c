@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -459,6 +460,155 @@ static void t_host_symlink_in_root(void **state)
 	free(cfg);
 }
 
+/* --shim-link-dir and --shim-config-src: the link to the installed shim and
+ * the shim's YAML are made, left alone when right, replaced when the YAML
+ * changes, refused over someone else's file, and taken away again by
+ * uninstall (the tree as it was, including a /usr/local/bin that existed
+ * and an /etc/sporelet that did not). */
+static void t_shim_link_and_config(void **state)
+{
+	struct fx *f = *state;
+	struct node_report r;
+	sl_error_t err = NULL;
+	char dir[400], yaml[400], link[600], cfg[600], target[PATH_MAX];
+	const char *y1 = "spore: /opt/sporelet/bin/spore\nstate_dir: /run/sporelet/shim\n";
+	const char *y2 = "spore: /opt/sporelet/bin/spore\ndisk_dir: /var/lib/sporelet/disks\n";
+	struct stat st;
+	size_t len;
+
+	snprintf(dir, sizeof(dir), "%s/usr/local/bin", f->root);
+	mkdirs(dir);
+	snprintf(link, sizeof(link), "%s/other-tool", dir);
+	put(link, "x", 1, 0755);
+	snprintf(yaml, sizeof(yaml), "%s/shim.yaml", f->src);
+	put(yaml, y1, strlen(y1), 0600);
+	snprintf(link, sizeof(link), "%s/usr/local/bin/containerd-shim-spore-v2", f->root);
+	snprintf(cfg, sizeof(cfg), "%s/etc/sporelet/shim.yaml", f->root);
+	f->o.shim_link_dir = "/usr/local/bin";
+	f->o.shim_config_src = yaml;
+	f->o.ctrd.shim_config = "/etc/sporelet/shim.yaml";
+	char *before = tree(f->root);
+
+	install_ok(f, &r);
+	assert_int_equal(r.shim_link, NODE_CREATED);
+	assert_int_equal(r.shim_config, NODE_CREATED);
+	ssize_t n = readlink(link, target, sizeof(target) - 1);
+
+	assert_true(n > 0);
+	target[n] = '\0';
+	/* a host path: the link is followed on the node, not in the pod */
+	assert_string_equal(target, "/opt/sporelet/bin/containerd-shim-spore-v2");
+	assert_int_equal(stat(cfg, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0644);
+	char *got = slurp(cfg, &len);
+
+	assert_string_equal(got, y1);
+	free(got);
+	got = slurp(f->cfg, &len);
+	assert_non_null(strstr(got, "ConfigPath = \"/etc/sporelet/shim.yaml\""));
+	free(got);
+	char rec[600];
+
+	snprintf(rec, sizeof(rec), "%s/.sporelet-node.json", f->bin);
+	got = slurp(rec, &len);
+	assert_non_null(strstr(got, "\"/usr/local/bin/containerd-shim-spore-v2\""));
+	assert_non_null(strstr(got, "\"/etc/sporelet/shim.yaml\""));
+	assert_non_null(strstr(got, "\"/etc/sporelet\""));
+	assert_null(strstr(got, "\"/usr/local/bin\""));   /* it existed */
+	free(got);
+
+	/* again: nothing changes */
+	char *after1 = tree(f->root);
+
+	install_ok(f, &r);
+	assert_int_equal(r.shim_link, NODE_UNCHANGED);
+	assert_int_equal(r.shim_config, NODE_UNCHANGED);
+	assert_false(r.config_changed);
+	char *after2 = tree(f->root);
+
+	assert_string_equal(after1, after2);
+	free(after1);
+	free(after2);
+
+	/* a new YAML replaces ours (no containerd restart: the shim reads it per pod) */
+	put(yaml, y2, strlen(y2), 0600);
+	install_ok(f, &r);
+	assert_int_equal(r.shim_config, NODE_UPDATED);
+	assert_false(r.config_changed);
+	got = slurp(cfg, &len);
+	assert_string_equal(got, y2);
+	free(got);
+
+	/* another install dir: our old link is replaced, atomically */
+	f->o.install_dir = "/opt/sporelet2/bin";
+	install_ok(f, &r);
+	assert_int_equal(r.shim_link, NODE_UPDATED);
+	n = readlink(link, target, sizeof(target) - 1);
+	assert_true(n > 0);
+	target[n] = '\0';
+	assert_string_equal(target, "/opt/sporelet2/bin/containerd-shim-spore-v2");
+	/* the shim config went into the new record too; the old install dir
+	 * (binaries, the directories it made) goes with its own uninstall */
+	uninstall_ok(f, &r);
+	assert_int_equal(r.shim_link, NODE_REMOVED);
+	assert_int_equal(r.shim_config, NODE_REMOVED);
+	f->o.install_dir = "/opt/sporelet/bin";
+	uninstall_ok(f, &r);
+	assert_int_equal(r.binaries[0], NODE_REMOVED);
+	assert_int_equal(r.shim_link, NODE_UNCHANGED);
+	char *back = tree(f->root);
+
+	assert_string_equal(before, back);
+	free(back);
+
+	/* someone else's shim at the link path (a file, or a symlink elsewhere)
+	 * and someone else's shim.yaml are refused before anything changes */
+	put(link, "theirs", 6, 0755);
+	free(before);
+	before = tree(f->root);
+	assert_int_equal(node_install(&f->o, &r, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "is not a symlink made by sporelet-node"));
+	sl_error_free(&err);
+	after1 = tree(f->root);
+	assert_string_equal(before, after1);
+	free(after1);
+	unlink(link);
+	assert_int_equal(symlink("/usr/bin/their-shim", link), 0);
+	assert_int_equal(node_install(&f->o, &r, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "is a symlink to /usr/bin/their-shim, not made by sporelet-node"));
+	sl_error_free(&err);
+	unlink(link);
+	snprintf(dir, sizeof(dir), "%s/etc/sporelet", f->root);
+	mkdirs(dir);
+	put(cfg, "theirs: 1\n", 10, 0644);
+	free(before);
+	before = tree(f->root);
+	assert_int_equal(node_install(&f->o, &r, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "was not written by sporelet-node"));
+	sl_error_free(&err);
+	after1 = tree(f->root);
+	assert_string_equal(before, after1);
+	free(after1);
+	unlink(cfg);
+
+	/* uninstall leaves a link that was replaced by someone else since */
+	install_ok(f, &r);
+	unlink(link);
+	assert_int_equal(symlink("/usr/bin/their-shim", link), 0);
+	uninstall_ok(f, &r);
+	assert_int_equal(r.shim_link, NODE_UNCHANGED);
+	assert_int_equal(lstat(link, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	unlink(link);
+
+	/* --shim-config-src without --shim-config */
+	f->o.ctrd.shim_config = NULL;
+	assert_int_equal(node_install(&f->o, &r, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "--shim-config-src needs --shim-config"));
+	sl_error_free(&err);
+	free(before);
+}
+
 /* The record of created directories is checked like any input. */
 static void t_record_parse(void **state)
 {
@@ -469,7 +619,19 @@ static void t_record_parse(void **state)
 	const char *bad[] = {
 		"[]", "{}", "{\"created_dirs\": [1]}", "{\"created_dirs\": [\"relative\"]}",
 		"{\"created_dirs\": [\"/\"]}", "{\"created_dirs\": [\"/a/../b\"]}", "{\"created_dirs\": \"/x\"}",
+		"{\"created_dirs\": [], \"files\": [\"x\"]}", "{\"created_dirs\": [], \"files\": {}}",
+		"{\"created_dirs\": [], \"links\": [\"/a\"]}", "{\"created_dirs\": [], \"links\": [{\"path\": \"/a\"}]}",
+		"{\"created_dirs\": [], \"links\": [{\"path\": \"/a\", \"target\": \"b\"}]}",
 	};
+	const char *full = "{\"created_dirs\": [], \"files\": [\"/etc/sporelet/shim.yaml\"], "
+			   "\"links\": [{\"path\": \"/usr/local/bin/s\", \"target\": \"/opt/s\"}]}";
+
+	assert_int_equal(node_record_parse(full, strlen(full), &rec, &err), 0);
+	assert_int_equal(rec.nfiles, 1);
+	assert_int_equal(rec.nlinks, 1);
+	assert_string_equal(rec.files[0], "/etc/sporelet/shim.yaml");
+	assert_string_equal(rec.link_targets[0], "/opt/s");
+	node_record_free(&rec);
 
 	assert_int_equal(node_record_parse(good, strlen(good), &rec, &err), 0);
 	assert_int_equal(rec.ncreated, 2);
@@ -490,6 +652,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(t_replace_running_binary, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_refusals_change_nothing, setup, teardown),
 		cmocka_unit_test_setup_teardown(t_host_symlink_in_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(t_shim_link_and_config, setup, teardown),
 		cmocka_unit_test(t_record_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

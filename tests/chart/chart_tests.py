@@ -7,7 +7,11 @@ Tests:
                   sigs.k8s.io/yaml and gojsonschema) into --renderer
   render          renders with the default values and variants; checks kinds
                   and names, the RuntimeClass, the DaemonSet's host mounts and
-                  privileges, exact RBAC rules, the operator's probes, the hook
+                  privileges; runs the node pod's init script and preStop with
+                  a stand-in sporelet-node and checks every argv against
+                  node/cli/main.c's option table and the values; the shim YAML
+                  against shim/src/shim_config.c's keys and ranges and
+                  docs/shim.md; exact RBAC rules, the operator's probes, the hook
   values          values.yaml against values.schema.json (python3-jsonschema
                   and, through the renderer, gojsonschema as Helm 3 runs it);
                   bad values are refused by both
@@ -233,8 +237,111 @@ def host_mounts(container, volumes):
     return out
 
 
+def installer_interface(src):
+    """sporelet-node's command line as node/cli/main.c defines it: its
+    commands and its long options (name -> takes an argument), read from the
+    source so the chart and the installer cannot drift apart."""
+    with open(os.path.join(src, "node", "cli", "main.c")) as f:
+        text = f.read()
+    table = re.search(r"static const struct option longopts\[\] = \{(.*?)\n\};", text, re.S)
+    check(table, "node/cli/main.c: no longopts table")
+    opts = {name: kind == "required_argument"
+            for name, kind in re.findall(r'\{"([a-z-]+)", (required_argument|no_argument|optional_argument)', table.group(1))}
+    cmds = set(re.findall(r'strcmp\((?:cmd|argv\[1\]), "([a-z]+)"\) == 0', text))
+    check(len(opts) >= 17 and {"install", "uninstall", "label", "unlabel"} <= cmds,
+          "node/cli/main.c: could not read the interface (options %s, commands %s)" % (sorted(opts), sorted(cmds)))
+    return cmds, opts
+
+
+def parse_installer_argv(ctx, argv, iface, what):
+    """argv (without the program) -> (command, [(flag, value)]), every flag
+    and the command checked against node/cli/main.c."""
+    cmds, opts = iface
+    ctx.ok(argv and argv[0] in cmds, "%s: sporelet-node has no command %r (it has %s)" % (what, argv[:1], sorted(cmds)))
+    out = []
+    i = 1
+    while i < len(argv):
+        a = argv[i]
+        ctx.ok(a.startswith("--"), "%s: stray argument %r (sporelet-node takes options only): %s" % (what, a, argv))
+        name, eq, val = a[2:].partition("=")
+        ctx.ok(name in opts, "%s: --%s is not an option of sporelet-node (node/cli/main.c has %s)" % (what, name, sorted(opts)))
+        if opts[name] and not eq:
+            ctx.ok(i + 1 < len(argv), "%s: --%s needs a value" % (what, name))
+            val = argv[i + 1]
+            i += 1
+        out.append(("--" + name, val))
+        i += 1
+    return argv[0], out
+
+
+def run_node_script(ctx, command, env, what):
+    """Runs a container's `/bin/sh -c SCRIPT NAME ARGS...` with a stand-in
+    sporelet-node on PATH that records each argv: what the installer would
+    really receive, after the shell's quoting and expansion."""
+    ctx.ok(command[:2] == ["/bin/sh", "-c"] and len(command) >= 4, "%s runs /bin/sh -c SCRIPT NAME ARGS: %s" % (what, command[:2]))
+    d = tempfile.mkdtemp(dir=ctx.tmp)
+    log = os.path.join(d, "argv.jsonl")
+    fake = os.path.join(d, "sporelet-node")
+    with open(fake, "w") as f:
+        f.write("#!%s\nimport json, sys\nwith open(%r, 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+                % (sys.executable, log))
+    os.chmod(fake, 0o755)
+    full = dict(env, PATH=d + ":/usr/bin:/bin")
+    p = subprocess.run(command, env=full, capture_output=True, text=True, timeout=30)
+    ctx.ok(p.returncode == 0, "%s: the script failed (%d): %s" % (what, p.returncode, p.stderr))
+    with open(log) as f:
+        return [json.loads(line) for line in f]
+
+
+def check_shim_yaml(ctx, conf, values):
+    """The shim YAML as the shim's own parser (shim/src/shim_config.c) takes
+    it: its keys and integer ranges read from that source, every key in
+    docs/shim.md's table, and the values the chart means."""
+    node = values["node"]
+    with open(os.path.join(ctx.src, "shim", "src", "shim_config.c")) as f:
+        src = f.read()
+    keys = set(re.findall(r'strcmp\(key, "([a-z_]+)"\)', src))
+    pool_keys = set(re.findall(r'strcmp\(pk, "([a-z_]+)"\)', src))
+    ranges = {k: (int(lo), int(hi)) for k, lo, hi in re.findall(r'get_uint\(p?v, what, (?:key|"([a-z_.]+)"), (\d+), (\d+)', src)}
+    key_range = re.search(r'"ready_timeout_ms"\)\) \{\s*rc = get_uint\(v, what, key, (\d+), (\d+)', src)
+    check(keys and pool_keys and key_range, "shim/src/shim_config.c: could not read its keys")
+    ranges["ready_timeout_ms"] = (int(key_range.group(1)), int(key_range.group(2)))
+    with open(os.path.join(ctx.src, "docs", "shim.md")) as f:
+        rows = [line.split("|")[1] for line in f if line.startswith("| `")]
+    documented = {k for r in rows for k in re.findall(r"`([a-z_.]+)`", r)}
+    ctx.ok(isinstance(conf, dict), "the shim YAML is a mapping")
+    for k, v in conf.items():
+        ctx.ok(k in keys, "shim YAML key %r is one the shim reads (%s)" % (k, sorted(keys)))
+        ctx.ok(k in documented or k == "pool", "shim YAML key %r is in docs/shim.md's table" % k)
+        if k == "pool":
+            ctx.ok(isinstance(v, dict), "pool is a mapping")
+            for pk, pv in v.items():
+                ctx.ok("pool." + pk in documented, "shim YAML key pool.%s is in docs/shim.md's table" % pk)
+                ctx.ok(pk in pool_keys, "shim YAML key pool.%s is one the shim reads (%s)" % (pk, sorted(pool_keys)))
+                lo, hi = ranges["pool." + pk]
+                ctx.ok(isinstance(pv, int) and lo <= pv <= hi, "pool.%s=%r in %d..%d" % (pk, pv, lo, hi))
+        elif k in ranges:
+            lo, hi = ranges[k]
+            ctx.ok(isinstance(v, int) and lo <= v <= hi, "%s=%r in %d..%d" % (k, v, lo, hi))
+        else:
+            ctx.ok(isinstance(v, str) and v.startswith("/"), "%s is an absolute path: %r" % (k, v))
+    ctx.ok(conf["pool"]["memory_mib"] % 2 == 0, "pool.memory_mib is even")
+    ctx.ok(len(conf["state_dir"]) <= 80, "state_dir fits the shim's 80 bytes")
+    data = node["dataDir"].rstrip("/")
+    want = {
+        "spore": node["installDir"].rstrip("/") + "/bin/spore",
+        "state_dir": node["runDir"].rstrip("/") + "/shim",
+        "disk_dir": data + "/disks",
+        "ready_timeout_ms": node["shim"]["readyTimeoutMs"],
+        "pool": {"size": node["shim"]["pool"]["size"], "memory_mib": node["shim"]["pool"]["memoryMiB"],
+                 "vcpus": node["shim"]["pool"]["vcpus"]},
+    }
+    ctx.ok(conf == want, "the shim YAML is %s, got %s" % (want, conf))
+
+
 def check_daemonset(ctx, objs, values, fullname, namespace):
     node = values["node"]
+    iface = installer_interface(ctx.src)
     ds = objs.get("DaemonSet", fullname + "-node")
     ctx.ok(ds["metadata"]["namespace"] == namespace, "the DaemonSet is in the release namespace")
     spec = ds["spec"]["template"]["spec"]
@@ -247,13 +354,15 @@ def check_daemonset(ctx, objs, values, fullname, namespace):
     ctx.ok(spec["nodeSelector"] == node["nodeSelector"], "the DaemonSet's nodeSelector comes from values")
     ctx.ok(spec["tolerations"] == node["tolerations"], "the DaemonSet's tolerations come from values")
     volumes = pod_volumes(spec)
-    expected_paths = {node["installDir"], node["shimLinkDir"], node["containerd"]["configDir"], node["runDir"], node["dataDir"]}
+    # The installer works beneath the host's / (--root); the snapshotter
+    # needs its socket and data directories at their host paths.
+    expected_paths = {"/", node["runDir"], node["dataDir"]}
     hostpaths = {v["hostPath"]["path"] for v in volumes.values() if "hostPath" in v}
     ctx.ok(hostpaths == expected_paths, "hostPath volumes are exactly %s, got %s" % (sorted(expected_paths), sorted(hostpaths)))
     for v in volumes.values():
         if "hostPath" in v:
-            ctx.ok(v["hostPath"].get("type") == "DirectoryOrCreate", "hostPath %s is a DirectoryOrCreate" % v["hostPath"]["path"])
-    ctx.ok("/" not in hostpaths, "the host's / is not mounted")
+            want_type = "Directory" if v["hostPath"]["path"] == "/" else "DirectoryOrCreate"
+            ctx.ok(v["hostPath"].get("type") == want_type, "hostPath %s is a %s" % (v["hostPath"]["path"], want_type))
 
     (install,) = spec["initContainers"]
     (snap,) = spec["containers"]
@@ -264,32 +373,72 @@ def check_daemonset(ctx, objs, values, fullname, namespace):
         ctx.ok(c["image"] == "%s:%s" % (node["image"]["repository"], node["image"]["tag"] or "0.1.0"),
                "%s runs the node image: %s" % (c["name"], c["image"]))
         for path, m in host_mounts(c, volumes).items():
-            ctx.ok(m["mountPath"] == path, "%s mounts host %s at the same path (got %s)" % (c["name"], path, m["mountPath"]))
-    # The installer writes binaries, containerd's configuration and the socket
-    # directory; the snapshotter also needs the data directory, shared with the host.
-    ctx.ok(set(host_mounts(install, volumes)) == expected_paths, "the installer mounts every host directory")
+            if path != "/":
+                ctx.ok(m["mountPath"] == path, "%s mounts host %s at the same path (got %s)" % (c["name"], path, m["mountPath"]))
+    install_mounts = host_mounts(install, volumes)
     snap_mounts = host_mounts(snap, volumes)
-    ctx.ok(set(snap_mounts) == expected_paths, "the snapshotter container mounts every host directory")
+    ctx.ok(set(install_mounts) == {"/", node["dataDir"]}, "the installer mounts the host's / and the data directory: %s"
+           % sorted(install_mounts))
+    want_snap = {node["runDir"], node["dataDir"]} | ({"/"} if node.get("uninstallOnStop", True) else set())
+    ctx.ok(set(snap_mounts) == want_snap, "the snapshotter container mounts %s, got %s" % (sorted(want_snap), sorted(snap_mounts)))
     ctx.ok(snap_mounts[node["dataDir"]].get("mountPropagation") == "Bidirectional",
            "the data directory propagates the snapshotter's mounts to the host")
-    for path, m in snap_mounts.items():
-        if path != node["dataDir"]:
-            ctx.ok("mountPropagation" not in m, "only the data directory is Bidirectional (%s)" % path)
+    for c, mounts in ((install, install_mounts), (snap, snap_mounts)):
+        for path, m in mounts.items():
+            if path == "/":
+                ctx.ok(m.get("mountPropagation") == "HostToContainer" and not m.get("readOnly"),
+                       "%s: the host's / is mounted read-write, HostToContainer" % c["name"])
+            elif c is install or path != node["dataDir"]:
+                ctx.ok("mountPropagation" not in m, "only the snapshotter's data directory is Bidirectional (%s)" % path)
 
-    ctx.ok(install["command"] == ["sporelet-node", "install"], "the init container runs sporelet-node install")
-    args = install["args"]
+    # What the installer gets: run the init script with a stand-in sporelet-node.
+    label = node["label"]
+    data = node["dataDir"].rstrip("/")
+    env = {"NODE_NAME": "node-1"}
+    for e in install["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+    ctx.ok(env.get("SPORELET_DISK_DIR") == data + "/disks", "the init container makes <dataDir>/disks")
+    env["SPORELET_DISK_DIR"] = os.path.join(ctx.tmp, "disks-%d" % ctx.checks)
+    calls = run_node_script(ctx, install["command"] + install.get("args", []), env, "the init container")
+    ctx.ok(os.path.isdir(env["SPORELET_DISK_DIR"]) and os.stat(env["SPORELET_DISK_DIR"]).st_mode & 0o777 == 0o700,
+           "the init script creates the disk directory (0700)")
+    ctx.ok([c[0] for c in calls] == ["install", "label"], "the init container runs install, then label: %s" % calls)
+    _, install_flags = parse_installer_argv(ctx, calls[0], iface, "install")
+    _, label_flags = parse_installer_argv(ctx, calls[1], iface, "label")
+    ctx.ok(label_flags == [("--node-name", "node-1"), ("--label", label + "=true")], "label %s=true on $NODE_NAME: %s"
+           % (label, label_flags))
+    got = dict(install_flags)
+    ctx.ok(len(got) == len(install_flags), "no option given twice: %s" % install_flags)
+    mount_of = {m["mountPath"]: volumes[m["name"]] for m in install["volumeMounts"]}
+    ctx.ok(got["--root"] in mount_of and mount_of[got["--root"]].get("hostPath", {}).get("path") == "/",
+           "--root %s is where the host's / is mounted" % got.get("--root"))
     want = {
-        "--install-dir": node["installDir"],
-        "--shim-link-dir": node["shimLinkDir"],
+        "--root": got["--root"],
+        "--src": node["imageBinDir"],
+        "--install-dir": node["installDir"].rstrip("/") + "/bin",
         "--containerd-config": node["containerd"]["configDir"].rstrip("/") + "/" + node["containerd"]["configFile"],
+        "--runtime-name": values["runtimeClass"]["handler"],
         "--snapshotter-socket": node["runDir"].rstrip("/") + "/snapshotter.sock",
-        "--runtime-handler": values["runtimeClass"]["handler"],
-        "--node-label": node["label"] + "=true",
+        "--shim-config": node["shimConfig"],
+        "--shim-config-src": got.get("--shim-config-src"),
+        "--shim-link-dir": node["shimLinkDir"],
     }
-    got = dict(a.split("=", 1) for a in args if "=" in a)
-    for k, v in want.items():
-        ctx.ok(got.get(k) == v, "install %s=%s (args %s)" % (k, v, args))
-    ctx.ok(("--no-restart" in args) == (not node["containerd"]["restart"]), "--no-restart follows node.containerd.restart")
+    if node["containerd"]["setCriSnapshotter"]:
+        want["--cri-snapshotter"] = "spore"
+    if node["containerd"]["restart"]:
+        want["--restart-cmd"] = ("nsenter --target 1 --mount --uts --ipc --net --pid -- systemctl restart "
+                                 + node["containerd"]["serviceName"])
+    ctx.ok(got == want, "install options:\n  want %s\n  got  %s" % (sorted(want.items()), sorted(got.items())))
+    # --shim-config-src is the node Secret's shim.yaml, mounted read-only.
+    src_dir, src_name = os.path.split(got["--shim-config-src"])
+    ctx.ok(src_dir in mount_of and "secret" in mount_of[src_dir], "--shim-config-src is in a mounted Secret")
+    shim_secret = objs.get("Secret", mount_of[src_dir]["secret"]["secretName"])
+    ctx.ok([m for m in install["volumeMounts"] if m["mountPath"] == src_dir][0].get("readOnly") is True,
+           "the Secret is mounted read-only")
+    shim_conf = yaml.safe_load(base64.b64decode(shim_secret["data"][src_name]))
+    check_shim_yaml(ctx, shim_conf, values)
+    ctx.ok(len(want["--snapshotter-socket"]) <= 107, "the socket path fits sun_path")
 
     ctx.ok(snap["command"][0] == "spore-snapshotter", "the main container runs the snapshotter")
     socket = want["--snapshotter-socket"]
@@ -297,28 +446,44 @@ def check_daemonset(ctx, objs, values, fullname, namespace):
         ctx.ok(snap[probe]["exec"]["command"] == ["test", "-S", socket], "%s checks the snapshotter socket" % probe)
     if node.get("uninstallOnStop", True):
         cmd = snap["lifecycle"]["preStop"]["exec"]["command"]
-        ctx.ok(cmd[:2] == ["sporelet-node", "uninstall"], "preStop runs sporelet-node uninstall")
-        ctx.ok(cmd[2:] == args, "uninstall gets the same arguments as install")
         ctx.ok(not any("$(" in a for a in cmd), "no $(VAR) in preStop (Kubernetes does not expand it there)")
+        senv = {"NODE_NAME": "node-1"}
+        for e in snap["env"]:
+            if "value" in e:
+                senv[e["name"]] = e["value"]
+        calls = run_node_script(ctx, cmd, senv, "preStop")
+        ctx.ok([c[0] for c in calls] == ["unlabel", "uninstall"], "preStop runs unlabel, then uninstall: %s" % calls)
+        _, unlabel_flags = parse_installer_argv(ctx, calls[0], iface, "unlabel")
+        ctx.ok(unlabel_flags == [("--node-name", "node-1"), ("--label", label)], "unlabel %s on $NODE_NAME: %s"
+               % (label, unlabel_flags))
+        _, un_flags = parse_installer_argv(ctx, calls[1], iface, "uninstall")
+        same = {k: v for k, v in got.items() if k not in ("--src", "--shim-config-src")}
+        ctx.ok(dict(un_flags) == same, "uninstall gets install's paths: %s" % un_flags)
+        smount = {m["mountPath"]: volumes[m["name"]] for m in snap["volumeMounts"]}
+        ctx.ok(smount.get(dict(un_flags)["--root"], {}).get("hostPath", {}).get("path") == "/",
+               "the snapshotter container has the host's / at --root for the uninstall")
         ctx.ok(spec["terminationGracePeriodSeconds"] >= 60, "the grace period leaves time for the uninstall")
     else:
         ctx.ok("lifecycle" not in snap, "no preStop with node.uninstallOnStop=false")
 
     # The snapshotter's configuration: a Secret mounted read-only, matching the installer's socket.
-    secret_vol = volumes["snapshotter-config"]["secret"]["secretName"]
+    secret_vol = volumes["node-config"]["secret"]["secretName"]
     secret = objs.get("Secret", secret_vol)
     conf = yaml.safe_load(base64.b64decode(secret["data"]["snapshotter.yaml"]))
     ctx.ok(conf["address"] == socket, "the snapshotter listens where containerd is told to connect")
-    data = node["dataDir"].rstrip("/")
     ctx.ok(conf["root"] == data + "/snapshotter" and conf["cache_dir"] == data + "/cache",
            "the snapshotter's store and cache are under the data directory: %s" % conf)
+    ctx.ok(os.path.dirname(shim_conf["disk_dir"]) == os.path.dirname(conf["cache_dir"]),
+           "the shim's disk_dir is beside the node cache (same filesystem: reflinks)")
     ctx.ok(conf["log_level"] == node["snapshotter"]["logLevel"], "the snapshotter log level comes from values")
     ctx.ok(snap["command"][1:] == ["--config", "/etc/sporelet/snapshotter.yaml"], "the snapshotter reads the mounted config")
-    cfgmount = [m for m in snap["volumeMounts"] if m["name"] == "snapshotter-config"][0]
+    cfgmount = [m for m in snap["volumeMounts"] if m["name"] == "node-config"][0]
     ctx.ok(cfgmount["mountPath"] == "/etc/sporelet" and cfgmount.get("readOnly") is True, "the config is mounted read-only")
-    digest = ds["spec"]["template"]["metadata"]["annotations"]["checksum/snapshotter-config"]
+    ann = ds["spec"]["template"]["metadata"]["annotations"]
+    digest = ann["checksum/snapshotter-config"]
     ctx.ok(re.fullmatch(r"[0-9a-f]{64}", digest), "the pod template carries the config's checksum")
-    return conf, digest
+    ctx.ok(re.fullmatch(r"[0-9a-f]{64}", ann["checksum/shim-config"]), "the pod template carries the shim config's checksum")
+    return conf, digest + ann["checksum/shim-config"]
 
 
 def check_operator(ctx, objs, values, fullname, namespace):
@@ -510,6 +675,10 @@ def test_render(ctx):
         "installDir": "/usr/local/sporelet", "shimLinkDir": "/usr/bin", "runDir": "/run/spx", "dataDir": "/data/sporelet",
         "containerd": {"configDir": "/etc/k3s/containerd", "configFile": "k3s.toml", "restart": False}}})
     ctx.ok(paths["conf"]["address"] == "/run/spx/snapshotter.sock", "the socket follows node.runDir")
+    render_and_check(ctx, "shim", {"node": {
+        "shimConfig": "/etc/spx/shim-config.yaml", "imageBinDir": "/usr/libexec/sporelet",
+        "shim": {"readyTimeoutMs": 5000, "pool": {"size": 4, "memoryMiB": 512, "vcpus": 2}},
+        "containerd": {"setCriSnapshotter": False, "serviceName": "k3s-agent.service"}}})
 
     creds = render_and_check(ctx, "registries", {"node": {"snapshotter": {
         "logLevel": "debug", "insecureRegistries": ["10.0.0.5:5000"],
@@ -555,8 +724,10 @@ def test_render(ctx):
     rc, notes, err = ctx.render_raw("--name", "demo", "--namespace", "ops", notes=True)
     ctx.ok(rc == 0, "NOTES.txt renders: %s" % err)
     for s in ("daemonset/demo-sporelet-node", "runtimeClassName: sporelet", "kubectl get sporelets",
-              "sporelet.ai/runtime=true", "cpu=250m memory=160Mi"):
+              "sporelet.ai/runtime=true", "cpu=250m memory=160Mi", 'default snapshotter is now "spore"'):
         ctx.ok(s in notes, "NOTES mentions %r" % s)
+    rc, notes, err = ctx.render_raw("--set", "node.containerd.setCriSnapshotter=false", notes=True)
+    ctx.ok(rc == 0 and "default snapshotter" not in notes, "NOTES says nothing of the CRI snapshotter when it is left alone")
     ctx.ok("<no value>" not in notes and "{{" not in notes, "NOTES has no unrendered values")
     ctx.ok("<no value>" not in default["objs"].text, "no <no value> in the manifests")
 
@@ -569,6 +740,14 @@ BAD_VALUES = [
     ("relative installDir", {"node": {"installDir": "opt/sporelet"}}),
     ("no shimLinkDir", {"node": {"shimLinkDir": None}}),
     ("installDir /", {"node": {"installDir": "/"}}),
+    ("odd pool memory", {"node": {"shim": {"pool": {"size": 1, "memoryMiB": 257, "vcpus": 1}}}}),
+    ("pool too big", {"node": {"shim": {"pool": {"size": 65, "memoryMiB": 256, "vcpus": 1}}}}),
+    ("ready timeout too short", {"node": {"shim": {"readyTimeoutMs": 10, "pool": {"size": 0, "memoryMiB": 256, "vcpus": 1}}}}),
+    ("runDir too long for the shim's sockets", {"node": {"runDir": "/run/" + "x" * 71}}),
+    ("relative shimConfig", {"node": {"shimConfig": "shim.yaml"}}),
+    ("setCriSnapshotter not a bool", {"node": {"containerd": {"setCriSnapshotter": "yes"}}}),
+    ("service name with a space", {"node": {"containerd": {"serviceName": "containerd; reboot"}}}),
+    ("removed node.logLevel", {"node": {"logLevel": "info"}}),
     ("installDir with ..", {"node": {"installDir": "/opt/../etc"}}),
     ("handler not a DNS label", {"runtimeClass": {"handler": "Spore_X"}}),
     ("overhead not a quantity", {"runtimeClass": {"overhead": {"podFixed": {"memory": "lots"}}}}),

@@ -93,24 +93,96 @@ app.kubernetes.io/part-of: sporelet
 {{- printf "%s/snapshotter.sock" (.Values.node.runDir | trimSuffix "/") -}}
 {{- end -}}
 
+{{/* The host directory sporelet-node installs the binaries into. */}}
+{{- define "sporelet.node.binDir" -}}
+{{- printf "%s/bin" (.Values.node.installDir | trimSuffix "/") -}}
+{{- end -}}
+
+{{/* Where the host's / is mounted in the node pod (the installer's --root). */}}
+{{- define "sporelet.node.hostRoot" -}}
+/host
+{{- end -}}
+
+{{/* The node pod's environment: its node's name (downward API) and the label key. */}}
+{{- define "sporelet.node.env" -}}
+- name: NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: SPORELET_NODE_LABEL
+  value: {{ .Values.node.label | quote }}
+- name: SPORELET_DISK_DIR
+  value: {{ printf "%s/disks" (.Values.node.dataDir | trimSuffix "/") | quote }}
+{{- end -}}
+
+{{/* Where the node Secret (snapshotter.yaml, shim.yaml) is mounted in the node pod. */}}
+{{- define "sporelet.node.configMount" -}}
+/etc/sporelet
+{{- end -}}
+
 {{/*
-The arguments `sporelet-node install` and `sporelet-node uninstall` share (a YAML
-list, one flow item per line). Host paths are mounted at the same paths in the
-pod, so what the installer writes into containerd's configuration is valid on
-the host. The node name comes from the NODE_NAME environment variable (downward
-API): Kubernetes expands $(VAR) in container args but not in a preStop command.
+The options `sporelet-node install` and `sporelet-node uninstall` share (a YAML
+list, flag and value as separate items: they reach the installer as argv,
+never through a shell). Every flag is one of node/cli/main.c's; the chart
+tests parse its option table to keep it so.
+
+--root is the host's / mounted at /host (read-write, HostToContainer) rather
+than each host directory mounted at its own path: every host path below is
+then resolved beneath the host's real /, so host symlinks (/etc/containerd ->
+/data/containerd) resolve as on the node, and the directories the installer
+creates (/opt/sporelet/bin, /etc/sporelet) are its own, recorded and removed
+again on uninstall; with per-directory hostPath mounts kubelet would create
+them (DirectoryOrCreate) and nothing would ever remove them. The paths are
+host paths and are written verbatim into containerd's configuration.
 */}}
 {{- define "sporelet.node.args" -}}
-- --install-dir={{ .Values.node.installDir }}
-- --shim-link-dir={{ .Values.node.shimLinkDir }}
-- --containerd-config={{ include "sporelet.node.containerdConfig" . }}
-- --snapshotter-socket={{ include "sporelet.node.socket" . }}
-- --runtime-handler={{ .Values.runtimeClass.handler }}
-- --node-label={{ .Values.node.label }}=true
-- --log-level={{ .Values.node.logLevel }}
-{{- if not .Values.node.containerd.restart }}
-- --no-restart
+{{- $n := .Values.node -}}
+- --root
+- {{ include "sporelet.node.hostRoot" . | quote }}
+- --install-dir
+- {{ include "sporelet.node.binDir" . | quote }}
+- --containerd-config
+- {{ include "sporelet.node.containerdConfig" . | quote }}
+- --runtime-name
+- {{ .Values.runtimeClass.handler | quote }}
+- --snapshotter-socket
+- {{ include "sporelet.node.socket" . | quote }}
+- --shim-config
+- {{ $n.shimConfig | quote }}
+- --shim-link-dir
+- {{ $n.shimLinkDir | quote }}
+{{- if $n.containerd.setCriSnapshotter }}
+- --cri-snapshotter
+- spore
 {{- end }}
+{{- if $n.containerd.restart }}
+- --restart-cmd
+- {{ include "sporelet.node.restartCmd" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+containerd's restart, run by the installer only when its configuration
+changed: in the host's namespaces through PID 1 (the pod has hostPID), so it
+is the host's systemctl and the host's containerd unit.
+*/}}
+{{- define "sporelet.node.restartCmd" -}}
+nsenter --target 1 --mount --uts --ipc --net --pid -- systemctl restart {{ .Values.node.containerd.serviceName }}
+{{- end -}}
+
+{{/* The shim's configuration (docs/shim.md), installed at node.shimConfig on the host. */}}
+{{- define "sporelet.node.shimConfig" -}}
+{{- $data := .Values.node.dataDir | trimSuffix "/" -}}
+{{- $pool := .Values.node.shim.pool -}}
+spore: {{ printf "%s/spore" (include "sporelet.node.binDir" .) | toJson }}
+state_dir: {{ printf "%s/shim" (.Values.node.runDir | trimSuffix "/") | toJson }}
+ready_timeout_ms: {{ .Values.node.shim.readyTimeoutMs | int }}
+# pods' private disk copies on the node cache's filesystem: reflinked, not copied
+disk_dir: {{ printf "%s/disks" $data | toJson }}
+pool:
+  size: {{ $pool.size | int }}
+  memory_mib: {{ $pool.memoryMiB | int }}
+  vcpus: {{ $pool.vcpus | int }}
 {{- end -}}
 
 {{/* The snapshotter's configuration file (docs/snapshotter.md). */}}
