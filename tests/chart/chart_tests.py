@@ -253,6 +253,17 @@ def installer_interface(src):
     return cmds, opts
 
 
+def operator_interface(src):
+    """sporelet-operator's long options (name -> takes an argument), read
+    from operator-crd/cli/main.c."""
+    with open(os.path.join(src, "operator-crd", "cli", "main.c")) as f:
+        text = f.read()
+    opts = {name: kind == "required_argument"
+            for name, kind in re.findall(r'\{ "([a-z-]+)", (required_argument|no_argument|optional_argument)', text)}
+    check(len(opts) >= 15 and "http-addr" in opts, "operator-crd/cli/main.c: could not read the options (%s)" % sorted(opts))
+    return opts
+
+
 def parse_installer_argv(ctx, argv, iface, what):
     """argv (without the program) -> (command, [(flag, value)]), every flag
     and the command checked against node/cli/main.c."""
@@ -499,7 +510,15 @@ def check_operator(ctx, objs, values, fullname, namespace):
     ctx.ok(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, "readiness probe hits /readyz")
     ctx.ok(c["command"] == ["sporelet-operator"], "the operator container runs sporelet-operator")
     ctx.ok("--runtime-class=%s" % values["runtimeClass"]["name"] in c["args"], "the operator is told the RuntimeClass name")
-    ctx.ok("--http-address=:%d" % op["port"] in c["args"], "the operator serves on its port")
+    ctx.ok("--http-addr=:%d" % op["port"] in c["args"], "the operator serves on its port")
+    oopts = operator_interface(ctx.src)
+    for a in c["args"]:
+        name = a[2:].split("=", 1)[0] if a.startswith("--") else None
+        ctx.ok(name in oopts, "operator argument %r is not an option of sporelet-operator (operator-crd/cli/main.c has %s)"
+               % (a, sorted(oopts)))
+        if name in oopts:
+            ctx.ok(oopts[name] == ("=" in a), "operator argument %r: --%s %s" % (
+                a, name, "takes a value" if oopts[name] else "takes no value"))
     sc = c["securityContext"]
     ctx.ok(sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"],
            "the operator is unprivileged")
@@ -519,19 +538,20 @@ def check_operator(ctx, objs, values, fullname, namespace):
     lease = None
     if op["leaderElection"]["enabled"]:
         ctx.ok("--leader-elect" in c["args"], "leader election is on")
-        lease = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--leader-election-lease=")][0]
-        ctx.ok("--leader-election-namespace=$(POD_NAMESPACE)" in c["args"], "the lease is in the pod's namespace")
+        lease = [a.split("=", 1)[1] for a in c["args"] if a.startswith("--lease-name=")][0]
+        ctx.ok("--lease-namespace=$(POD_NAMESPACE)" in c["args"], "the lease is in the pod's namespace")
+        ctx.ok(envs["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name",
+               "POD_NAME (the operator's default holder identity) from the downward API")
     else:
-        ctx.ok(not any(a.startswith("--leader") for a in c["args"]), "no leader-election flags when it is off")
+        ctx.ok(not any(a.startswith(("--leader", "--lease")) for a in c["args"]), "no leader-election flags when it is off")
     return lease
 
 
 def operator_rules():
     return (expand("sporelet.ai", ["sporelets"], ["get", "list", "watch"])
-            | expand("sporelet.ai", ["sporelets/status"], ["get", "update", "patch"])
-            | expand("", ["pods"], ["get", "list", "watch", "create", "delete"])
-            | expand("", ["events"], ["create", "patch"])
-            | expand("events.k8s.io", ["events"], ["create", "patch"]))
+            | expand("sporelet.ai", ["sporelets/status"], ["get", "patch"])
+            | expand("sporelet.ai", ["sporelets/finalizers"], ["update"])
+            | expand("", ["pods"], ["get", "list", "watch", "create", "delete"]))
 
 
 def check_rbac(ctx, objs, values, fullname, namespace, lease):
