@@ -237,6 +237,12 @@ def node_checks(c, ref, bins):
     expect(r, 0, "sporelet-node --help", ["usage: sporelet-node install"])
     r = c.ctr_run(ref, ["/bin/sh", "-c", "mkdir -p /tmp/x && test -d /tmp/x && echo MKDIR-OK"])
     expect(r, 0, "sh -c mkdir && test", ["MKDIR-OK"])
+    # The probes' exec (test -S SOCKET) and the tools by name without a
+    # shell: the runtime finds them on PATH, so the applet links must exist
+    # (busybox's sh would run its applets without them).
+    for argv, rc in ((["test", "-d", "/sporelet/bin"], 0), (["test", "-S", "/run/sporelet/none.sock"], 1),
+                     (["mkdir", "-p", "/tmp/y"], 0), (["sh", "-c", "exit 7"], 7)):
+        expect(c.ctr_run(ref, argv), rc, " ".join(argv) + " (no shell)")
     r = c.ctr_run(ref, ["nsenter", "--help"])
     expect(r, 0, "nsenter --help", ["Usage: nsenter", "Target process", "Enter pid namespace"])
     # The chart's restart command's nsenter, into PID 1's namespaces (here the
