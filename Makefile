@@ -3,7 +3,7 @@
 JOBS ?= $(shell nproc)
 CMAKE_GEN := $(shell command -v ninja >/dev/null 2>&1 && echo -G Ninja)
 
-.PHONY: all setup build release asan fuzz test test-unit test-kvm bench demo clean
+.PHONY: all setup build release asan fuzz test test-unit test-kvm bench demo images clean
 
 all: build
 
@@ -43,6 +43,11 @@ test: release asan fuzz
 
 demo: release
 	bash scripts/demo build/release
+
+# The chart's images (charts/README.md): build/images/sporelet-node.oci.tar and
+# sporelet-operator.oci.tar, OCI archives for skopeo copy or ctr images import.
+images: release
+	python3 scripts/build-images build/release -o build/images
 
 clean:
 	rm -rf build

@@ -21,9 +21,6 @@ removed by stop()).
 See README.md in this directory for the API and for adding the spore runtime.
 """
 
-import gzip
-import hashlib
-import io
 import json
 import os
 import re
@@ -40,6 +37,12 @@ import time
 # own process group, hard timeout, rc "timeout").
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "registry"))
 from harness import RunResult, run, tail  # noqa: E402,F401
+# OCI images (layer tars, layouts) are scripts/ociimage.py's, shared with
+# scripts/build-images (the chart's images).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import ociimage  # noqa: E402
+from ociimage import (ANN_CTRD_NAME, ANN_REF_NAME, MT_CONFIG, MT_INDEX, MT_LAYER_TAR,  # noqa: E402,F401
+                      MT_LAYER_TGZ, MT_MANIFEST, layer_tar, sha256_digest)
 
 CONTAINERD_BIN = "/usr/bin/containerd"
 CTR_BIN = "/usr/bin/ctr"
@@ -51,13 +54,6 @@ CRI_NAMESPACE = "k8s.io"
 SHIM_SOCKET_DIR = "/run/containerd/s"
 SOCK_MAX = 100                 # sun_path is 108 bytes with the NUL; keep a margin
 
-MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_CONFIG = "application/vnd.oci.image.config.v1+json"
-MT_LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
-MT_LAYER_TGZ = "application/vnd.oci.image.layer.v1.tar+gzip"
-ANN_REF_NAME = "org.opencontainers.image.ref.name"
-ANN_CTRD_NAME = "io.containerd.image.name"   # ctr import names images from it
 
 # Plugins that cannot work or are not wanted in a private test instance: the
 # snapshotters needing their own filesystems or pools, and tracing. (The
@@ -770,116 +766,20 @@ class Containerd:
 
 # ---- OCI images ------------------------------------------------------------------
 
-def sha256_digest(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+class OciImage(ociimage.OciImage):
+    """scripts/ociimage.py's OciImage (a single-platform image built in
+    memory; see there) plus push() to the tests' registry."""
 
-
-def layer_tar(entries):
-    """An uncompressed tar: entries are (path, kind, value, mode) with kind
-    "file" (value bytes), "dir" (value None), "symlink" (value target),
-    owned by root, mtime 0 (the same input gives the same bytes)."""
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for path, kind, value, mode in entries:
-            ti = tarfile.TarInfo(path.lstrip("/"))
-            ti.mtime, ti.uid, ti.gid, ti.uname, ti.gname = 0, 0, 0, "root", "root"
-            if kind == "file":
-                ti.type, ti.size, ti.mode = tarfile.REGTYPE, len(value), mode or 0o644
-                t.addfile(ti, io.BytesIO(value))
-            elif kind == "dir":
-                ti.type, ti.mode = tarfile.DIRTYPE, mode or 0o755
-                t.addfile(ti)
-            elif kind == "symlink":
-                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, value, 0o777
-                t.addfile(ti)
-            else:
-                raise ValueError("unknown entry kind %r" % kind)
-    return out.getvalue()
-
-
-class OciImage:
-    """A single-platform (linux/amd64) OCI image built in memory.
-
-    ref: the full name containerd gives it (e.g. sporelet.test/busybox:1).
-    layers: a list of uncompressed layer tars (bytes); gzip=True stores them
-      as tar+gzip (mtime 0, reproducible).
-    config: the image config's "config" object (Entrypoint, Cmd, Env, ...).
-    Also manifest_annotations / extra layer media types for spore images."""
-
-    def __init__(self, ref, layers, config, gzip_layers=True, manifest_annotations=None, created=None):
-        self.ref = ref
-        self.blobs = {}
-        descs, diff_ids = [], []
-        for raw in layers:
-            diff_ids.append(sha256_digest(raw))
-            if gzip_layers:
-                blob = gzip.compress(raw, compresslevel=6, mtime=0)
-                mt = MT_LAYER_TGZ
-            else:
-                blob, mt = raw, MT_LAYER_TAR
-            d = sha256_digest(blob)
-            self.blobs[d] = blob
-            descs.append({"mediaType": mt, "digest": d, "size": len(blob)})
-        cfg = {"created": created or "1970-01-01T00:00:00Z", "architecture": "amd64", "os": "linux",
-               "config": config, "rootfs": {"type": "layers", "diff_ids": diff_ids},
-               "history": [{"created": created or "1970-01-01T00:00:00Z",
-                            "created_by": "tests/containerd/ctrd.py"} for _ in layers]}
-        self.config_bytes = json.dumps(cfg, separators=(",", ":"), sort_keys=True).encode()
-        self.config_digest = sha256_digest(self.config_bytes)
-        self.blobs[self.config_digest] = self.config_bytes
-        m = {"schemaVersion": 2, "mediaType": MT_MANIFEST,
-             "config": {"mediaType": MT_CONFIG, "digest": self.config_digest, "size": len(self.config_bytes)},
-             "layers": descs}
-        if manifest_annotations:
-            m["annotations"] = dict(manifest_annotations)
-        self.manifest_bytes = json.dumps(m, separators=(",", ":")).encode()
-        self.manifest_digest = sha256_digest(self.manifest_bytes)
-        self.blobs[self.manifest_digest] = self.manifest_bytes
-        self.layers = descs
-
-    def index(self):
-        tag = self.ref.rsplit(":", 1)[1] if ":" in self.ref.rsplit("/", 1)[-1] else "latest"
-        return {"schemaVersion": 2, "mediaType": MT_INDEX,
-                "manifests": [{"mediaType": MT_MANIFEST, "digest": self.manifest_digest,
-                               "size": len(self.manifest_bytes),
-                               "platform": {"architecture": "amd64", "os": "linux"},
-                               "annotations": {ANN_CTRD_NAME: self.ref, ANN_REF_NAME: tag}}]}
-
-    def layout_files(self):
-        files = [("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode()),
-                 ("index.json", json.dumps(self.index(), separators=(",", ":")).encode())]
-        for d in sorted(self.blobs):
-            files.append(("blobs/sha256/" + d.split(":", 1)[1], self.blobs[d]))
-        return files
-
-    def write_layout(self, directory):
-        """Writes an OCI image layout directory."""
-        for name, data in self.layout_files():
-            p = os.path.join(directory, name)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            with open(p, "wb") as f:
-                f.write(data)
-        return directory
-
-    def write_tar(self, path):
-        """Writes the OCI image layout as a tar (what `ctr images import` takes)."""
-        with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
-            for dname in ("blobs", "blobs/sha256"):
-                ti = tarfile.TarInfo(dname)
-                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
-                t.addfile(ti)
-            for name, data in self.layout_files():
-                ti = tarfile.TarInfo(name)
-                ti.size, ti.mode = len(data), 0o644
-                t.addfile(ti, io.BytesIO(data))
-        return path
+    def __init__(self, ref, layers, config, gzip_layers=True, manifest_annotations=None, created=None,
+                 created_by="tests/containerd/ctrd.py"):
+        super().__init__(ref, layers, config, gzip_layers=gzip_layers, manifest_annotations=manifest_annotations,
+                         created=created, created_by=created_by)
 
     def push(self, registry_host, repo, tag):
         """Pushes blobs then the manifest to a registry over plain HTTP (the
         docker-registry of tests/registry/harness.py). Returns the ref
         <host>/<repo>:<tag> to pull."""
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "registry"))
-        import harness as regh   # tests/registry/harness.py
+        import harness as regh   # tests/registry/harness.py (on sys.path above)
         client = regh.Client("http://" + registry_host)
         for d in [x["digest"] for x in self.layers] + [self.config_digest]:
             client.push_blob(repo, self.blobs[d], digest=d)
@@ -888,10 +788,10 @@ class OciImage:
 
 
 def busybox_applets(busybox=BUSYBOX_BIN):
-    r = run([busybox, "--list"], timeout=10)
-    if r.rc != 0:
-        raise HarnessError("%s --list failed: %s" % (busybox, r.describe()))
-    return sorted(set(r.out.split()) - {"busybox"})
+    try:
+        return ociimage.busybox_applets(busybox)
+    except ociimage.ImageError as e:
+        raise HarnessError(str(e))
 
 
 def busybox_image(ref="sporelet.test/busybox:1", busybox=BUSYBOX_BIN, cmd=("sh",), gzip_layers=True, extra_layers=()):
