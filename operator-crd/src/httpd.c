@@ -38,6 +38,11 @@ int sop_http_request_line(const char *buf, size_t len, char *method, size_t mcap
 		return -1;
 	if ((size_t)(eol - sp2) < 9 || strncmp(sp2 + 1, "HTTP/1.", 7) != 0)
 		return -1;
+	/* A method is a token; ours are upper-case letters (found by
+	 * fuzz_op_http_request: a NUL made an empty method string). */
+	for (const char *m = buf; m < sp1; m++)
+		if (*m < 'A' || *m > 'Z')
+			return -1;
 	memcpy(method, buf, (size_t)(sp1 - buf));
 	method[sp1 - buf] = 0;
 	size_t pl = (size_t)(sp2 - p);

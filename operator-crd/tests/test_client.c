@@ -404,6 +404,11 @@ static void test_http_request_line(void **st)
 				     "GET /x HTTP/1.1", "TOOLONGMETHODNAMEXX /x HTTP/1.1\r\n" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(sop_http_request_line(bad[i], strlen(bad[i]), m, sizeof(m), p, sizeof(p)), -1);
+	/* Methods are upper-case tokens: a NUL or a lower-case letter is refused. */
+	static const char nul[] = "\0HEAD /readyz HTTP/1.1\n";
+	assert_int_equal(sop_http_request_line(nul, sizeof(nul) - 1, m, sizeof(m), p, sizeof(p)), -1);
+	r = "get /healthz HTTP/1.1\r\n";
+	assert_int_equal(sop_http_request_line(r, strlen(r), m, sizeof(m), p, sizeof(p)), -1);
 }
 
 int main(void)
