@@ -342,9 +342,7 @@ static int b64_value(unsigned char c)
 	return -1;
 }
 
-/* Strict RFC 4648: standard alphabet, padded to a multiple of 4, no
- * whitespace, zero pad bits (one encoding per byte string). */
-static bool b64_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outlen)
+bool oci_base64_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outlen)
 {
 	size_t o = 0;
 
@@ -415,7 +413,7 @@ static int creds_from_entry(json_t *entry, const char *key, struct oci_creds *ou
 
 		if (json_string_length(auth) > (sizeof(buf) / 3) * 4)
 			return creds_fail(err, key, "\"auth\" is too long");
-		ok = b64_decode(json_string_value(auth), json_string_length(auth), buf, sizeof(buf), &n);
+		ok = oci_base64_decode(json_string_value(auth), json_string_length(auth), buf, sizeof(buf), &n);
 		colon = ok ? memchr(buf, ':', n) : NULL;
 		if (!ok || !colon || has_nul_or_newline((const char *)buf, n)) {
 			explicit_bzero(buf, sizeof(buf));

@@ -8,6 +8,7 @@
 #include "sl/file.h"
 #include "sl/json.h"
 #include "sl/yaml.h"
+#include "oci/auth.h"
 #include "sop_kubeconfig.h"
 
 void sop_kube_config_free(struct sop_kube_config *c)
@@ -26,63 +27,24 @@ void sop_kube_config_free(struct sop_kube_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
-static int b64val(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
+/* kubeconfig's *-data fields: base64 as Go's decoder takes it (line breaks
+ * and blanks between characters ignored), otherwise strict RFC 4648. */
 int sop_base64_decode(const char *in, size_t len, char **out, size_t *out_len, sl_error_t *err)
 {
+	_cleanup_free_ char *clean = malloc(len + 1);
 	char *o = malloc(len / 4 * 3 + 4);
-	if (!o)
-		return sl_error_set(err, SL_E_NOMEM, "base64: out of memory");
-	size_t n = 0;
-	unsigned quad[4];
-	int q = 0, pad = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)in[i];
-		if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-			continue;
-		if (c == '=') {
-			if (q < 2) {
-				free(o);
-				return sl_error_set(err, SL_E_INVALID, "base64: '=' at byte %zu", i);
-			}
-			pad++;
-			quad[q++] = 0;
-		} else {
-			int v = b64val(c);
-			if (v < 0 || pad) {
-				free(o);
-				return sl_error_set(err, SL_E_INVALID, "base64: bad character at byte %zu", i);
-			}
-			quad[q++] = (unsigned)v;
-		}
-		if (q == 4) {
-			unsigned v = quad[0] << 18 | quad[1] << 12 | quad[2] << 6 | quad[3];
-			o[n++] = (char)(v >> 16);
-			if (pad < 2)
-				o[n++] = (char)(v >> 8);
-			if (pad < 1)
-				o[n++] = (char)v;
-			q = 0;
-			if (pad)
-				pad = 3; /* nothing but whitespace may follow */
-		}
-	}
-	if (q != 0) {
+	if (!clean || !o) {
 		free(o);
-		return sl_error_set(err, SL_E_INVALID, "base64: length is not a multiple of 4");
+		return sl_error_set(err, SL_E_NOMEM, "base64: out of memory");
+	}
+	size_t m = 0, n = 0;
+	for (size_t i = 0; i < len; i++)
+		if (!strchr(" \t\r\n", in[i]) || !in[i])
+			clean[m++] = in[i];
+	if (m && !oci_base64_decode(clean, m, (unsigned char *)o, len / 4 * 3 + 3, &n)) {
+		free(o);
+		return sl_error_set(err, SL_E_INVALID,
+				    "base64: not valid (standard alphabet, padded to a multiple of 4, zero pad bits)");
 	}
 	o[n] = 0;
 	*out = o;

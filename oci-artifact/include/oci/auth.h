@@ -48,5 +48,9 @@ int oci_token_parse(const char *json, size_t len, char *token, size_t cap, long 
 
 /* base64 (RFC 4648, with padding) for Basic auth. Returns length or -1. */
 int oci_base64_encode(const void *in, size_t len, char *out, size_t cap);
+/* Strict RFC 4648 decoding: standard alphabet, padded to a multiple of 4, no
+ * whitespace, zero pad bits (one encoding per byte string); n > 0 and at
+ * most cap bytes out. */
+bool oci_base64_decode(const char *in, size_t n, unsigned char *out, size_t cap, size_t *outlen);
 
 #endif
