@@ -37,25 +37,13 @@ sys.path.insert(0, CTRD_DIR)
 sys.path.insert(0, os.path.join(CTRD_DIR, "..", "registry"))
 import ctrd  # noqa: E402
 from ctrd import CRI_NAMESPACE, CRI_PLUGIN, Containerd, HarnessError, Skip  # noqa: E402
+from ctrd import Timer, check  # noqa: E402
 
 ctrd.ensure_python_with_grpc()
 
 BINARIES = ["spore", "spore-oci", "containerd-shim-spore-v2", "spore-snapshotter"]
 INSTALL_DIR = "/bin-sporelet"          # host path inside the scratch root
 CONFIG = "/config.toml"                # the harness's containerd reads <workdir>/config.toml
-
-
-def check(cond, msg):
-    if not cond:
-        raise HarnessError(msg)
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.monotonic()
-
-    def mark(self, what):
-        print("  [%6.2fs] %s" % (time.monotonic() - self.t0, what), flush=True)
 
 
 class NodeContainerd(Containerd):

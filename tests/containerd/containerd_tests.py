@@ -14,24 +14,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ctrd  # noqa: E402
 from ctrd import CRI_NAMESPACE, Containerd, HarnessError, Runtime, Skip  # noqa: E402
+from ctrd import Timer, check  # noqa: E402
 
 ctrd.ensure_python_with_grpc()
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.monotonic()
-        self.marks = []
-
-    def mark(self, what):
-        t = time.monotonic()
-        self.marks.append((what, t - self.t0))
-        print("  [%6.2fs] %s" % (t - self.t0, what), flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise HarnessError(msg)
 
 
 def expect_rc(r, rc, what):

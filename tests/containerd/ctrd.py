@@ -75,6 +75,25 @@ class HarnessError(Exception):
     pass
 
 
+def check(cond, msg):
+    """Fails the test (HarnessError) with msg unless cond holds."""
+    if not cond:
+        raise HarnessError(msg)
+
+
+class Timer:
+    """Prints each step of a test with the seconds since it started."""
+
+    def __init__(self):
+        self.t0 = time.monotonic()
+        self.marks = []
+
+    def mark(self, what):
+        t = time.monotonic()
+        self.marks.append((what, t - self.t0))
+        print("  [%6.2fs] %s" % (t - self.t0, what), flush=True)
+
+
 class Skip(Exception):
     """The machine lacks something the test needs (exit status 77)."""
 

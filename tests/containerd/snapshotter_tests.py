@@ -28,23 +28,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ctrd  # noqa: E402
 from ctrd import CRI_NAMESPACE, Containerd, HarnessError  # noqa: E402
+from ctrd import Timer, check  # noqa: E402
 
 ctrd.ensure_python_with_grpc()
 
 SVC = "/containerd.services.snapshots.v1.Snapshots/"
-
-
-def check(cond, msg):
-    if not cond:
-        raise HarnessError(msg)
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.monotonic()
-
-    def mark(self, what):
-        print("  [%6.2fs] %s" % (time.monotonic() - self.t0, what), flush=True)
 
 
 def load_api(proto_dir):

@@ -22,23 +22,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "registry"))
 import ctrd  # noqa: E402
 from ctrd import CRI_NAMESPACE, Containerd, HarnessError, Runtime, Skip  # noqa: E402
+from ctrd import Timer, check  # noqa: E402
 
 ctrd.ensure_python_with_grpc()
 
 RUNTIME = "io.containerd.spore.v2"
-
-
-class Timer:
-    def __init__(self):
-        self.t0 = time.monotonic()
-
-    def mark(self, what):
-        print("  [%6.2fs] %s" % (time.monotonic() - self.t0, what), flush=True)
-
-
-def check(cond, msg):
-    if not cond:
-        raise HarnessError(msg)
 
 
 class Env:
