@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "sl/error.h"
 #include "vmm.h"
 
@@ -109,6 +110,7 @@ struct drive_opts {
 	/* the restore's disk chunks, reflinked / copied (status on the control socket) */
 	uint64_t disk_shared, disk_copied;
 	const char *disk_dir; /* --disk-dir (vmm_restore_opts.disk_dir) */
+	const struct cli_jail_opts *jail; /* --jail: applied just before the vCPUs start, or NULL */
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* What a guest's agent gets: run and resume options, a pool's resume-agent request. */
@@ -143,6 +145,22 @@ int cli_parse_disk_dir(const char *arg, const char **out, sl_error_t *err);
 /* One debug line with where a restore's time went. */
 void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opts *o,
 		      const struct vmm_restore_stats *rs);
+/* ---- jail.c: the opt-in VMM jail (--jail, --jail-uid; SECURITY.md) ---- */
+struct cli_jail_opts {
+	bool enabled;  /* --jail */
+	bool set_uid;  /* --jail-uid given */
+	uid_t uid;
+	gid_t gid;
+};
+/* --jail-uid UID[:GID] (GID defaults to UID; neither may be 0). */
+int cli_parse_jail_uid(const char *s, struct cli_jail_opts *o, sl_error_t *err);
+/* Jails the calling process, all of its threads: no_new_privs; the bounding,
+ * inheritable and ambient capability sets emptied; o's uid and gid if set (no
+ * supplementary groups); no capabilities; then a seccomp allowlist (denied
+ * calls fail with EPERM). Call it once everything the run needs is open and
+ * before the guest runs: nothing of it can be undone. */
+int cli_jail_apply(const struct cli_jail_opts *o, sl_error_t *err);
+
 int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_error_t *err);
 /* One text message (at most 4095 bytes) on a SOCK_SEQPACKET connection,
  * without blocking: a client that does not read its replies loses them,

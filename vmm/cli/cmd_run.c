@@ -22,13 +22,15 @@ static const char run_usage[] =
 	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"                 [--for DURATION] [--control SOCKET] [--ready-fd N] [-- ARGS...]\n"
 	"       spore run --from SPORE [--hostname NAME] [--env K=V]... [--vsock PATH] [--for DURATION]\n"
-	"                 [--disk-dir DIR] [-- COMMAND...]\n"
+	"                 [--disk-dir DIR] [--jail [--jail-uid UID[:GID]]] [-- COMMAND...]\n"
 	"Boots an x86_64 ELF kernel (the test guest; ARGS extend its command line)\n"
 	"or a Linux bzImage (ARGS are a command the guest's agent runs; --cmdline\n"
 	"extends the kernel's). The test guest with --vsock gets a vsock device and\n"
 	"runs its agent: ARGS are then a command for it (built-ins, docs/testguest.md)\n"
 	"and --cmdline is its command line. With --from, resumes a spore and runs\n"
-	"COMMAND in it.\n"
+	"COMMAND in it. --jail (with --from) jails the VMM before the guest runs\n"
+	"(SECURITY.md): no new privileges, no capabilities, a seccomp allowlist,\n"
+	"and with --jail-uid the given uid and gid.\n"
 	"A Linux guest's command line is console=ttyS0 reboot=t panic=-1 pci=off,\n"
 	"then --cmdline (default: quiet). --capture-on ready captures a Linux guest\n"
 	"once its agent answers and COMMAND (the warm-up), if any, exited 0.\n"
@@ -40,7 +42,7 @@ static const char resume_usage[] =
 	"                   [--verify sealed|full] [--hostname NAME] [--env K=V]... [--vsock PATH]\n"
 	"                   [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"                   [--control SOCKET] [--ready-fd N] [--parent-fd N] [--disk-dir DIR]\n"
-	"                   [-- COMMAND...]\n"
+	"                   [--jail [--jail-uid UID[:GID]]] [-- COMMAND...]\n"
 	"Resumes the spore in DIR with a new generation id. With --pool, a\n"
 	"pre-started VMM of a `spore pool` does the restore. --verify full hashes\n"
 	"every chunk even when a seal shows it unchanged since it was last verified.\n"
@@ -54,13 +56,34 @@ static const char resume_usage[] =
 	"whose write end the supervisor holds) stops the VM when the supervisor dies.\n"
 	"--disk-dir DIR: where a Linux spore's private disk copies go when DIR of\n"
 	"the spore takes no file (a read-only bind); on the node cache's filesystem\n"
-	"their chunks are reflinked, not copied. Default: $TMPDIR, /var/tmp, /tmp.\n";
+	"their chunks are reflinked, not copied. Default: $TMPDIR, /var/tmp, /tmp.\n"
+	"--jail: once the VM is restored and its sockets are open, and before the\n"
+	"guest runs, the VMM sets no_new_privs, drops every capability and installs\n"
+	"a seccomp allowlist (SECURITY.md); --jail-uid UID[:GID] also switches to\n"
+	"that uid and gid (GID defaults to UID).\n";
 
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
 	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT, OPT_VIRTIO_CMDLINE,
-	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD, OPT_DISK_DIR,
+	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD, OPT_DISK_DIR, OPT_JAIL, OPT_JAIL_UID,
 };
+
+static int jail_opt(int c, struct cli_jail_opts *j, sl_error_t *err)
+{
+	switch (c) {
+	case OPT_JAIL: j->enabled = true; return 1;
+	case OPT_JAIL_UID: return cli_parse_jail_uid(optarg, j, err) < 0 ? -1 : 1;
+	}
+	return 0;
+}
+
+static int check_jail(const struct cli_jail_opts *j, struct drive_opts *o)
+{
+	if (j->set_uid && !j->enabled)
+		return cli_usage("--jail-uid needs --jail");
+	o->jail = j->enabled ? j : NULL;
+	return 0;
+}
 
 static int guest_opt(int c, struct cli_guest *g, sl_error_t *err)
 {
@@ -183,12 +206,14 @@ int cmd_run(int argc, char **argv)
 		{"control", required_argument, NULL, OPT_CONTROL}, {"ready-fd", required_argument, NULL, OPT_READY_FD},
 		{"parent-fd", required_argument, NULL, OPT_PARENT_FD}, {"disk-dir", required_argument, NULL, OPT_DISK_DIR},
 		{"virtio-cmdline", no_argument, NULL, OPT_VIRTIO_CMDLINE}, {"help", no_argument, NULL, 'h'},
+		{"jail", no_argument, NULL, OPT_JAIL}, {"jail-uid", required_argument, NULL, OPT_JAIL_UID},
 		{0}};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *kernel = NULL, *cmdline = NULL, *initrd = NULL, *from = NULL;
 	struct vmm_machine m = {.mem_mib = 128, .vcpus = 1};
 	bool shape_given = false;
 	struct cli_guest g = {0};
+	struct cli_jail_opts jail = {0};
 	sl_error_t err = NULL;
 	int c;
 	optind = 1;
@@ -218,12 +243,16 @@ int cmd_run(int argc, char **argv)
 		case '?': fputs(run_usage, stderr); return EXIT_SPORE_FAILED;
 		default:
 			r = guest_opt(c, &g, &err);
+			if (r == 0)
+				r = jail_opt(c, &jail, &err);
 			if (r < 0 || (r == 0 && common_opt(c, &o, &err) < 0))
 				return cli_fail(&err);
 		}
 	}
-	if (check_capture(&o))
+	if (check_capture(&o) || check_jail(&jail, &o))
 		return EXIT_SPORE_FAILED;
+	if (jail.enabled && !from)
+		return cli_usage("run: --jail is for a resumed spore (run --from, resume); a booted VM is not jailed yet");
 	char **args = optind < argc ? argv + optind : NULL;
 	if (from) {
 		if (kernel || initrd || cmdline || shape_given)
@@ -341,10 +370,12 @@ int cmd_resume(int argc, char **argv)
 		{"hostname", required_argument, NULL, OPT_HOSTNAME}, {"env", required_argument, NULL, OPT_ENV},
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"control", required_argument, NULL, OPT_CONTROL},
 		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"parent-fd", required_argument, NULL, OPT_PARENT_FD},
-		{"disk-dir", required_argument, NULL, OPT_DISK_DIR}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"disk-dir", required_argument, NULL, OPT_DISK_DIR}, {"help", no_argument, NULL, 'h'},
+		{"jail", no_argument, NULL, OPT_JAIL}, {"jail-uid", required_argument, NULL, OPT_JAIL_UID}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	struct cli_guest g = {0};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
+	struct cli_jail_opts jail = {0};
 	const char *prefix = NULL, *pool = NULL;
 	sl_error_t err = NULL;
 	int c;
@@ -361,6 +392,8 @@ int cmd_resume(int argc, char **argv)
 		case '?': fputs(resume_usage, stderr); return EXIT_SPORE_FAILED;
 		default: {
 			int r = guest_opt(c, &g, &err);
+			if (r == 0)
+				r = jail_opt(c, &jail, &err);
 			if (r < 0 || (r == 0 && common_opt(c, &o, &err) < 0))
 				return cli_fail(&err);
 		}
@@ -371,14 +404,14 @@ int cmd_resume(int argc, char **argv)
 	if (optind >= argc || (optind + 1 < argc && !dashdash))
 		return cli_usage("resume: exactly one spore directory expected (a command goes after --)\n%s",
 				 resume_usage);
-	if (check_capture(&o))
+	if (check_capture(&o) || check_jail(&jail, &o))
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
 	if (pool) {
 		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED || o.control_path || o.ready_fd >= 0 ||
-		    o.client_fd >= 0 || o.disk_dir)
+		    o.client_fd >= 0 || o.disk_dir || jail.enabled)
 			return cli_usage("resume: --pool does not take --capture, --report-fd, --verify, --control, "
-					 "--ready-fd or --disk-dir (the pool's own --verify applies; pools serve test-guest spores, which have no disks)");
+					 "--ready-fd, --disk-dir or --jail (the pool's own --verify applies; pools serve test-guest spores, which have no disks)");
 		if (optind + 1 < argc || guest_opts_given(&g))
 			return cli_usage("resume: --pool is for test-guest spores (no command, --hostname, --env, --vsock)");
 		return resume_pooled(pool, dir, &o, prefix);

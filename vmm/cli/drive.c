@@ -124,6 +124,10 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 		arm(cap_fd, o->capture_after_ms);
 
 	sl_error_t err = NULL;
+	/* Everything the run needs is open (the VM, its sockets, the control
+	 * socket, the timers): the jail goes on before the guest runs. */
+	if (o->jail && o->jail->enabled && cli_jail_apply(o->jail, &err) < 0)
+		return cli_fail(&err);
 	uint64_t start_ns = cli_now_ns();
 	if (vmm_start(vm, &err) < 0)
 		return cli_fail(&err);

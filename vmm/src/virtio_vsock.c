@@ -1175,6 +1175,9 @@ int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, cons
 	if (v->threaded) {
 		sigset_t all, old;
 		sigfillset(&all);
+		/* SIGSYS stays open: libpsx reaches every thread with it when
+		 * the jail (vmm/cli/jail.c) drops capabilities. */
+		sigdelset(&all, SIGSYS);
 		pthread_sigmask(SIG_BLOCK, &all, &old); /* process signals belong to other threads */
 		int rc = pthread_create(&v->thread, NULL, vsock_thread, v);
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
