@@ -1096,6 +1096,141 @@ def test_control(ctx):
     check("control: connect to" in r.err, "spore control without a VM\n" + r.describe())
 
 
+# ---- the opt-in jail -----------------------------------------------------------
+
+def thread_status(pid):
+    """{tid: {field: value}} of the jail-relevant /proc status fields."""
+    res = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                st = dict(ln.split(":", 1) for ln in f.read().splitlines() if ":" in ln)
+        except OSError:
+            continue  # the thread ended
+        res[tid] = {k: st[k].split() for k in ("Name", "Uid", "Gid", "CapPrm", "CapEff", "CapInh", "CapBnd",
+                                                "CapAmb", "NoNewPrivs", "Seccomp") if k in st}
+    return res
+
+
+def check_jailed(pid, uid, what):
+    """Every thread of pid: seccomp filter, no_new_privs, no capabilities, uid."""
+    ts = thread_status(pid)
+    check(len(ts) >= 2, "%s: want the main and vCPU threads, got %s" % (what, ts))
+    for tid, st in ts.items():
+        if st["Name"][0].startswith("kvm-"):
+            continue  # a kernel worker attached to the VM: not ours
+        bad = [k for k in ("CapPrm", "CapEff", "CapInh", "CapBnd", "CapAmb") if int(st[k][0], 16)]
+        check(not bad, "%s: thread %s (%s) still has capabilities %s" % (what, tid, st["Name"][0], st))
+        check(st["NoNewPrivs"] == ["1"] and st["Seccomp"] == ["2"],
+              "%s: thread %s (%s) is not under the seccomp filter with no_new_privs: %s" %
+              (what, tid, st["Name"][0], st))
+        check(st["Uid"] == [str(uid)] * 4, "%s: thread %s runs as uid %s, want %d" % (what, tid, st["Uid"], uid))
+    return ts
+
+
+def jailed_vm(ctx, spore_dir, extra, uid, check_control=None):
+    """spore resume --jail with a control socket: checks every thread is
+    jailed, asks status (and check_control(sock), if given), stops it."""
+    sock = ctx.path("jail.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)  # left by a VMM that ran as another uid
+    epath = ctx.path("jail.err")
+    with open(ctx.path("jail.out"), "w") as out, open(epath, "w") as err:
+        vm = subprocess.Popen([ctx.spore_bin, "resume", spore_dir, "--jail", "--control", sock] + extra,
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=ctx.env, cwd=ctx.tmp,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            r = subprocess.run([ctx.spore_bin, "control", sock, "status"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=ctx.env, text=True, timeout=30)
+            if r.returncode == 0:
+                break
+            check(vm.poll() is None, "jailed VM ended (%s) before its control socket answered: %s" %
+                  (vm.returncode, read(epath).decode(errors="replace")))
+            check(time.monotonic() < deadline, "no answer on the jailed VM's control socket: %s" % r.stderr)
+            time.sleep(0.05)
+        check(re.match(r"^ok state=running pid=%d generation=[0-9a-f]{32} counter=\d+$" % vm.pid, r.stdout),
+              "status of a jailed VM: %r" % r.stdout)
+        ts = check_jailed(vm.pid, uid, "resume --jail %s" % " ".join(extra))
+        if check_control:
+            check_control(sock)
+        r = subprocess.run([ctx.spore_bin, "control", sock, "stop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env=ctx.env, text=True, timeout=30)
+        check(r.returncode == 0 and r.stdout.strip() == "ok", "stop a jailed VM: %r %r" % (r.stdout, r.stderr))
+        vm.wait(timeout=30)
+    finally:
+        if vm.poll() is None:
+            os.killpg(vm.pid, signal.SIGKILL)
+            vm.wait()
+    err = read(epath).decode(errors="replace")
+    check(vm.returncode == 0, "a jailed VM stopped through its control socket exits 0, got %s\n%s" %
+          (vm.returncode, err))
+    check("sanitizer" not in err.lower(), "sanitizer report from a jailed VM:\n%s" % err)
+    return read(ctx.path("jail.out")).decode(errors="replace"), ts
+
+
+def test_jail_resume(ctx):
+    """resume --jail (and --jail-uid): the guest runs as without the jail;
+    every VMM thread (the vsock device's too) has no capabilities, no_new_privs
+    and the seccomp filter; the control socket works; capture through it works
+    as root and fails with a clear error where the jail's uid cannot write."""
+    a = ctx.path("A")
+    boot_capture(ctx, a, args=("mode=demo", "warm_ms=50", "pulse_ms=20"))
+    for extra in ([], ["--jail-uid", "65534"]):
+        for verb in (["resume", a], ["run", "--from", a]):
+            r = ctx.spore(*verb, "--jail", *extra, "--for", "500ms", timeout=60, expect=0)
+            lines = r.lines()
+            assert_clean(r, lines)
+            one_gen(r, lines, 1)
+            check(any(ln.startswith("tg: pulse ") for ln in lines), "a jailed guest does not run\n" + r.describe())
+            check("sanitizer" not in r.err.lower(), "sanitizer report from a jailed VM\n" + r.describe())
+
+    b = ctx.path("B")
+
+    def capture_ok(sock):
+        r = ctx.spore("control", sock, "capture", b, timeout=60, expect=0)
+        check(r.out.startswith("ok ms="), "capture of a jailed VM\n" + r.describe())
+
+    out, _ = jailed_vm(ctx, a, [], 0, capture_ok)
+    check(re.search(r"^tg: pulse ", out, re.M), "the jailed guest did not pulse:\n" + out)
+    r = ctx.spore("resume", b, "--for", "500ms", timeout=60, expect=0)
+    lines = r.lines()
+    assert_clean(r, lines)
+    one_gen(r, lines, 2)
+
+    c = ctx.path("C")
+
+    def capture_refused(sock):
+        # ctx.tmp is root's and 0700: uid 65534 cannot create C there.
+        r = ctx.spore("control", sock, "capture", c, timeout=60, expect=1)
+        check(r.out.startswith("error capture") and c in r.out and "Permission denied" in r.out,
+              "capture by a VMM jailed as uid 65534 into root's directory\n" + r.describe())
+        check(not os.path.exists(c), "a refused capture left %s behind" % c)
+
+    jailed_vm(ctx, a, ["--jail-uid", "65534"], 65534, capture_refused)
+
+    # A spore with the test guest's agent: the vsock device's thread starts
+    # before the jail and must be jailed too; the agent answers.
+    v = ctx.path("V")
+    ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("cap.vsock"), "--capture", v, "--capture-on",
+              "ready", "--", "echo", "warm", timeout=120, expect=0)
+    for extra, uid in (([], 0), (["--jail-uid", "65534:65534"], 65534)):
+        r = ctx.spore("resume", v, "--jail", *extra, "--hostname", "jailed", "--", "hostname", timeout=60, expect=0)
+        check("jailed\n" in r.out and "sanitizer" not in r.err.lower(), "agent command in a jailed VM\n" +
+              r.describe())
+        _, ts = jailed_vm(ctx, v, extra, uid)
+        check(any(st["Name"][0] == "vsock-io" for st in ts.values()), "no vsock-io thread was checked: %s" % ts)
+
+    for args, want in ((["resume", a, "--jail-uid", "65534"], "--jail-uid needs --jail"),
+                       (["resume", a, "--jail", "--jail-uid", "0"], "--jail-uid 0: want UID[:GID]"),
+                       (["resume", a, "--jail", "--jail-uid", "65534:x"], "--jail-uid 65534:x: want UID[:GID]"),
+                       (["resume", "--pool", ctx.path("nopool.sock"), a, "--jail"], "--pool does not take"),
+                       (["run", "--kernel", ctx.guest, "--jail"], "--jail is for a resumed spore")):
+        r = ctx.spore(*args, timeout=30, expect=EXIT_SPORE_FAILED)
+        check(want in r.err, "want %r on stderr\n%s" % (want, r.describe()))
+
+
 def test_sharing(ctx):
     a, f = ctx.path("A"), ctx.path("F")
     n, mem = 20, 256
@@ -1292,6 +1427,7 @@ TESTS = {
     "seals": test_seals,
     "pool": test_pool,
     "control": test_control,
+    "jail-resume": test_jail_resume,
     "cli_errors": test_cli_errors,
 }
 
