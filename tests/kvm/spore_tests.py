@@ -1215,11 +1215,15 @@ def test_jail_resume(ctx):
     v = ctx.path("V")
     ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("cap.vsock"), "--capture", v, "--capture-on",
               "ready", "--", "echo", "warm", timeout=120, expect=0)
+    # --vsock in the test's directory: a VMM jailed as 65534 cannot remove
+    # its socket, nor a private vsock directory it made in root's $TMPDIR.
+    # A VMM never takes over an existing socket: one path per run.
     for extra, uid in (([], 0), (["--jail-uid", "65534:65534"], 65534)):
-        r = ctx.spore("resume", v, "--jail", *extra, "--hostname", "jailed", "--", "hostname", timeout=60, expect=0)
+        r = ctx.spore("resume", v, "--jail", *extra, "--vsock", ctx.path("cmd%d.vsock" % uid), "--hostname", "jailed",
+                      "--", "hostname", timeout=60, expect=0)
         check("jailed\n" in r.out and "sanitizer" not in r.err.lower(), "agent command in a jailed VM\n" +
               r.describe())
-        _, ts = jailed_vm(ctx, v, extra, uid)
+        _, ts = jailed_vm(ctx, v, extra + ["--vsock", ctx.path("ctl%d.vsock" % uid)], uid)
         check(any(st["Name"][0] == "vsock-io" for st in ts.values()), "no vsock-io thread was checked: %s" % ts)
 
     for args, want in ((["resume", a, "--jail-uid", "65534"], "--jail-uid needs --jail"),
