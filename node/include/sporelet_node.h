@@ -124,7 +124,6 @@ struct node_label_opts {
 	const char *node_name;
 	const char *key;
 	const char *value;
-	long timeout_s;
 };
 int node_label(const struct node_label_opts *o, sl_error_t *err);
 

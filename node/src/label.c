@@ -1,17 +1,13 @@
-/* Node labelling through the Kubernetes API: one JSON merge patch of metadata.labels with libcurl. */
+/* Node labelling through the Kubernetes API: one JSON merge patch of metadata.labels with the operator's client. */
 #include <ctype.h>
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "node_int.h"
-#include "sl/file.h"
 #include "sl/json.h"
+#include "sop_kube.h"
 #include "sporelet_node.h"
-
-#define TOKEN_MAX (64u << 10)
-#define REPLY_MAX (64u << 10)
 
 /* RFC 1123 subdomain (Node names, label key prefixes): lowercase letters,
  * digits, '-' and '.', alphanumeric at both ends. */
@@ -48,40 +44,8 @@ static bool label_key(const char *k)
 	return dns_subdomain(k, (size_t)(slash - k)) && label_part(slash + 1, strlen(slash + 1), false);
 }
 
-static size_t collect(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-	struct nbuf *b = ud;
-	size_t n = size * nmemb;
-
-	/* Only the start of an error reply is shown; the rest is dropped. */
-	if (b->len < REPLY_MAX)
-		nbuf_add(b, ptr, n < REPLY_MAX - b->len ? n : REPLY_MAX - b->len);
-	return n;
-}
-
-static void curl_cleanupp(CURL **c)
-{
-	if (*c)
-		curl_easy_cleanup(*c);
-}
-
-static void slist_freep(struct curl_slist **l)
-{
-	if (*l)
-		curl_slist_free_all(*l);
-}
-
 int node_label(const struct node_label_opts *o, sl_error_t *err)
 {
-	__attribute__((cleanup(curl_cleanupp))) CURL *c = NULL;
-	__attribute__((cleanup(slist_freep))) struct curl_slist *hdrs = NULL;
-	_cleanup_free_ char *token = NULL, *body = NULL, *url = NULL, *auth = NULL;
-	_cleanup_json_ json_t *patch = NULL;
-	struct nbuf reply = {0};
-	size_t tlen, blen;
-	long status = 0;
-	CURLcode cc;
-
 	if (!o->node_name || !dns_subdomain(o->node_name, strlen(o->node_name)))
 		return sl_error_set(err, SL_E_INVALID, "node name \"%s\": not a DNS subdomain name",
 				    o->node_name ? o->node_name : "");
@@ -92,66 +56,42 @@ int node_label(const struct node_label_opts *o, sl_error_t *err)
 	if (!o->api_server || strncmp(o->api_server, "http", 4) != 0)
 		return sl_error_set(err, SL_E_INVALID, "API server \"%s\": an http(s) URL is needed",
 				    o->api_server ? o->api_server : "");
-	if (sl_read_path(o->token_file, TOKEN_MAX, &token, &tlen, err) < 0)
-		return sl_error_wrap(err, "service account token");
-	while (tlen > 0 && isspace((unsigned char)token[tlen - 1]))
-		token[--tlen] = '\0';
-	if (tlen == 0 || strpbrk(token, "\r\n"))
-		return sl_error_set(err, SL_E_INVALID, "service account token %s: empty or several lines", o->token_file);
+	if (!o->token_file)
+		return sl_error_set(err, SL_E_INVALID, "service account token: no token file");
 
-	patch = json_pack("{s:{s:{s:o}}}", "metadata", "labels", o->key,
-			  o->value ? json_string(o->value) : json_null());
-	if (!patch || !(body = json_dumps(patch, JSON_COMPACT)))
-		return sl_error_set(err, SL_E_NOMEM, "out of memory");
-	blen = strlen(body);
-	const char *base = o->api_server;
-	size_t bl = strlen(base);
-
-	while (bl > 0 && base[bl - 1] == '/')
+	/* The operator's Kubernetes client: bearer token (re-read on a 401),
+	 * CA bundle, the API's Status message in errors. */
+	size_t bl = strlen(o->api_server);
+	while (bl > 0 && o->api_server[bl - 1] == '/')
 		bl--;
-	if (asprintf(&url, "%.*s/api/v1/nodes/%s", (int)bl, base, o->node_name) < 0 ||
-	    asprintf(&auth, "Authorization: Bearer %s", token) < 0) {
-		url = auth = NULL;
+	struct sop_kube_config cfg = {
+		.server = strndup(o->api_server, bl),
+		.token_file = strdup(o->token_file),
+		.ca_file = o->ca_file && *o->ca_file ? strdup(o->ca_file) : NULL,
+	};
+	if (!cfg.server || !cfg.token_file || (o->ca_file && *o->ca_file && !cfg.ca_file)) {
+		sop_kube_config_free(&cfg);
 		return sl_error_set(err, SL_E_NOMEM, "out of memory");
 	}
-	if (!(c = curl_easy_init()))
-		return sl_error_set(err, SL_E_NOMEM, "curl_easy_init failed");
-	hdrs = curl_slist_append(hdrs, "Content-Type: application/merge-patch+json");
-	hdrs = hdrs ? curl_slist_append(hdrs, "Accept: application/json") : NULL;
-	hdrs = hdrs ? curl_slist_append(hdrs, auth) : NULL;
-	if (!hdrs)
-		return sl_error_set(err, SL_E_NOMEM, "out of memory");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, "PATCH");
-	curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)blen);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https,http");
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, o->timeout_s > 0 ? o->timeout_s : 30L);
-	if (o->ca_file)
-		curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
-	cc = curl_easy_perform(c);
-	if (cc != CURLE_OK) {
-		nbuf_free(&reply);
-		return sl_error_set(err, SL_E_IO, "PATCH %s: %s", url, curl_easy_strerror(cc));
+	struct sop_kube *k = NULL;
+	if (sop_kube_new(&cfg, &k, err) < 0) {
+		sop_kube_config_free(&cfg);
+		return sl_error_wrap(err, "service account token");
 	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	if (status == 404 && !o->value) {
+	_cleanup_json_ json_t *patch = json_pack("{s:{s:{s:o}}}", "metadata", "labels", o->key,
+						 o->value ? json_string(o->value) : json_null());
+	char path[300];
+	snprintf(path, sizeof(path), "/api/v1/nodes/%s", o->node_name);
+	long status = 0;
+	int rc = patch ? sop_kube_merge_patch(k, path, patch, &status, NULL, err)
+		       : sl_error_set(err, SL_E_NOMEM, "out of memory");
+	sop_kube_free(k);
+	if (rc < 0 && status == 404 && !o->value) {
 		/* The node is gone: so is its label. */
-		nbuf_free(&reply);
+		sl_error_free(err);
 		return 0;
 	}
-	if (status < 200 || status > 299) {
-		char show[SL_SHOW_BUF];
-
-		sl_show(reply.p ? reply.p : "", reply.len, show);
-		nbuf_free(&reply);
-		return sl_error_set(err, status == 404 ? SL_E_NOT_FOUND : SL_E_IO, "PATCH %s: HTTP %ld: %s", url,
-				    status, show);
-	}
-	nbuf_free(&reply);
-	return 0;
+	if (rc < 0 && status)
+		return sl_error_wrap(err, "label node %s: HTTP %ld", o->node_name, status);
+	return rc;
 }
