@@ -1,4 +1,4 @@
-/* Jails itself with the VMM's own jail code (cli_jail_apply) and checks that each denial it promises happens. */
+/* Jails itself with the VMM's own jail code (cli_jail_enter) and checks that each denial it promises happens. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -10,7 +10,9 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -44,6 +46,23 @@ static void *thread_main(void *arg)
 	return NULL;
 }
 
+/* rc is the call's result: -1 with errno e. */
+static void refused_with(long rc, int e, const char *what)
+{
+	int got = rc < 0 ? errno : 0;
+	report(rc == -1 && got == e, what, got);
+}
+
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, text, strlen(text));
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
 static bool no_caps(void)
 {
 	cap_t cur = cap_get_proc(), none = cap_init();
@@ -52,6 +71,20 @@ static bool no_caps(void)
 	cap_free(none);
 	return ok;
 }
+
+static int mount_count(void)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return -1;
+	int n = 0;
+	for (int c; (c = fgetc(f)) != EOF;)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static int probe(struct cli_jail_opts *jo, bool leak, const char *rw, const char *ro, const char *hidden);
 
 int main(int argc, char **argv)
 {
@@ -62,10 +95,68 @@ int main(int argc, char **argv)
 	}
 	struct cli_jail_opts o = {.enabled = true};
 	sl_error_t err = NULL;
+	bool leak = argc > 1 && !strcmp(argv[argc - 1], "--leak-dirfd");
+	if (leak)
+		argc--;
 	if (argc > 2 || (argc == 2 && cli_parse_jail_uid(argv[1], &o, &err) < 0)) {
-		fprintf(stderr, "usage: jail_probe [UID[:GID]]%s%s\n", err ? ": " : "", err ? sl_error_msg(err) : "");
+		fprintf(stderr, "usage: jail_probe [UID[:GID]] [--leak-dirfd]%s%s\n", err ? ": " : "",
+			err ? sl_error_msg(err) : "");
 		return 2;
 	}
+	/* The jail shows rw/ and ro/; hidden/ beside them is the host's. */
+	char base[] = "/tmp/jail-probe-XXXXXX", rw[64], ro[64], hidden[64], path[128];
+	if (!mkdtemp(base)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	snprintf(rw, sizeof(rw), "%s/rw", base);
+	snprintf(ro, sizeof(ro), "%s/ro", base);
+	snprintf(hidden, sizeof(hidden), "%s/hidden", base);
+	chmod(base, 0755);
+	if (mkdir(rw, 0755) < 0 || mkdir(ro, 0755) < 0 || mkdir(hidden, 0755) < 0 ||
+	    (o.set_uid && chown(rw, o.uid, o.gid) < 0)) {
+		perror("mkdir");
+		return 1;
+	}
+	snprintf(path, sizeof(path), "%s/file", ro);
+	write_file(path, "ro");
+	snprintf(path, sizeof(path), "%s/file", hidden);
+	write_file(path, "hidden");
+	/* The jail runs in a child: the parent then checks that the host saw
+	 * none of it, and removes the directories. */
+	int before = mount_count();
+	fflush(stdout);
+	pid_t child = fork();
+	if (child < 0) {
+		perror("fork");
+		return 1;
+	}
+	if (child == 0)
+		_exit(probe(&o, leak, rw, ro, hidden));
+	int status = 0;
+	waitpid(child, &status, 0);
+	int after = mount_count();
+	report(before > 0 && before == after, "the host's mount table is unchanged", 0);
+	snprintf(path, sizeof(path), "%s/file", ro);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/file", hidden);
+	unlink(path);
+	rmdir(rw);
+	rmdir(ro);
+	rmdir(hidden);
+	rmdir(base);
+	bool child_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+	report(child_ok, "the jailed child passed", 0);
+	printf("%s\n", failures ? "FAIL" : "PASS");
+	return failures ? 1 : 0;
+}
+
+static int probe(struct cli_jail_opts *jo, bool leak, const char *rw, const char *ro, const char *hidden)
+{
+	struct cli_jail_opts o = *jo;
+	sl_error_t err = NULL;
+	char path[128];
+	int sv[2];
 	/* Before the jail, the calls below are possible: the denials after it
 	 * are the jail's, not this host's. */
 	int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -74,11 +165,56 @@ int main(int argc, char **argv)
 		close(s);
 	report(prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN) == 1, "before the jail: CAP_SYS_ADMIN in the bounding set", 0);
 	report(!no_caps(), "before the jail: capabilities held", 0);
+	report(access("/etc/passwd", R_OK) == 0, "before the jail: /etc/passwd readable", 0);
 
-	if (cli_jail_apply(&o, &err) < 0) {
-		printf("FAIL cli_jail_apply: %s\n", sl_error_msg(err));
+	struct cli_jail_view *view = calloc(1, sizeof(*view));
+	if (!view || cli_jail_prepare(&err) < 0 || cli_jail_view_add(view, rw, false, true, "rw", &err) < 0 ||
+	    cli_jail_view_add(view, ro, false, false, "ro", &err) < 0) {
+		printf("FAIL jail set-up: %s\n", err ? sl_error_msg(err) : "out of memory");
 		return 1;
 	}
+	/* A view of / is refused: it would show everything. */
+	sl_error_t e2 = NULL;
+	report(cli_jail_view_add(view, "/x", true, true, "--control", &e2) < 0 && strstr(sl_error_msg(e2), "whole file system"),
+	       "a socket directly in / is refused (its directory would be the whole file system)", 0);
+	sl_error_free(&e2);
+	/* A directory descriptor from before the jail would lead out of it. */
+	int leaked = leak ? open(hidden, O_DIRECTORY | O_RDONLY) : -1;
+	int rc = cli_jail_enter(&o, view, NULL, NULL, &err);
+	if (leak) {
+		bool ok = rc < 0 && strstr(sl_error_msg(err), "outside the jail");
+		printf("%s a directory descriptor opened before the jail (fd %d) is refused: %s\n", ok ? "ok  " : "FAIL",
+		       leaked, rc < 0 ? sl_error_msg(err) : "the jail was entered");
+		printf("%s\n", ok ? "PASS" : "FAIL");
+		return ok ? 0 : 1;
+	}
+	if (rc < 0) {
+		printf("FAIL cli_jail_enter: %s\n", sl_error_msg(err));
+		return 1;
+	}
+
+	/* The file system: only rw/ and ro/, at their own paths. */
+	refused_with(open("/etc/passwd", O_RDONLY), ENOENT, "open(/etc/passwd): not in the jail");
+	snprintf(path, sizeof(path), "%s/file", hidden);
+	refused_with(open(path, O_RDONLY), ENOENT, "open of a file beside the shown directories");
+	refused_with(open("/proc/self/status", O_RDONLY), ENOENT, "open(/proc/self/status): no /proc");
+	refused_with(open("/dev/kvm", O_RDWR), ENOENT, "open(/dev/kvm): no /dev");
+	snprintf(path, sizeof(path), "%s/file", ro);
+	int fd = open(path, O_RDONLY);
+	char buf[8] = "";
+	report(fd >= 0 && read(fd, buf, sizeof(buf)) == 2 && !memcmp(buf, "ro", 2), "read a file in the read-only directory",
+	       fd < 0 ? errno : 0);
+	if (fd >= 0)
+		close(fd);
+	snprintf(path, sizeof(path), "%s/new", ro);
+	refused_with(open(path, O_WRONLY | O_CREAT, 0644), EROFS, "create a file in the read-only directory");
+	refused_with(mkdir("/new", 0755), EROFS, "mkdir in the jail's root");
+	snprintf(path, sizeof(path), "%s/new", rw);
+	allowed(write_file(path, "x"), "create a file in the writable directory");
+	allowed(unlink(path), "remove it");
+	snprintf(path, sizeof(path), "/../..%s", rw);
+	allowed(access(path, F_OK), "\"..\" of / is / (the jail's)");
+	refused_with(access("/../../etc/passwd", F_OK), ENOENT, "/../../etc/passwd: not in the jail");
 
 	report(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1, "no_new_privs set", 0);
 	report(no_caps(), "capget: no permitted, effective or inheritable capabilities", 0);
@@ -106,10 +242,10 @@ int main(int argc, char **argv)
 	denied(socket(AF_INET6, SOCK_DGRAM, 0), "socket(AF_INET6, SOCK_DGRAM)");
 	denied(socket(AF_NETLINK, SOCK_RAW, 0), "socket(AF_NETLINK, SOCK_RAW)");
 	denied(socket(AF_PACKET, SOCK_RAW, 0), "socket(AF_PACKET, SOCK_RAW)");
-	int sv[2];
 	denied(socketpair(AF_INET, SOCK_STREAM, 0, sv), "socketpair(AF_INET)");
-	denied(mount("none", "/tmp", "tmpfs", 0, NULL), "mount(tmpfs)");
-	denied(umount2("/proc", MNT_DETACH), "umount2(/proc)");
+	denied(mount("none", rw, "tmpfs", 0, NULL), "mount(tmpfs)");
+	denied(umount2(ro, MNT_DETACH), "umount2 of a shown directory");
+	denied(syscall(SYS_pivot_root, ".", "."), "pivot_root");
 	denied(unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)");
 	denied(unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)");
 	denied(setns(0, 0), "setns");
@@ -147,12 +283,18 @@ int main(int argc, char **argv)
 		close(sv[0]);
 		close(sv[1]);
 	}
-	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-	allowed(fd, "open(/proc/self/status) (openat is allowed: capture writes spores)");
-	if (fd >= 0)
-		close(fd);
+	/* ioctl: only KVM's requests and two queries. */
+	denied(ioctl(0, TIOCSTI, "x"), "ioctl(TIOCSTI) (typing into a terminal)");
+	denied(ioctl(0, TIOCSCTTY, 0), "ioctl(TIOCSCTTY)");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+		int n = -1;
+		allowed(ioctl(sv[0], FIONREAD, &n), "ioctl(FIONREAD) on a socket");
+		close(sv[0]);
+		close(sv[1]);
+	}
 	pthread_t t;
-	int v = 0, rc = pthread_create(&t, NULL, thread_main, &v);
+	int v = 0;
+	rc = pthread_create(&t, NULL, thread_main, &v);
 	if (rc == 0)
 		pthread_join(t, NULL);
 	report(rc == 0 && v == 42, "pthread_create (a clone with CLONE_THREAD)", rc);

@@ -1128,10 +1128,35 @@ def check_jailed(pid, uid, what):
     return ts
 
 
-def jailed_vm(ctx, spore_dir, extra, uid, check_control=None):
+def jail_mounts(pid):
+    """The jailed process's mounts, as it sees them: {mount point: (fstype, options)}."""
+    out = {}
+    with open("/proc/%d/mountinfo" % pid) as f:
+        for line in f:
+            pre, post = line.split(" - ", 1)
+            fields = pre.split()
+            out[fields[4]] = (post.split()[0], fields[5].split(","))
+    return out
+
+
+def check_jail_view(pid, want, what):
+    """The jail shows a read-only tmpfs root and exactly want ({path: rw})."""
+    m = jail_mounts(pid)
+    check(set(m) == {"/"} | set(want), "%s: the jail's mounts are %s, want / and %s" % (what, sorted(m), sorted(want)))
+    check(m["/"][0] == "tmpfs" and "ro" in m["/"][1], "%s: the jail's root is %s, want a read-only tmpfs" %
+          (what, m["/"]))
+    for path, rw in want.items():
+        opts = m.get(path, ("", []))[1]
+        check(("rw" if rw else "ro") in opts and "nosuid" in opts and "nodev" in opts and "noexec" in opts,
+              "%s: %s is mounted %s, want %s,nosuid,nodev,noexec" % (what, path, opts, "rw" if rw else "ro"))
+
+
+def jailed_vm(ctx, spore_dir, extra, uid, check_control=None, sock=None, view=None):
     """spore resume --jail with a control socket: checks every thread is
-    jailed, asks status (and check_control(sock), if given), stops it."""
-    sock = ctx.path("jail.sock")
+    jailed and what the jail shows (view, default: the test's directory,
+    which holds the spore and the socket), asks status (and
+    check_control(sock), if given), stops it."""
+    sock = sock or ctx.path("jail.sock")
     if os.path.exists(sock):
         os.unlink(sock)  # left by a VMM that ran as another uid
     epath = ctx.path("jail.err")
@@ -1153,6 +1178,7 @@ def jailed_vm(ctx, spore_dir, extra, uid, check_control=None):
         check(re.match(r"^ok state=running pid=%d generation=[0-9a-f]{32} counter=\d+$" % vm.pid, r.stdout),
               "status of a jailed VM: %r" % r.stdout)
         ts = check_jailed(vm.pid, uid, "resume --jail %s" % " ".join(extra))
+        check_jail_view(vm.pid, view or {ctx.tmp: True}, "resume --jail %s" % " ".join(extra))
         if check_control:
             check_control(sock)
         r = subprocess.run([ctx.spore_bin, "control", sock, "stop"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -1226,13 +1252,59 @@ def test_jail_resume(ctx):
         _, ts = jailed_vm(ctx, v, extra + ["--vsock", ctx.path("ctl%d.vsock" % uid)], uid)
         check(any(st["Name"][0] == "vsock-io" for st in ts.values()), "no vsock-io thread was checked: %s" % ts)
 
-    for args, want in ((["resume", a, "--jail-uid", "65534"], "--jail-uid needs --jail"),
+    # As root the jail is the default: a booted VM (boot_capture above) ran
+    # jailed; --no-jail opts out.
+    r = ctx.spore("resume", a, "--no-jail", "--for", "300ms", timeout=60, expect=0)
+    check("jailed" not in r.err, "--no-jail: the VMM says it was jailed\n" + r.describe())
+    for args, want in ((["resume", a, "--no-jail", "--jail-uid", "65534"], "--jail-uid and --jail-bind need the jail"),
+                       (["resume", a, "--no-jail", "--jail"], "--jail and --no-jail contradict"),
+                       (["resume", a, "--jail-bind", "relative"], "--jail-bind relative: want an absolute"),
+                       (["resume", a, "--jail-bind", ctx.path("missing")], "not a directory"),
                        (["resume", a, "--jail", "--jail-uid", "0"], "--jail-uid 0: want UID[:GID]"),
                        (["resume", a, "--jail", "--jail-uid", "65534:x"], "--jail-uid 65534:x: want UID[:GID]"),
-                       (["resume", "--pool", ctx.path("nopool.sock"), a, "--jail"], "--pool does not take"),
-                       (["run", "--kernel", ctx.guest, "--jail"], "--jail is for a resumed spore")):
+                       (["resume", a, "--control", "/jail-test.sock"], "would show the whole file system"),
+                       (["resume", a, "--control", ctx.path("..", os.path.basename(ctx.tmp), "c.sock")], "without \"..\""),
+                       (["resume", "--pool", ctx.path("nopool.sock"), a, "--jail"], "--pool does not take")):
         r = ctx.spore(*args, timeout=30, expect=EXIT_SPORE_FAILED)
         check(want in r.err, "want %r on stderr\n%s" % (want, r.describe()))
+    check(not os.path.exists("/jail-test.sock"), "a refused --control left /jail-test.sock")
+
+
+def test_jail_view(ctx):
+    """What a jailed VMM's file system shows: a read-only tmpfs root, the
+    spore read-only, its sockets' directories, --jail-bind; captures
+    outside them are refused with a clear error, inside them work, and a
+    capture linking chunks across two shown directories still works."""
+    sp, ctl, out = ctx.path("spores"), ctx.path("ctl"), ctx.path("out")
+    for d in (sp, ctl, out):
+        os.mkdir(d)
+    a = os.path.join(sp, "A")
+    boot_capture(ctx, a, args=("mode=demo", "warm_ms=50", "pulse_ms=20"))
+    sock = os.path.join(ctl, "c.sock")
+
+    def refused(s):
+        r = ctx.spore("control", s, "capture", os.path.join(out, "X"), timeout=60, expect=1)
+        check("outside the jail, which shows only" in r.out and "--jail-bind" in r.out and ctl in r.out,
+              "capture outside the jail\n" + r.describe())
+        # inside the socket's directory, beside the socket: allowed
+        r = ctx.spore("control", s, "capture", os.path.join(ctl, "B"), timeout=60, expect=0)
+        check(r.out.startswith("ok ms="), "capture into a shown directory\n" + r.describe())
+
+    jailed_vm(ctx, a, [], 0, refused, sock=sock, view={a: False, ctl: True})
+    r = ctx.spore("resume", os.path.join(ctl, "B"), "--for", "300ms", timeout=60, expect=0)
+    one_gen(r, r.lines(), 2)
+
+    def bound(s):
+        r = ctx.spore("control", s, "capture", os.path.join(out, "Y"), timeout=60, expect=0)
+        check(r.out.startswith("ok ms="), "capture into --jail-bind\n" + r.describe())
+
+    jailed_vm(ctx, a, ["--jail-bind", out], 0, bound, sock=sock, view={a: False, ctl: True, out: True})
+    r = ctx.spore("resume", os.path.join(out, "Y"), "--for", "300ms", timeout=60, expect=0)
+    one_gen(r, r.lines(), 2)
+    # The host saw nothing of the jails: no mount of ours is left.
+    with open("/proc/self/mountinfo") as f:
+        left = [ln for ln in f if ctx.tmp in ln]
+    check(not left, "mounts left on the host: %s" % left)
 
 
 def test_sharing(ctx):
@@ -1432,6 +1504,7 @@ TESTS = {
     "pool": test_pool,
     "control": test_control,
     "jail-resume": test_jail_resume,
+    "jail-view": test_jail_view,
     "cli_errors": test_cli_errors,
 }
 

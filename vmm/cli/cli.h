@@ -2,6 +2,7 @@
 #ifndef SPORE_CLI_H
 #define SPORE_CLI_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -77,6 +78,7 @@ struct cli_control_vm {
 	struct vmm_vm *vm;
 	bool paused; /* by a control request */
 	uint64_t disk_shared, disk_copied; /* bytes of disk chunks reflinked / copied at restore */
+	const struct cli_jail_view *jail;  /* what a jailed VMM sees, or NULL */
 };
 /* Binds PATH (mode 0600); a stale socket is replaced, a live one refused. */
 int cli_control_open(const char *path, struct cli_control **out, sl_error_t *err);
@@ -111,6 +113,7 @@ struct drive_opts {
 	uint64_t disk_shared, disk_copied;
 	const char *disk_dir; /* --disk-dir (vmm_restore_opts.disk_dir) */
 	const struct cli_jail_opts *jail; /* --jail: applied just before the vCPUs start, or NULL */
+	const char *vsock_path;           /* the VM's vsock socket (its directory is shown in the jail) */
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* What a guest's agent gets: run and resume options, a pool's resume-agent request. */
@@ -145,21 +148,67 @@ int cli_parse_disk_dir(const char *arg, const char **out, sl_error_t *err);
 /* One debug line with where a restore's time went. */
 void cli_log_restored(struct vmm_vm *vm, const char *dir, const struct drive_opts *o,
 		      const struct vmm_restore_stats *rs);
-/* ---- jail.c: the opt-in VMM jail (--jail, --jail-uid; SECURITY.md) ---- */
+/* ---- jail.c, jail_fs.c: the VMM jail (--jail, --jail-uid; SECURITY.md) ---- */
+#define CLI_JAIL_MAX_BINDS 16
+#define CLI_JAIL_MAX_DIR_FDS 64
 struct cli_jail_opts {
-	bool enabled;  /* --jail */
+	bool enabled;  /* --jail, or root without --no-jail */
+	bool asked;    /* --jail given */
+	bool refused;  /* --no-jail */
 	bool set_uid;  /* --jail-uid given */
 	uid_t uid;
 	gid_t gid;
+	const char *binds[8]; /* --jail-bind DIR: also shown, writable */
+	unsigned nbinds;
 };
 /* --jail-uid UID[:GID] (GID defaults to UID; neither may be 0). */
 int cli_parse_jail_uid(const char *s, struct cli_jail_opts *o, sl_error_t *err);
-/* Jails the calling process, all of its threads: no_new_privs; the bounding,
- * inheritable and ambient capability sets emptied; o's uid and gid if set (no
- * supplementary groups); no capabilities; then a seccomp allowlist (denied
- * calls fail with EPERM). Call it once everything the run needs is open and
- * before the guest runs: nothing of it can be undone. */
-int cli_jail_apply(const struct cli_jail_opts *o, sl_error_t *err);
+/* --jail-bind DIR */
+int cli_parse_jail_bind(const char *s, struct cli_jail_opts *o, sl_error_t *err);
+/* What the jail's file system shows: directories at their own paths, each
+ * read-only or writable. Nothing else exists inside (no /proc, /dev, /etc). */
+struct cli_jail_view {
+	unsigned n;
+	struct {
+		char path[PATH_MAX];
+		bool rw;
+		const char *what; /* for errors: "--control", "the spore", ... */
+	} b[CLI_JAIL_MAX_BINDS];
+};
+/* Adds path (with parent_of, the directory that holds it). A directory
+ * inside one already shown adds nothing; / is refused. */
+int cli_jail_view_add(struct cli_jail_view *v, const char *path, bool parent_of, bool rw, const char *what,
+		      sl_error_t *err);
+/* Whether a capture into dir can be written: its directory is inside a
+ * writable directory of v. If not, *shown gets the list of v's directories. */
+bool cli_jail_can_capture(const struct cli_jail_view *v, const char *dir, char *shown, size_t cap);
+/* The part of the jail that must come before any thread starts: a private
+ * mount namespace (threads started earlier would stay outside it),
+ * no_new_privs and an empty capability bounding set (inherited by the
+ * threads started later). Fails unless the process has one thread. */
+int cli_jail_prepare(sl_error_t *err);
+int cli_jail_unshare(sl_error_t *err); /* jail_fs.c: the namespace alone */
+/* Called once the jail's root is in place, before the directory check:
+ * reopen by path what must stay reachable (the VMM's source spore). */
+typedef int (*cli_jail_reopen_fn)(void *ctx, sl_error_t *err);
+/* Jails the calling process, all of its threads, in this order: the root
+ * becomes a read-only tmpfs holding only v's directories (pivot_root; the
+ * old root detached), reopen(ctx) runs, every directory descriptor must be
+ * inside the jail; o's uid and gid if set (no supplementary groups); no
+ * capabilities; then a seccomp allowlist (denied calls fail with EPERM).
+ * Needs cli_jail_prepare first. Call it once everything the
+ * run needs is open and before the guest runs: nothing of it can be undone. */
+int cli_jail_enter(const struct cli_jail_opts *o, const struct cli_jail_view *v, cli_jail_reopen_fn reopen,
+		   void *ctx, sl_error_t *err);
+/* jail_fs.c, the file-system half of cli_jail_enter */
+struct cli_jail_fs {
+	int dir_fds[CLI_JAIL_MAX_DIR_FDS]; /* directory descriptors open before the pivot */
+	unsigned ndir_fds;
+	uint64_t mnt_ids[1 + CLI_JAIL_MAX_BINDS]; /* the jail's root and its binds */
+	unsigned nmnt_ids;
+};
+int cli_jail_mount(const struct cli_jail_view *v, struct cli_jail_fs *fs, sl_error_t *err);
+int cli_jail_check_fds(const struct cli_jail_fs *fs, sl_error_t *err);
 
 int cli_write_file_atomic(const char *path, const void *buf, size_t len, sl_error_t *err);
 /* One text message (at most 4095 bytes) on a SOCK_SEQPACKET connection,

@@ -25,6 +25,7 @@ struct pool_cfg {
 	bool vsock;        /* machines with a vsock device: resume-agent requests */
 	char dir[4096];    /* absolute: the socket's directory, where --vsock workers keep their sockets */
 	int busy_fd;       /* write end: a worker sends its pid once it took a connection */
+	struct cli_jail_opts jail; /* workers jail themselves after the restore */
 };
 
 /* A --vsock worker's private directory: its vsock and control sockets.
@@ -52,11 +53,11 @@ static void worker_dir_remove(const struct pool_cfg *pc, pid_t pid)
 
 /* A restored agent-capable spore, driven like `spore resume DIR --vsock
  * --control --ready-fd --parent-fd [--hostname] [--env]...`. */
-static int serve_agent(struct vmm_vm *vm, int conn, struct pool_request *req, const char *vsock, const char *control,
-		       uint64_t t0, const struct vmm_restore_stats *rs)
+static int serve_agent(const struct pool_cfg *pc, struct vmm_vm *vm, int conn, struct pool_request *req,
+		       const char *vsock, const char *control, uint64_t t0, const struct vmm_restore_stats *rs)
 {
 	struct drive_opts o = {.report_fd = -1, .ready_fd = req->ready_fd, .client_fd = req->parent_fd,
-			       .client_is_parent = true, .for_ms = req->for_ms, .launch_ns = t0,
+			       .client_is_parent = true, .jail = pc->jail.enabled ? &pc->jail : NULL, .for_ms = req->for_ms, .launch_ns = t0,
 			       .restore_ns = cli_now_ns() - t0, .control_path = control};
 	struct cli_guest g = {.vsock = vsock, .hostname = req->hostname[0] ? req->hostname : NULL, .nenv = req->nenv};
 	memcpy(g.env, req->env, sizeof(char *) * (req->nenv + 1));
@@ -93,6 +94,11 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		m.vsock_path = vsock;
 	}
 	int status = EXIT_SPORE_FAILED;
+	/* Ahead of any request, and before vmm_create starts threads. */
+	if (pc->jail.enabled && cli_jail_prepare(&err) < 0) {
+		worker_dir_remove(pc, getpid());
+		return cli_fail(&err);
+	}
 	if (vmm_create(&m, &none, &vm, &err) < 0) {
 		worker_dir_remove(pc, getpid());
 		return cli_fail(&err);
@@ -153,11 +159,12 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		goto out;
 	}
 	if (req.verb == POOL_RESUME_AGENT) {
-		status = serve_agent(vm, conn, &req, vsock, control, t0, &rs);
+		status = serve_agent(pc, vm, conn, &req, vsock, control, t0, &rs);
 		vm = NULL; /* cli_drive_guest freed it */
 	} else {
 		struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .for_ms = req.for_ms, .launch_ns = t0,
-				       .restore_ns = cli_now_ns() - t0, .client_fd = conn};
+				       .restore_ns = cli_now_ns() - t0, .client_fd = conn,
+				       .jail = pc->jail.enabled ? &pc->jail : NULL};
 		cli_log_restored(vm, req.dir, &o, &rs);
 		cli_reply(conn, "ok restore_us=%llu\n", (unsigned long long)(o.restore_ns / 1000));
 		status = cli_drive(vm, &o);
@@ -192,11 +199,14 @@ int cmd_pool(int argc, char **argv)
 					     {"verify", required_argument, NULL, 'v'},
 					     {"vsock", no_argument, NULL, 'V'},
 					     {"pid-file", required_argument, NULL, 'p'},
+					     {"jail", no_argument, NULL, 'J'},
+					     {"no-jail", no_argument, NULL, 'N'},
+					     {"jail-uid", required_argument, NULL, 'U'},
 					     {"help", no_argument, NULL, 'h'},
 					     {0}};
 	static const char usage[] =
 		"usage: spore pool --size N --socket PATH [--mem MIB] [--vcpus N] [--verify sealed|full]\n"
-		"                  [--vsock] [--pid-file FILE]\n"
+		"                  [--vsock] [--pid-file FILE] [--jail [--jail-uid UID[:GID]] | --no-jail]\n"
 		"Keeps N VMM processes with their VM, RAM slot and vCPUs created; each\n"
 		"serves one restore request (spore resume --pool PATH DIR) and is replaced.\n"
 		"Spores must have the pool's machine shape (default 128 MiB, 1 vcpu).\n"
@@ -204,6 +214,8 @@ int cmd_pool(int argc, char **argv)
 		"for spores with an agent (the containerd shim's), each worker with its vsock\n"
 		"and control sockets in a private directory vm-<pid> beside PATH.\n"
 		"--pid-file FILE: the pool's pid, written once it listens, removed when it stops.\n"
+		"Workers run jailed (as for spore resume: the default as root; --no-jail opts\n"
+		"out): after the restore each shows only the spore and its own directory.\n"
 		"docs/pool-protocol.md.\n";
 	uint64_t size = 0;
 	const char *path = NULL, *pid_file = NULL;
@@ -221,6 +233,12 @@ int cmd_pool(int argc, char **argv)
 		case 's': path = optarg; break;
 		case 'p': pid_file = optarg; break;
 		case 'V': pc.vsock = true; break;
+		case 'J': pc.jail.enabled = pc.jail.asked = true; break;
+		case 'N': pc.jail.refused = true; break;
+		case 'U':
+			if (cli_parse_jail_uid(optarg, &pc.jail, &err) < 0)
+				return cli_fail(&err);
+			break;
 		case 'v':
 			if (cli_parse_verify(optarg, &verify, &err) < 0)
 				return cli_fail(&err);
@@ -236,6 +254,12 @@ int cmd_pool(int argc, char **argv)
 	}
 	if (!size || !path || optind != argc)
 		return cli_usage("pool: --size and --socket are required\n%s", usage);
+	if (pc.jail.refused && (pc.jail.asked || pc.jail.set_uid))
+		return cli_usage("pool: --no-jail contradicts --jail and --jail-uid");
+	if (!pc.jail.refused && geteuid() == 0)
+		pc.jail.enabled = true;
+	if (pc.jail.set_uid && !pc.jail.enabled)
+		return cli_usage("pool: --jail-uid needs the jail (root)");
 	struct cli_verify cv;
 	cli_verify_init(&cv, verify);
 	pc.ropts = &cv.opts;

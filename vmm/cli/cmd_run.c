@@ -65,22 +65,32 @@ static const char resume_usage[] =
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
 	OPT_VERIFY, OPT_DISK, OPT_VSOCK, OPT_FROM, OPT_HOSTNAME, OPT_ENV, OPT_AGENT_TIMEOUT, OPT_VIRTIO_CMDLINE,
-	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD, OPT_DISK_DIR, OPT_JAIL, OPT_JAIL_UID,
+	OPT_CONTROL, OPT_READY_FD, OPT_PARENT_FD, OPT_DISK_DIR, OPT_JAIL, OPT_JAIL_UID, OPT_JAIL_BIND, OPT_NO_JAIL,
 };
 
 static int jail_opt(int c, struct cli_jail_opts *j, sl_error_t *err)
 {
 	switch (c) {
-	case OPT_JAIL: j->enabled = true; return 1;
+	case OPT_JAIL: j->enabled = j->asked = true; return 1;
+	case OPT_NO_JAIL: j->refused = true; return 1;
 	case OPT_JAIL_UID: return cli_parse_jail_uid(optarg, j, err) < 0 ? -1 : 1;
+	case OPT_JAIL_BIND: return cli_parse_jail_bind(optarg, j, err) < 0 ? -1 : 1;
 	}
 	return 0;
 }
 
-static int check_jail(const struct cli_jail_opts *j, struct drive_opts *o)
+/* Jailed by default when run as root (what the shim and the pool do);
+ * --no-jail opts out, --jail asks for it (and fails without root). */
+static int check_jail(struct cli_jail_opts *j, struct drive_opts *o)
 {
-	if (j->set_uid && !j->enabled)
-		return cli_usage("--jail-uid needs --jail");
+	if (j->enabled && j->refused)
+		return cli_usage("--jail and --no-jail contradict each other");
+	if ((j->set_uid || j->nbinds) && j->refused)
+		return cli_usage("--jail-uid and --jail-bind need the jail (drop --no-jail)");
+	if (!j->refused && geteuid() == 0)
+		j->enabled = true;
+	if ((j->set_uid || j->nbinds) && !j->enabled)
+		return cli_usage("--jail-uid and --jail-bind need --jail (and root)");
 	o->jail = j->enabled ? j : NULL;
 	return 0;
 }
@@ -207,6 +217,7 @@ int cmd_run(int argc, char **argv)
 		{"parent-fd", required_argument, NULL, OPT_PARENT_FD}, {"disk-dir", required_argument, NULL, OPT_DISK_DIR},
 		{"virtio-cmdline", no_argument, NULL, OPT_VIRTIO_CMDLINE}, {"help", no_argument, NULL, 'h'},
 		{"jail", no_argument, NULL, OPT_JAIL}, {"jail-uid", required_argument, NULL, OPT_JAIL_UID},
+		{"jail-bind", required_argument, NULL, OPT_JAIL_BIND}, {"no-jail", no_argument, NULL, OPT_NO_JAIL},
 		{0}};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
 	const char *kernel = NULL, *cmdline = NULL, *initrd = NULL, *from = NULL;
@@ -251,8 +262,6 @@ int cmd_run(int argc, char **argv)
 	}
 	if (check_capture(&o) || check_jail(&jail, &o))
 		return EXIT_SPORE_FAILED;
-	if (jail.enabled && !from)
-		return cli_usage("run: --jail is for a resumed spore (run --from, resume); a booted VM is not jailed yet");
 	char **args = optind < argc ? argv + optind : NULL;
 	if (from) {
 		if (kernel || initrd || cmdline || shape_given)
@@ -264,6 +273,8 @@ int cmd_run(int argc, char **argv)
 		return cli_usage("run: --disk-dir is for a resumed spore's disks (run --from, resume)");
 	if (!kernel)
 		return cli_usage("run: --kernel is required\n%s", run_usage);
+	if (o.jail && cli_jail_prepare(&err) < 0)
+		return cli_fail(&err);
 	if (vmm_kernel_platform(kernel, &m.platform, &err) < 0)
 		return cli_fail(&err);
 	_cleanup_free_ char *cl = NULL;
@@ -371,7 +382,8 @@ int cmd_resume(int argc, char **argv)
 		{"agent-timeout", required_argument, NULL, OPT_AGENT_TIMEOUT}, {"control", required_argument, NULL, OPT_CONTROL},
 		{"ready-fd", required_argument, NULL, OPT_READY_FD}, {"parent-fd", required_argument, NULL, OPT_PARENT_FD},
 		{"disk-dir", required_argument, NULL, OPT_DISK_DIR}, {"help", no_argument, NULL, 'h'},
-		{"jail", no_argument, NULL, OPT_JAIL}, {"jail-uid", required_argument, NULL, OPT_JAIL_UID}, {0}};
+		{"jail", no_argument, NULL, OPT_JAIL}, {"jail-uid", required_argument, NULL, OPT_JAIL_UID},
+		{"jail-bind", required_argument, NULL, OPT_JAIL_BIND}, {"no-jail", no_argument, NULL, OPT_NO_JAIL}, {0}};
 	enum vmm_verify verify = VMM_VERIFY_SEALED;
 	struct cli_guest g = {0};
 	struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .client_fd = -1, .launch_ns = cli_now_ns()};
@@ -404,18 +416,20 @@ int cmd_resume(int argc, char **argv)
 	if (optind >= argc || (optind + 1 < argc && !dashdash))
 		return cli_usage("resume: exactly one spore directory expected (a command goes after --)\n%s",
 				 resume_usage);
-	if (check_capture(&o) || check_jail(&jail, &o))
+	if (check_capture(&o))
 		return EXIT_SPORE_FAILED;
 	const char *dir = argv[optind];
 	if (pool) {
 		if (o.capture_dir || o.report_fd >= 0 || verify != VMM_VERIFY_SEALED || o.control_path || o.ready_fd >= 0 ||
-		    o.client_fd >= 0 || o.disk_dir || jail.enabled)
+		    o.client_fd >= 0 || o.disk_dir || jail.asked || jail.set_uid || jail.nbinds)
 			return cli_usage("resume: --pool does not take --capture, --report-fd, --verify, --control, "
 					 "--ready-fd, --disk-dir or --jail (the pool's own --verify applies; pools serve test-guest spores, which have no disks)");
 		if (optind + 1 < argc || guest_opts_given(&g))
 			return cli_usage("resume: --pool is for test-guest spores (no command, --hostname, --env, --vsock)");
 		return resume_pooled(pool, dir, &o, prefix);
 	}
+	if (check_jail(&jail, &o))
+		return EXIT_SPORE_FAILED;
 	return resume_local(dir, &o, prefix, verify, &g, optind + 1 < argc ? argv + optind + 1 : NULL);
 }
 
@@ -423,6 +437,8 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 			const struct cli_guest *g, char **command)
 {
 	sl_error_t err = NULL;
+	if (o->jail && cli_jail_prepare(&err) < 0)
+		return cli_fail(&err);
 	struct cli_verify cv;
 	cli_verify_init(&cv, verify);
 	cv.opts.disk_dir = o->disk_dir;

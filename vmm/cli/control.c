@@ -153,6 +153,14 @@ static int serve(int fd, const struct control_request *req, struct cli_control_v
 		cli_reply(fd, "ok state=running");
 		return -1;
 	case CONTROL_CAPTURE: {
+		char shown[1024];
+		if (cv->jail && !cli_jail_can_capture(cv->jail, req->dir, shown, sizeof(shown))) {
+			sl_error_set(&err, SL_E_INVALID,
+				     "capture %s: outside the jail, which shows only %s; start the VMM with "
+				     "--jail-bind DIR (or --no-jail)",
+				     req->dir, shown);
+			break;
+		}
 		bool was_paused = cv->paused;
 		struct vmm_capture_stats st;
 		if (!was_paused && vmm_pause(cv->vm, &err) < 0)

@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -99,6 +100,31 @@ static int job_event(struct vmm_vm *vm, struct drive_opts *o, int grace_fd, int 
 	return -1;
 }
 
+static int reopen_source(void *vm, sl_error_t *err)
+{
+	return vmm_reopen_source(vm, err);
+}
+
+/* What the jail shows: the spore (read-only: its chunks are what a capture
+ * links), the sockets' directories (the control socket and the vsock
+ * directory are removed at the end; guest-initiated vsock connections go to
+ * <vsock>_<port> beside it), where --capture writes, and --jail-bind. */
+static int jail(struct vmm_vm *vm, const struct drive_opts *o, struct cli_jail_view *v, sl_error_t *err)
+{
+	const char *src = vmm_source_path(vm);
+	if ((src && cli_jail_view_add(v, src, false, false, "the spore", err) < 0) ||
+	    (o->vsock_path && cli_jail_view_add(v, o->vsock_path, true, true, "--vsock", err) < 0) ||
+	    (o->control_path && cli_jail_view_add(v, o->control_path, true, true, "--control", err) < 0) ||
+	    (o->capture_dir && cli_jail_view_add(v, o->capture_dir, true, true, "--capture", err) < 0))
+		return -1;
+	for (unsigned i = 0; i < o->jail->nbinds; i++)
+		if (cli_jail_view_add(v, o->jail->binds[i], false, true, "--jail-bind", err) < 0)
+			return -1;
+	if (vmm_hold_host_files(vm, err) < 0)
+		return -1;
+	return cli_jail_enter(o->jail, v, reopen_source, vm, err);
+}
+
 int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 {
 	sigset_t mask;
@@ -126,8 +152,15 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 	sl_error_t err = NULL;
 	/* Everything the run needs is open (the VM, its sockets, the control
 	 * socket, the timers): the jail goes on before the guest runs. */
-	if (o->jail && o->jail->enabled && cli_jail_apply(o->jail, &err) < 0)
-		return cli_fail(&err);
+	uint64_t jail_ns = cli_now_ns();
+	_cleanup_free_ struct cli_jail_view *view = NULL;
+	if (o->jail && o->jail->enabled) {
+		if (!(view = calloc(1, sizeof(*view))))
+			sl_error_set(&err, SL_E_NOMEM, "jail view");
+		if (!view || jail(vm, o, view, &err) < 0)
+			return cli_fail(&err);
+		sl_debug("jailed", "ms=%.3f", (cli_now_ns() - jail_ns) / 1e6);
+	}
 	uint64_t start_ns = cli_now_ns();
 	if (vmm_start(vm, &err) < 0)
 		return cli_fail(&err);
@@ -135,7 +168,7 @@ int cli_drive(struct vmm_vm *vm, struct drive_opts *o)
 		announce_ready(o);
 	uint64_t first_output_ns = 0;
 	int status = -1, cmd_status = -1;
-	struct cli_control_vm cv = {.vm = vm, .disk_shared = o->disk_shared, .disk_copied = o->disk_copied};
+	struct cli_control_vm cv = {.vm = vm, .disk_shared = o->disk_shared, .disk_copied = o->disk_copied, .jail = view};
 	while (status < 0) {
 		struct pollfd p[7 + 1 + CONTROL_MAX_CLIENTS] = {
 			{vmm_event_fd(vm), POLLIN, 0}, {sfd, POLLIN, 0},	 {for_fd, POLLIN, 0},
@@ -246,6 +279,7 @@ int cli_drive_guest(struct vmm_vm *vm, struct drive_opts *o, const struct cli_gu
 		o->job = job;
 		o->job_has_command = command != NULL;
 	}
+	o->vsock_path = vsock_path;
 	if (o->control_path && cli_control_open(o->control_path, &o->control, &err) < 0) {
 		agent_job_free(job);
 		o->job = NULL;

@@ -1,15 +1,16 @@
-/* The opt-in VMM jail (--jail): no new privileges, an optional unprivileged uid, no capabilities, a seccomp allowlist. */
+/* The VMM jail (--jail): its file system (jail_fs.c), no new privileges, an optional unprivileged uid, no capabilities, a seccomp allowlist. */
 #include <errno.h>
 #include <grp.h>
-#include <linux/sched.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-#include <seccomp.h>
 #include <sys/capability.h>
 
 #include "cli.h"
@@ -41,87 +42,47 @@ int cli_parse_jail_uid(const char *s, struct cli_jail_opts *o, sl_error_t *err)
 	return 0;
 }
 
-/* Syscalls the VMM makes once its guest runs (vCPU and device threads, the
- * run loop, the control socket, capture, teardown), found by tracing
- * jailed runs and by reading drive.c, control.c, agent_job.c, vmm/src.
- * Names libseccomp does not know on this architecture are skipped. */
-static const char *const jail_allow[] = {
-	/* I/O on descriptors opened before the jail, and KVM */
-	"read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev", "lseek", "close",
-	"close_range", "ioctl", "fcntl", "dup", "dup2", "dup3", "fstat", "fstatfs", "newfstatat", "statx",
-	/* waiting */
-	"poll", "ppoll", "select", "pselect6", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait",
-	"epoll_pwait2", "timerfd_create", "timerfd_settime", "timerfd_gettime", "signalfd4", "eventfd2", "pipe2",
-	"futex", "clock_gettime", "clock_getres", "clock_nanosleep", "nanosleep", "gettimeofday", "time",
-	"sched_yield", "sched_getaffinity",
-	/* signals (vCPU kicks are tgkill to our own threads, below) */
-	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigtimedwait", "rt_sigpending", "sigaltstack",
-	/* memory */
-	"mmap", "munmap", "mprotect", "madvise", "brk", "mremap", "msync", "mincore",
-	/* threads (clone only with CLONE_THREAD, below) and process identity */
-	"set_robust_list", "get_robust_list", "rseq", "exit", "exit_group", "gettid", "getpid", "getppid",
-	"getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid", "getgroups", "getrandom", "getrusage", "uname",
-	"prctl", "capget",
-	/* Unix sockets (socket and socketpair only for AF_UNIX, below) */
-	"accept", "accept4", "connect", "bind", "listen", "recvmsg", "sendmsg", "recvfrom", "sendto", "recvmmsg",
-	"sendmmsg", "shutdown", "getsockopt", "setsockopt", "getsockname", "getpeername",
-	/* capture (writes a spore), the control socket's and vsock directory's removal */
-	"openat", "openat2", "open", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2",
-	"linkat", "fsync", "fdatasync", "syncfs", "sync_file_range", "ftruncate", "fallocate", "copy_file_range", "fchmod", "fadvise64",
-	"getdents64", "readlink", "readlinkat", "access", "faccessat", "faccessat2", "umask", "getcwd",
-};
-
-static int add_rule(scmp_filter_ctx ctx, uint32_t action, const char *name, unsigned n,
-		    const struct scmp_arg_cmp *cmp, sl_error_t *err)
+int cli_parse_jail_bind(const char *s, struct cli_jail_opts *o, sl_error_t *err)
 {
-	int nr = seccomp_syscall_resolve_name(name);
-	if (nr == __NR_SCMP_ERROR)
-		return 0; /* not a syscall on this architecture */
-	int rc = seccomp_rule_add_array(ctx, action, nr, n, cmp);
-	if (rc < 0)
-		return sl_error_errno(err, -rc, "jail: seccomp rule for %s", name);
+	struct stat st;
+	if (s[0] != '/')
+		return sl_error_set(err, SL_E_INVALID, "--jail-bind %s: want an absolute directory", s);
+	if (stat(s, &st) < 0 || !S_ISDIR(st.st_mode))
+		return sl_error_set(err, SL_E_INVALID, "--jail-bind %s: not a directory", s);
+	if (o->nbinds == sizeof(o->binds) / sizeof(o->binds[0]))
+		return sl_error_set(err, SL_E_LIMIT, "--jail-bind: at most %zu directories",
+				    sizeof(o->binds) / sizeof(o->binds[0]));
+	o->binds[o->nbinds++] = s;
 	return 0;
 }
 
-static void seccomp_freep(scmp_filter_ctx *c)
-{
-	if (*c)
-		seccomp_release(*c);
-}
+/* The allowlist, compiled at build time (jail_filter_gen.c): loading it is
+ * one system call, where building it with libseccomp at every start took
+ * most of a millisecond. */
+#include "jail_filter.h"
 
 static int install_filter(sl_error_t *err)
 {
-	/* EPERM, not a kill: a denied call fails like any refused call, the
-	 * VMM reports it, and sanitizer builds can still print their reports. */
-	__attribute__((cleanup(seccomp_freep))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
-	if (!ctx)
-		return sl_error_set(err, SL_E_NOMEM, "jail: seccomp_init failed");
-	int rc;
+	struct sock_filter prog[sizeof(jail_filter) / sizeof(jail_filter[0])];
+	memcpy(prog, jail_filter, sizeof(prog));
+	/* tgkill only to our own threads (pthread_kill kicks vCPUs). */
+	unsigned patched = 0;
+	for (size_t i = 0; i < sizeof(prog) / sizeof(prog[0]); i++)
+		if (prog[i].k == JAIL_PID_PLACEHOLDER) {
+			prog[i].k = (uint32_t)getpid();
+			patched++;
+		}
+	if (patched != 1)
+		return sl_error_set(err, SL_E_INVALID, "jail: the seccomp program has %u pid slots, want 1", patched);
+	struct sock_fprog fp = {.len = (unsigned short)(sizeof(prog) / sizeof(prog[0])), .filter = prog};
 	/* Every thread, the ones started before the jail too (the vsock
-	 * device's, the agent job's); it also sets no_new_privs on them. */
-	if ((rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1)) < 0)
-		return sl_error_errno(err, -rc, "jail: seccomp thread sync");
-	for (size_t i = 0; i < sizeof(jail_allow) / sizeof(jail_allow[0]); i++)
-		if (add_rule(ctx, SCMP_ACT_ALLOW, jail_allow[i], 0, NULL, err) < 0)
-			return -1;
-	struct scmp_arg_cmp unix_only = SCMP_A0(SCMP_CMP_EQ, AF_UNIX);
-	if (add_rule(ctx, SCMP_ACT_ALLOW, "socket", 1, &unix_only, err) < 0 ||
-	    add_rule(ctx, SCMP_ACT_ALLOW, "socketpair", 1, &unix_only, err) < 0)
-		return -1;
-	/* Threads only: a clone without CLONE_THREAD would be a new process. */
-	struct scmp_arg_cmp thread = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, CLONE_THREAD);
-	if (add_rule(ctx, SCMP_ACT_ALLOW, "clone", 1, &thread, err) < 0)
-		return -1;
-	/* clone3 passes its flags in memory, which a filter cannot read:
-	 * ENOSYS makes glibc fall back to clone, which is checked above. */
-	if (add_rule(ctx, SCMP_ACT_ERRNO(ENOSYS), "clone3", 0, NULL, err) < 0)
-		return -1;
-	/* Signals to our own threads only (pthread_kill kicks vCPUs). */
-	struct scmp_arg_cmp self = SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid());
-	if (add_rule(ctx, SCMP_ACT_ALLOW, "tgkill", 1, &self, err) < 0)
-		return -1;
-	if ((rc = seccomp_load(ctx)) < 0)
-		return sl_error_errno(err, -rc, "jail: load the seccomp filter");
+	 * device's, the agent job's). A thread that cannot be synchronised
+	 * makes the call return its id. */
+	long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &fp);
+	if (rc < 0)
+		return sl_error_sys(err, "jail: load the seccomp filter");
+	if (rc > 0)
+		return sl_error_set(err, SL_E_INVALID, "jail: thread %ld could not take the seccomp filter", rc);
 	return 0;
 }
 
@@ -160,17 +121,20 @@ static int drop_bound(sl_error_t *err)
 	return sl_error_errno(err, e, "jail: empty the capability bounding set");
 }
 
-int cli_jail_apply(const struct cli_jail_opts *o, sl_error_t *err)
+int cli_jail_prepare(sl_error_t *err)
 {
-#if defined(__SANITIZE_ADDRESS__)
-	/* LeakSanitizer's check at exit stops the world with ptrace, which the
-	 * jail refuses: sanitizer builds check for leaks here instead. */
-	__lsan_do_leak_check();
-#endif
+	if (cli_jail_unshare(err) < 0)
+		return -1;
+	/* Both are inherited by every thread started from now on, so they cost
+	 * one call each here rather than one per thread later. The effective
+	 * capabilities the jail's mounts need stay until cli_jail_enter. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return sl_error_sys(err, "jail: no_new_privs");
-	if (drop_bound(err) < 0)
-		return -1;
+	return drop_bound(err);
+}
+
+static int jail_privileges(const struct cli_jail_opts *o, sl_error_t *err)
+{
 	if (o->set_uid) {
 		/* glibc applies these to every thread of the process. */
 		if (setgroups(0, NULL) < 0)
@@ -187,4 +151,23 @@ int cli_jail_apply(const struct cli_jail_opts *o, sl_error_t *err)
 	if (cap_set_proc(none) < 0)
 		return sl_error_sys(err, "jail: drop all capabilities");
 	return install_filter(err);
+}
+
+int cli_jail_enter(const struct cli_jail_opts *o, const struct cli_jail_view *v, cli_jail_reopen_fn reopen,
+		   void *ctx, sl_error_t *err)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	/* LeakSanitizer's check at exit reads /proc and stops the world with
+	 * ptrace, which the jail hides and refuses: sanitizer builds check
+	 * for leaks here instead. */
+	__lsan_do_leak_check();
+#endif
+	struct cli_jail_fs fs;
+	if (cli_jail_mount(v, &fs, err) < 0)
+		return -1;
+	if (reopen && reopen(ctx, err) < 0)
+		return -1;
+	if (cli_jail_check_fds(&fs, err) < 0)
+		return -1;
+	return jail_privileges(o, err);
 }

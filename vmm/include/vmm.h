@@ -179,6 +179,17 @@ struct vmm_capture_stats {
 int vmm_capture(struct vmm_vm *vm, const char *out_dir,
 		struct vmm_capture_stats *stats, sl_error_t *err);
 
+/* For a VMM about to lose its view of the host's files (a jail's private
+ * root): opens now what later calls would open by path (the pagemap a
+ * capture reads to find dirty chunks). */
+int vmm_hold_host_files(struct vmm_vm *vm, sl_error_t *err);
+/* After a change of root: opens the restored spore's directory again by its
+ * path, under the same descriptor number. The old descriptor reaches the
+ * directory outside the new root, and ".." from it everything above. */
+int vmm_reopen_source(struct vmm_vm *vm, sl_error_t *err);
+/* The restored spore's directory as given to vmm_spore_open; NULL for a booted VM. */
+const char *vmm_source_path(const struct vmm_vm *vm);
+
 /* An fd that becomes readable when an event is queued. */
 int vmm_event_fd(struct vmm_vm *vm);
 /* Pops the next event; returns 0 with kind VMM_EV_NONE when none is queued. */

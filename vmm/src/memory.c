@@ -86,8 +86,9 @@ bool vmm_chunk_is_zero(const uint8_t *p)
 
 int vmm_mem_dirty_chunks(struct vmm_vm *vm, uint8_t *dirty, sl_error_t *err)
 {
-	_cleanup_close_ int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	_cleanup_close_ int own = -1;
+	int fd = vm->pagemap_fd;
+	if (fd < 0 && (fd = own = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC)) < 0)
 		return sl_error_sys(err, "open /proc/self/pagemap");
 	const size_t pages = VMM_CHUNK_SIZE / 4096;
 	_cleanup_free_ uint64_t *pm = malloc(pages * sizeof(uint64_t));
@@ -148,5 +149,15 @@ int vmm_private_mem(int pid, struct vmm_private_mem *out, sl_error_t *err)
 		}
 		line = nl ? nl + 1 : NULL;
 	}
+	return 0;
+}
+
+int vmm_hold_host_files(struct vmm_vm *vm, sl_error_t *err)
+{
+	if (vm->pagemap_fd >= 0)
+		return 0;
+	vm->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (vm->pagemap_fd < 0)
+		return sl_error_sys(err, "open /proc/self/pagemap");
 	return 0;
 }

@@ -521,11 +521,40 @@ int vmm_restore(struct vmm_vm *vm, struct vmm_spore *sp, const struct vmm_restor
 	int dirfd = fcntl(sp->dirfd, F_DUPFD_CLOEXEC, 0);
 	if (dirfd < 0)
 		return sl_error_sys(err, "dup spore directory fd");
+	char *path = strdup(sp->dir);
+	if (!path) {
+		close(dirfd);
+		return sl_error_set(err, SL_E_NOMEM, "spore path");
+	}
 	if (restore(vm, sp, opts, st, err) < 0) {
 		close(dirfd);
+		free(path);
 		return sl_error_wrap(err, "restore %s", sp->dir);
 	}
+	vm->src_path = path;
 	vm->src_dirfd = dirfd;
 	vm->src_dirfd_valid = true;
 	return 0;
+}
+
+int vmm_reopen_source(struct vmm_vm *vm, sl_error_t *err)
+{
+	if (!vm->src_dirfd_valid)
+		return 0;
+	int fd = open(vm->src_path, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return sl_error_sys(err, "reopen the spore directory %s", vm->src_path);
+	/* The same number: nothing else holds the old one. */
+	if (dup3(fd, vm->src_dirfd, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(fd);
+		return sl_error_errno(err, e, "reopen the spore directory %s", vm->src_path);
+	}
+	close(fd);
+	return 0;
+}
+
+const char *vmm_source_path(const struct vmm_vm *vm)
+{
+	return vm->src_dirfd_valid ? vm->src_path : NULL;
 }

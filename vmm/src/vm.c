@@ -102,6 +102,7 @@ int vmm_create(const struct vmm_machine *m, const struct vmm_console *con, struc
 	vm->machine = *m;
 	vm->kvm_fd = vm->vm_fd = -1;
 	vm->src_dirfd = -1;
+	vm->pagemap_fd = -1;
 	for (unsigned i = 0; i < VMM_MAX_VCPUS; i++)
 		vm->vcpus[i].fd = -1;
 	pthread_mutex_init(&vm->lock, NULL);
@@ -226,6 +227,9 @@ void vmm_destroy(struct vmm_vm *vm)
 		close(vm->event_fd);
 	if (vm->src_dirfd >= 0 && vm->src_dirfd_valid)
 		close(vm->src_dirfd);
+	free(vm->src_path);
+	if (vm->pagemap_fd >= 0)
+		close(vm->pagemap_fd);
 	pthread_mutex_destroy(&vm->lock);
 	pthread_cond_destroy(&vm->cond);
 	free(vm);

@@ -132,6 +132,8 @@ struct vmm_vm {
 	bool restored;
 	int src_dirfd; /* the spore restored from (chunk reuse on capture) */
 	bool src_dirfd_valid;
+	char *src_path; /* its path, for vmm_reopen_source */
+	int pagemap_fd; /* /proc/self/pagemap held open (vmm_hold_host_files), or -1 */
 	char parent_manifest_digest[SL_DIGEST_STRLEN];
 	char spore_gen_id[33];
 	uint64_t depth;
