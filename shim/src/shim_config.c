@@ -1,4 +1,5 @@
 /* Reading and checking the shim's YAML configuration. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,6 +18,25 @@ void shim_config_defaults(struct shim_config *c)
 	c->pool_size = 0;
 	c->memory_mib = 256;
 	c->vcpus = 1;
+}
+
+/* UID[:GID], each 1..4294967294: what `spore --jail-uid` takes. */
+static bool jail_uid_ok(const char *s)
+{
+	for (int part = 0; part < 2; part++) {
+		if (*s < '1' || *s > '9')
+			return false;
+		unsigned long long v = 0;
+		while (*s >= '0' && *s <= '9' && v < 0xffffffffull)
+			v = v * 10 + (unsigned)(*s++ - '0');
+		if (v >= 0xffffffffull)
+			return false;
+		if (!*s)
+			return true;
+		if (*s++ != ':' || part)
+			return false;
+	}
+	return false;
 }
 
 static int get_uint(json_t *v, const char *what, const char *key, long long min, long long max, long long *out,
@@ -48,6 +68,15 @@ int shim_config_parse(const char *buf, size_t len, const char *what, struct shim
 			rc = sl_json_abs_path(v, what, key, n.state_dir, 80, err);
 		} else if (!strcmp(key, "disk_dir")) {
 			rc = sl_json_abs_path(v, what, key, n.disk_dir, sizeof(n.disk_dir), err);
+		} else if (!strcmp(key, "jail_uid")) {
+			const char *u = json_string_value(v);
+			rc = 0;
+			if (!u || strlen(u) >= sizeof(n.jail_uid) || !jail_uid_ok(u))
+				rc = sl_error_set(err, SL_E_INVALID,
+						  "%s: jail_uid must be a string \"UID[:GID]\", each 1..4294967294 (not root)",
+						  what);
+			else
+				snprintf(n.jail_uid, sizeof(n.jail_uid), "%s", u);
 		} else if (!strcmp(key, "ready_timeout_ms")) {
 			rc = get_uint(v, what, key, 100, 600000, &x, err);
 			n.ready_timeout_ms = (int)x;

@@ -16,6 +16,10 @@ struct shim_config {
 	 * (spore-snapshotter's): a directory on the node cache's filesystem,
 	 * so disk chunks are reflinked. "": the VMM's default ($TMPDIR...). */
 	char disk_dir[PATH_MAX];
+	/* "UID[:GID]": VMMs (spawned and the pool's) run their guests as this
+	 * unprivileged user inside their jail (spore --jail-uid). "": as root,
+	 * still jailed. */
+	char jail_uid[24];
 };
 
 #define SHIM_CONFIG_MAX_BYTES (64u << 10)

@@ -67,7 +67,8 @@ static int spawn_pool(const struct shim_config *cfg, const char *sock, const cha
 	snprintf(mem, sizeof(mem), "%u", cfg->memory_mib);
 	snprintf(vcpus, sizeof(vcpus), "%u", cfg->vcpus);
 	const char *argv[] = {cfg->spore_bin, "pool", "--size", size, "--mem", mem, "--vcpus", vcpus, "--vsock",
-			      "--socket", sock, "--pid-file", pid_path, NULL};
+			      "--socket", sock, "--pid-file", pid_path,
+			      cfg->jail_uid[0] ? "--jail-uid" : NULL, cfg->jail_uid, NULL};
 	int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (logfd < 0)
 		return sl_error_sys(err, "pool: %s", log_path);

@@ -220,7 +220,8 @@ static int ensure_vm(struct shim *s, const char *spore_dir, const char *hostname
 				 .console_fd = -1,
 				 .cgroup = cgroup,
 				 .pool_sock = pool,
-				 .disk_dir = s->cfg.disk_dir[0] ? s->cfg.disk_dir : NULL};
+				 .disk_dir = s->cfg.disk_dir[0] ? s->cfg.disk_dir : NULL,
+				 .jail_uid = s->cfg.jail_uid[0] ? s->cfg.jail_uid : NULL};
 	struct shim_vm *vm = NULL;
 	rc = shim_vm_start(&o, &vm, err);
 	if (rc == 0) {

@@ -274,6 +274,10 @@ static int start_spawned(const struct shim_vm_opts *o, struct shim_vm *vm, sl_er
 		argv[n++] = "--disk-dir";
 		argv[n++] = o->disk_dir;
 	}
+	if (o->jail_uid) {
+		argv[n++] = "--jail-uid";
+		argv[n++] = o->jail_uid;
+	}
 	for (size_t i = 0; o->env && o->env[i]; i++) {
 		if (n + 3 > VM_MAX_ARGS) {
 			close(pfd[0]);

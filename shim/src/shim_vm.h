@@ -19,6 +19,7 @@ struct shim_vm_opts {
 	const char *cgroup;    /* the pod's cgroup (OCI cgroupsPath, cgroupfs form), or NULL */
 	const char *pool_sock; /* a `spore pool --vsock` to ask first (docs/pool-protocol.md), or NULL */
 	const char *disk_dir;  /* spore resume --disk-dir, or NULL */
+	const char *jail_uid;  /* spore resume --jail-uid, or NULL */
 };
 
 struct shim_vm {

@@ -32,7 +32,8 @@ static void test_config(void **state)
 	assert_string_equal(c.disk_dir, "");
 	sl_error_t err = NULL;
 	const char *y = "spore: /opt/sporelet/spore\nstate_dir: /run/x\nready_timeout_ms: 5000\n"
-			"pool:\n  size: 4\n  memory_mib: 512\n  vcpus: 2\ndisk_dir: /var/lib/sporelet/disks\n";
+			"pool:\n  size: 4\n  memory_mib: 512\n  vcpus: 2\ndisk_dir: /var/lib/sporelet/disks\n"
+			"jail_uid: \"65534:65533\"\n";
 	assert_int_equal(shim_config_parse(y, strlen(y), "shim.yaml", &c, &err), 0);
 	assert_string_equal(c.spore_bin, "/opt/sporelet/spore");
 	assert_string_equal(c.state_dir, "/run/x");
@@ -41,11 +42,18 @@ static void test_config(void **state)
 	assert_int_equal(c.memory_mib, 512);
 	assert_int_equal(c.vcpus, 2);
 	assert_string_equal(c.disk_dir, "/var/lib/sporelet/disks");
+	assert_string_equal(c.jail_uid, "65534:65533");
 	/* A failed parse leaves the configuration as it was. */
 	config_refused("spore: /a\nstat_dir: /typo\n", "unknown setting stat_dir");
 	config_refused("pool:\n  sise: 1\n", "unknown setting pool.sise");
 	config_refused("spore: relative/path\n", "spore must be an absolute path");
 	config_refused("disk_dir: disks\n", "disk_dir must be an absolute path");
+	config_refused("jail_uid: \"0\"\n", "jail_uid must be a string \"UID[:GID]\"");
+	config_refused("jail_uid: 65534\n", "jail_uid must be a string");
+	config_refused("jail_uid: \"65534:\"\n", "jail_uid must be a string");
+	config_refused("jail_uid: \"1:2:3\"\n", "jail_uid must be a string");
+	config_refused("jail_uid: \"4294967295\"\n", "jail_uid must be a string");
+	config_refused("jail_uid: \"-1\"\n", "jail_uid must be a string");
 	config_refused("ready_timeout_ms: 5\n", "ready_timeout_ms must be an integer in 100..600000");
 	config_refused("ready_timeout_ms: \"5000\"\n", "ready_timeout_ms must be an integer");
 	config_refused("pool:\n  memory_mib: 257\n", "pool.memory_mib must be even");

@@ -221,6 +221,7 @@ def t_cri(env):
         tm.mark("container five: exit 5")
         vmms = [p for p in env.leftovers() if p.startswith("process") and " 'resume'" in p]
         check(len(vmms) == 1, "a pod is one VM: %s" % vmms)
+        check_vmm_jailed(int(vmms[0].split()[1]), 0, "the pod's VMM")
         sleeper = k.create_container(pod, ref, args=["sleep", "60000"], name="sleeper")
         k.start_container(sleeper)
         rc, out, err = k.exec_sync(sleeper, ["echo", "exec", "ok"])
@@ -409,12 +410,35 @@ def t_lifecycle(env):
 
 
 def pool_config(env):
-    """A shim configuration like env.config with a warm pool of the test spores' shape."""
+    """A shim configuration like env.config with a warm pool of the test
+    spores' shape, whose VMMs run their guests as uid 65534."""
     path = os.path.join(env.tmp, "shim-pool.yaml")
     with open(path, "w") as f:
-        f.write("spore: %s\nstate_dir: %s\nready_timeout_ms: 20000\npool: {size: 2, memory_mib: 64, vcpus: 1}\n" %
-                (env.spore, env.state))
+        f.write("spore: %s\nstate_dir: %s\nready_timeout_ms: 20000\npool: {size: 2, memory_mib: 64, vcpus: 1}\n"
+                "jail_uid: \"65534:65534\"\n" % (env.spore, env.state))
     return path
+
+
+def check_vmm_jailed(pid, uid, what):
+    """A VMM the shim started runs jailed: every thread under the seccomp
+    filter with no_new_privs and no capabilities, as uid; its root is the
+    jail's read-only tmpfs with a few directories bound."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        st = {}
+        with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+            for ln in f:
+                k, _, v = ln.partition(":")
+                st[k] = v.split()
+        if st["Name"][0].startswith("kvm-"):
+            continue
+        check(st["Seccomp"] == ["2"] and st["NoNewPrivs"] == ["1"] and int(st["CapEff"][0], 16) == 0 and
+              int(st["CapBnd"][0], 16) == 0 and st["Uid"] == [str(uid)] * 4,
+              "%s: VMM %d thread %s is not jailed as uid %d: %s" % (what, pid, tid, uid, st))
+    with open("/proc/%d/mountinfo" % pid) as f:
+        mounts = [ln.split(" - ") for ln in f]
+    root = [m for m in mounts if m[0].split()[4] == "/"]
+    check(len(root) == 1 and root[0][1].split()[0] == "tmpfs" and "ro" in root[0][0].split()[5].split(",")
+          and len(mounts) <= 4, "%s: VMM %d's mounts are not the jail's: %s" % (what, pid, mounts))
 
 
 def ppid_of(pid):
@@ -502,6 +526,7 @@ def t_pool(env):
         with open("/proc/%d/cgroup" % vmm) as f:
             cg = f.read()
         check("%s/long" % c.cgroup_parent in cg, "the pooled VMM is not in the pod's cgroup:\n%s" % cg)
+        check_vmm_jailed(vmm, 65534, "pooled VMM (jail_uid 65534:65534)")
         # (Its exit status, not its output: `ctr tasks exec` may open its
         # stdout FIFO after a fast process ended, losing the output with
         # any runtime that relays through FIFOs.)

@@ -472,6 +472,7 @@ static struct ctx *ctx_new(unsigned timeout_ms)
 	c->vm = fake_vm(MEM_SIZE);
 	struct virtio_vsock_opts o = {.guest_cid = CID, .uds_path = c->path, .timeout_ms = timeout_ms};
 	assert_int_equal(virtio_vsock_create(c->vm, BASE, GSI, &o, &c->v, &err), 0);
+	assert_int_equal(virtio_vsock_start(c->v, &err), 0);
 	assert_null(err);
 	c->t = virtio_vsock_transport(c->v);
 	set_hooks(c);
@@ -591,6 +592,7 @@ static void test_create_errors(void **state)
 	struct virtio_vsock *v = NULL;
 	sl_error_t err = NULL;
 	assert_int_equal(virtio_vsock_create(c->vm, base2, GSI + 1, &o, &v, &err), 0);
+	assert_int_equal(virtio_vsock_start(v, &err), 0);
 	virtio_vsock_free(v);
 	assert_int_equal(lstat(p, &st), -1);
 }
@@ -1171,6 +1173,7 @@ static void test_save_load_restored(void **state)
 	r->tx_slot = c->tx_slot;
 	struct virtio_vsock_opts o = {.guest_cid = CID, .uds_path = r->path};
 	assert_int_equal(virtio_vsock_create(r->vm, BASE, GSI, &o, &r->v, &err), 0);
+	assert_int_equal(virtio_vsock_start(r->v, &err), 0);
 	r->t = virtio_vsock_transport(r->v);
 	set_hooks(r);
 	/* A client connecting right away is held until the guest took the news. */

@@ -47,7 +47,9 @@ static void worker_dir_remove(const struct pool_cfg *pc, pid_t pid)
 		return;
 	unlink(vsock);
 	unlink(control);
-	if (rmdir(wdir) < 0 && errno != ENOENT)
+	/* A jailed worker sees its directory as a mount point in a read-only
+	 * root: the pool removes it when it reaps the worker. */
+	if (rmdir(wdir) < 0 && errno != ENOENT && !(pid == getpid() && (errno == EBUSY || errno == EROFS)))
 		sl_warn("pool: cannot remove a worker's directory", "dir=%s error=\"%s\"", wdir, strerror(errno));
 }
 
@@ -94,11 +96,6 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		m.vsock_path = vsock;
 	}
 	int status = EXIT_SPORE_FAILED;
-	/* Ahead of any request, and before vmm_create starts threads. */
-	if (pc->jail.enabled && cli_jail_prepare(&err) < 0) {
-		worker_dir_remove(pc, getpid());
-		return cli_fail(&err);
-	}
 	if (vmm_create(&m, &none, &vm, &err) < 0) {
 		worker_dir_remove(pc, getpid());
 		return cli_fail(&err);
@@ -146,7 +143,13 @@ static int worker(int lfd, const struct pool_cfg *pc)
 	struct vmm_console con = {.fd = req.console_fd, .prefix = req.prefix[0] ? req.prefix : NULL};
 	struct vmm_restore_stats rs;
 	struct vmm_spore *sp = NULL;
-	rrc = vmm_set_console(vm, &con, &err);
+	/* Now, not ahead of the request: the namespace is a copy of the host's
+	 * mounts at this moment, and the spore may have been mounted (a pod's
+	 * rootfs) after this worker started. The created VM has no thread yet:
+	 * its devices' start with it. */
+	rrc = pc->jail.enabled ? cli_jail_prepare(&err) : 0;
+	if (rrc == 0)
+		rrc = vmm_set_console(vm, &con, &err);
 	if (rrc == 0)
 		rrc = vmm_spore_open(req.dir, &sp, &err);
 	if (rrc == 0)

@@ -46,10 +46,12 @@ int cli_jail_unshare(sl_error_t *err)
 					    "give --jail-uid to run the guest as an unprivileged user");
 		return sl_error_sys(err, "jail: unshare the mount namespace");
 	}
-	/* Nothing we mount leaks to the host, and nothing the host mounts later
-	 * reaches us. */
-	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-		return sl_error_sys(err, "jail: make the mount namespace private");
+	/* Nothing we mount leaks to the host; what the host mounts until the
+	 * jail is entered still reaches us: a pool worker enters the
+	 * namespace long before it learns which spore to restore, and
+	 * containerd mounts a pod's rootfs in between. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return sl_error_sys(err, "jail: make the mount namespace a receiver");
 	return 0;
 }
 
@@ -244,8 +246,10 @@ int cli_jail_mount(const struct cli_jail_view *v, struct cli_jail_fs *fs, sl_err
 			rc = sl_error_sys(err, "jail: %s %s", v->b[i].what, v->b[i].path);
 			break;
 		}
+		/* Private: from here on the host's mounts stay out. */
 		struct mount_attr a = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC |
-						   (v->b[i].rw ? 0 : MOUNT_ATTR_RDONLY)};
+						   (v->b[i].rw ? 0 : MOUNT_ATTR_RDONLY),
+				       .propagation = MS_PRIVATE};
 		if (mount_setattr(tree[i], "", AT_EMPTY_PATH, &a, sizeof(a)) < 0)
 			rc = sl_error_sys(err, "jail: mount attributes of %s", v->b[i].path);
 	}
@@ -268,11 +272,21 @@ int cli_jail_mount(const struct cli_jail_view *v, struct cli_jail_fs *fs, sl_err
 	if (rc == 0 && move_mount(mfd, "", AT_FDCWD, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 		rc = sl_error_sys(err, "jail: attach the root tmpfs");
 	/* pivot_root(".", "."): the old root ends up on top of the new one,
-	 * where it is detached. */
-	if (rc == 0 && (fchdir(mfd) < 0 || syscall(SYS_pivot_root, ".", ".") < 0))
+	 * where it is detached. An initramfs root cannot be pivoted (EINVAL):
+	 * there the tmpfs is moved over / and becomes the root by chroot, as
+	 * switch_root does; the old root stays below, out of reach without
+	 * CAP_SYS_CHROOT (dropped) and chroot (refused by the filter). */
+	if (rc == 0 && fchdir(mfd) < 0)
+		rc = sl_error_sys(err, "jail: enter the root tmpfs");
+	if (rc == 0 && syscall(SYS_pivot_root, ".", ".") == 0) {
+		if (umount2(".", MNT_DETACH) < 0)
+			rc = sl_error_sys(err, "jail: detach the old root");
+	} else if (rc == 0 && errno == EINVAL) {
+		if (mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0)
+			rc = sl_error_sys(err, "jail: move the root tmpfs over / (no pivot_root on this root)");
+	} else if (rc == 0) {
 		rc = sl_error_sys(err, "jail: pivot_root");
-	if (rc == 0 && umount2(".", MNT_DETACH) < 0)
-		rc = sl_error_sys(err, "jail: detach the old root");
+	}
 	if (rc == 0 && chdir("/") < 0)
 		rc = sl_error_sys(err, "jail: chdir /");
 	for (unsigned i = 0; i < v->n && rc == 0; i++) {

@@ -229,6 +229,14 @@ void vmm_linux_publish_generation(struct vmm_vm *vm, bool notify)
 	sl_error_free(&err);
 }
 
+int vmm_linux_start_io(struct vmm_vm *vm, sl_error_t *err)
+{
+	for (unsigned i = 0; vm->lnx && i < vm->lnx->nslots; i++)
+		if (vm->lnx->slot[i].vsock && virtio_vsock_start(vm->lnx->slot[i].vsock, err) < 0)
+			return -1;
+	return 0;
+}
+
 void vmm_linux_pause_io(struct vmm_vm *vm)
 {
 	for (unsigned i = 0; vm->lnx && i < vm->lnx->nslots; i++)

@@ -29,6 +29,8 @@ void vmm_linux_publish_generation(struct vmm_vm *vm, bool notify);
 
 /* Devices with their own I/O threads stop touching guest memory (capture)
  * and start again. */
+/* The devices' own threads, as the VM starts. */
+int vmm_linux_start_io(struct vmm_vm *vm, sl_error_t *err);
 void vmm_linux_pause_io(struct vmm_vm *vm);
 void vmm_linux_resume_io(struct vmm_vm *vm);
 

@@ -90,6 +90,11 @@ static void *vcpu_thread(void *arg)
 	struct vmm_vcpu *v = arg;
 	struct vmm_vm *vm = v->vm;
 	struct kvm_run *run = v->run;
+	/* Named by the thread itself (prctl): naming another thread goes
+	 * through /proc, which a jailed VMM does not have. */
+	char name[16];
+	snprintf(name, sizeof(name), "vcpu%u", v->index);
+	pthread_setname_np(pthread_self(), name);
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIG_VCPU_KICK);
@@ -175,8 +180,5 @@ int vmm_vcpu_start_thread(struct vmm_vcpu *v, sl_error_t *err)
 	if (rc != 0)
 		return sl_error_errno(err, rc, "start vcpu %u thread", v->index);
 	v->thread_started = true;
-	char name[16];
-	snprintf(name, sizeof(name), "vcpu%u", v->index);
-	pthread_setname_np(v->thread, name);
 	return 0;
 }

@@ -127,6 +127,7 @@ struct virtio_vsock {
 	int listen_fd, wake_fd;
 	unsigned timeout_ms;
 	bool threaded;
+	bool thread_started; /* virtio_vsock_start */
 	pthread_t thread;
 	/* The thread waits here until the transport is registered (or not). */
 	pthread_mutex_t gate_lock;
@@ -991,6 +992,9 @@ static void vsock_round(struct virtio_vsock *v, int max_wait_ms)
 static void *vsock_thread(void *arg)
 {
 	struct virtio_vsock *v = arg;
+	/* Named by itself (prctl): naming another thread goes through /proc,
+	 * which a jailed VMM does not have. */
+	pthread_setname_np(pthread_self(), "vsock-io");
 	pthread_mutex_lock(&v->gate_lock);
 	while (v->gate == GATE_WAIT)
 		pthread_cond_wait(&v->gate_cond, &v->gate_lock);
@@ -1170,37 +1174,35 @@ int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, cons
 	}
 	memcpy(v->path, o->uds_path, len + 1);
 
-	/* The thread starts before the device is on the bus (the bus cannot
-	 * take a device back if starting it failed) but waits at the gate. */
-	if (v->threaded) {
-		sigset_t all, old;
-		sigfillset(&all);
-		/* SIGSYS stays open: libpsx reaches every thread with it when
-		 * the jail (vmm/cli/jail.c) drops capabilities. */
-		sigdelset(&all, SIGSYS);
-		pthread_sigmask(SIG_BLOCK, &all, &old); /* process signals belong to other threads */
-		int rc = pthread_create(&v->thread, NULL, vsock_thread, v);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (rc != 0) {
-			sl_error_errno(err, rc, "virtio-vsock: start the I/O thread");
-			unlink_ours(v);
-			release(v);
-			return -1;
-		}
-		pthread_setname_np(v->thread, "vsock-io");
-	}
 	if (virtio_mmio_register(vm, base, irq_gsi, &vsock_ops, v, &v->t, err) < 0) {
-		if (v->threaded) {
-			open_gate(v, GATE_ABORT);
-			pthread_join(v->thread, NULL);
-		}
 		unlink_ours(v);
 		release(v);
 		return -1;
 	}
-	if (v->threaded)
-		open_gate(v, GATE_GO);
 	*out = v;
+	return 0;
+}
+
+int virtio_vsock_start(struct virtio_vsock *v, sl_error_t *err)
+{
+	if (!v->threaded || v->thread_started)
+		return 0;
+	/* Started with the VM, not with the device: a VMM that jails itself
+	 * between the two (vmm/cli/jail*.c) has every thread of its own start
+	 * inside the jail's mount namespace. Host connections made before wait
+	 * in the socket's backlog. */
+	sigset_t all, old;
+	sigfillset(&all);
+	/* SIGSYS stays open: libpsx reaches every thread with it when the jail
+	 * drops capabilities. */
+	sigdelset(&all, SIGSYS);
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* process signals belong to other threads */
+	int rc = pthread_create(&v->thread, NULL, vsock_thread, v);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0)
+		return sl_error_errno(err, rc, "virtio-vsock: start the I/O thread");
+	v->thread_started = true;
+	open_gate(v, GATE_GO);
 	return 0;
 }
 
@@ -1251,7 +1253,7 @@ void virtio_vsock_free(struct virtio_vsock *v)
 {
 	if (!v)
 		return;
-	if (v->threaded) {
+	if (v->thread_started) {
 		virtio_mmio_lock(v->t);
 		v->stop = true;
 		virtio_mmio_unlock(v->t);

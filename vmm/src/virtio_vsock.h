@@ -78,6 +78,9 @@ struct virtio_vsock;
  * "_<port>" suffix of guest-initiated connections), starts the I/O thread. */
 int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, const struct virtio_vsock_opts *o,
 			struct virtio_vsock **out, sl_error_t *err);
+/* Starts the device's I/O thread (unless no_thread); the VM calls it as it
+ * starts. Until then host connections wait in the socket's backlog. */
+int virtio_vsock_start(struct virtio_vsock *v, sl_error_t *err);
 struct virtio_mmio *virtio_vsock_transport(struct virtio_vsock *v);
 uint64_t virtio_vsock_cid(struct virtio_vsock *v);
 

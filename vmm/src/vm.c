@@ -152,6 +152,8 @@ int vmm_start(struct vmm_vm *vm, sl_error_t *err)
 {
 	if (vm->started)
 		return vmm_resume(vm, err);
+	if (vmm_linux_start_io(vm, err) < 0)
+		return -1;
 	atomic_store(&vm->run_state, VCPU_RUN);
 	vm->started = true;
 	for (unsigned i = 0; i < vm->machine.vcpus; i++)
