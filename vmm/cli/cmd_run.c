@@ -22,15 +22,14 @@ static const char run_usage[] =
 	"                 [--capture DIR --capture-on exit|ready|after:DURATION|SIGUSR1]\n"
 	"                 [--for DURATION] [--control SOCKET] [--ready-fd N] [-- ARGS...]\n"
 	"       spore run --from SPORE [--hostname NAME] [--env K=V]... [--vsock PATH] [--for DURATION]\n"
-	"                 [--disk-dir DIR] [--jail [--jail-uid UID[:GID]]] [-- COMMAND...]\n"
+	"                 [--disk-dir DIR] [--jail | --no-jail] [--jail-uid UID[:GID]]\n"
+	"                 [--jail-bind DIR]... [-- COMMAND...]\n"
 	"Boots an x86_64 ELF kernel (the test guest; ARGS extend its command line)\n"
 	"or a Linux bzImage (ARGS are a command the guest's agent runs; --cmdline\n"
 	"extends the kernel's). The test guest with --vsock gets a vsock device and\n"
 	"runs its agent: ARGS are then a command for it (built-ins, docs/testguest.md)\n"
 	"and --cmdline is its command line. With --from, resumes a spore and runs\n"
-	"COMMAND in it. --jail (with --from) jails the VMM before the guest runs\n"
-	"(SECURITY.md): no new privileges, no capabilities, a seccomp allowlist,\n"
-	"and with --jail-uid the given uid and gid.\n"
+	"COMMAND in it. The VMM is jailed before the guest runs, as for resume.\n"
 	"A Linux guest's command line is console=ttyS0 reboot=t panic=-1 pci=off,\n"
 	"then --cmdline (default: quiet). --capture-on ready captures a Linux guest\n"
 	"once its agent answers and COMMAND (the warm-up), if any, exited 0.\n"
@@ -57,10 +56,13 @@ static const char resume_usage[] =
 	"--disk-dir DIR: where a Linux spore's private disk copies go when DIR of\n"
 	"the spore takes no file (a read-only bind); on the node cache's filesystem\n"
 	"their chunks are reflinked, not copied. Default: $TMPDIR, /var/tmp, /tmp.\n"
-	"--jail: once the VM is restored and its sockets are open, and before the\n"
-	"guest runs, the VMM sets no_new_privs, drops every capability and installs\n"
-	"a seccomp allowlist (SECURITY.md); --jail-uid UID[:GID] also switches to\n"
-	"that uid and gid (GID defaults to UID).\n";
+	"The jail (the default as root; --no-jail opts out, --jail insists): once\n"
+	"the VM is restored and its sockets are open, and before the guest runs,\n"
+	"the VMM's root becomes an empty read-only tmpfs showing only the spore\n"
+	"(read-only), the directories of --vsock, --control and --capture and each\n"
+	"--jail-bind DIR (writable; where control-socket captures may go); it sets\n"
+	"no_new_privs, drops every capability and installs a seccomp allowlist\n"
+	"(SECURITY.md); --jail-uid UID[:GID] also switches to that uid and gid.\n";
 
 enum {
 	OPT_CAPTURE = 1000, OPT_CAPTURE_ON, OPT_FOR, OPT_PREFIX, OPT_REPORT_FD, OPT_CMDLINE, OPT_INITRD, OPT_POOL,
