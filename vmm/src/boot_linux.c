@@ -379,7 +379,7 @@ int vmm_boot_linux_load_fd(struct vmm_vm *vm, int kfd, const char *kernel_path, 
 	if (check_opts(vm->mem_size, o, err) < 0)
 		return -1;
 
-	uint64_t ksize;
+	uint64_t ksize = 0;
 	if (regular_size(kfd, kernel_path, &ksize, err) < 0)
 		return sl_error_wrap(err, "kernel");
 	size_t head_len = ksize < HEAD_MAX ? (size_t)ksize : HEAD_MAX;
