@@ -23,14 +23,16 @@ struct boot_info {
 };
 #define BOOT_INFO_MAGIC 0x524f5053u
 
-static int load_elf(struct vmm_vm *vm, const char *path, uint64_t *entry, sl_error_t *err)
+static int load_elf(struct vmm_vm *vm, const uint8_t *img, size_t len, const char *path, uint64_t *entry,
+		    sl_error_t *err)
 {
-	_cleanup_free_ char *img = NULL;
-	size_t len;
-	if (sl_read_path(path, KERNEL_MAX, &img, &len, err) < 0)
-		return sl_error_wrap(err, "kernel %s", path);
-	const Elf64_Ehdr *eh = (const Elf64_Ehdr *)img;
-	if (len < sizeof(*eh) || memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0)
+	/* Copied out: the image need not be aligned. */
+	Elf64_Ehdr ehdr;
+	if (len < sizeof(ehdr))
+		return sl_error_set(err, SL_E_INVALID, "kernel %s: not an ELF file", path);
+	memcpy(&ehdr, img, sizeof(ehdr));
+	const Elf64_Ehdr *eh = &ehdr;
+	if (memcmp(eh->e_ident, ELFMAG, SELFMAG) != 0)
 		return sl_error_set(err, SL_E_INVALID, "kernel %s: not an ELF file", path);
 	if (eh->e_ident[EI_CLASS] != ELFCLASS64 || eh->e_ident[EI_DATA] != ELFDATA2LSB ||
 	    eh->e_machine != EM_X86_64 || eh->e_type != ET_EXEC)
@@ -129,14 +131,14 @@ static int setup_vcpu(struct vmm_vcpu *v, uint64_t entry, sl_error_t *err)
 	return 0;
 }
 
-int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline, sl_error_t *err)
+int vmm_boot_elf_load(struct vmm_vm *vm, const uint8_t *img, size_t len, const char *name, const char *cmdline,
+		      uint64_t *entry, sl_error_t *err)
 {
 	size_t clen = cmdline ? strlen(cmdline) : 0;
 	if (clen >= VMM_CMDLINE_MAX)
 		return sl_error_set(err, SL_E_LIMIT, "command line is %zu bytes, the limit is %u", clen,
 				    VMM_CMDLINE_MAX - 1);
-	uint64_t entry = 0;
-	if (load_elf(vm, kernel_path, &entry, err) < 0)
+	if (load_elf(vm, img, len, name, entry, err) < 0)
 		return -1;
 	setup_tables(vm);
 	char *cl = vmm_gpa(vm, VMM_CMDLINE_GPA, VMM_CMDLINE_MAX);
@@ -148,6 +150,18 @@ int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline
 				 .cmdline_len = (uint32_t)clen};
 	if (vmm_linux_vsock_slot(vm, &bi->vsock_mmio_gpa, &bi->vsock_gsi))
 		bi->version = 2;
+	return 0;
+}
+
+int vmm_boot_elf(struct vmm_vm *vm, const char *kernel_path, const char *cmdline, sl_error_t *err)
+{
+	_cleanup_free_ char *img = NULL;
+	size_t len;
+	uint64_t entry = 0;
+	if (sl_read_path(kernel_path, KERNEL_MAX, &img, &len, err) < 0)
+		return sl_error_wrap(err, "kernel %s", kernel_path);
+	if (vmm_boot_elf_load(vm, (const uint8_t *)img, len, kernel_path, cmdline, &entry, err) < 0)
+		return -1;
 	for (unsigned i = 0; i < vm->machine.vcpus; i++)
 		if (setup_vcpu(&vm->vcpus[i], entry, err) < 0)
 			return -1;

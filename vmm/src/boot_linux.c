@@ -324,18 +324,24 @@ int vmm_boot_linux_place(const struct boot_linux_kernel *k, uint64_t mem_size, u
 	return 0;
 }
 
-/* Opens a regular file and returns its size. */
-static int open_regular(const char *path, int *fd, uint64_t *size, sl_error_t *err)
+static int open_file(const char *path, int *fd, sl_error_t *err)
 {
 	*fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (*fd < 0)
 		return errno == ENOENT ? sl_error_set(err, SL_E_NOT_FOUND, "%s: no such file", path)
 				       : sl_error_sys(err, "open %s", path);
+	return 0;
+}
+
+/* The size of a regular file (the loader reads sizes it was told, so a
+ * pipe or device is refused up front). */
+static int regular_size(int fd, const char *name, uint64_t *size, sl_error_t *err)
+{
 	struct stat st;
-	if (fstat(*fd, &st) < 0)
-		return sl_error_sys(err, "stat %s", path);
+	if (fstat(fd, &st) < 0)
+		return sl_error_sys(err, "stat %s", name);
 	if (!S_ISREG(st.st_mode))
-		return sl_error_set(err, SL_E_INVALID, "%s: not a regular file", path);
+		return sl_error_set(err, SL_E_INVALID, "%s: not a regular file", name);
 	*size = (uint64_t)st.st_size;
 	return 0;
 }
@@ -361,8 +367,9 @@ static void write_tables(struct vmm_vm *vm)
 		pd[i] = (i << 21) | 0x83; /* 2 MiB page, present, writable */
 }
 
-int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *initrd_path, const char *cmdline,
-			const struct boot_linux_opts *o, struct boot_linux_layout *l, sl_error_t *err)
+int vmm_boot_linux_load_fd(struct vmm_vm *vm, int kfd, const char *kernel_path, int ifd, const char *initrd_path,
+			   const char *cmdline, const struct boot_linux_opts *o, struct boot_linux_layout *l,
+			   sl_error_t *err)
 {
 	if (!o)
 		o = &no_opts;
@@ -372,9 +379,8 @@ int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *
 	if (check_opts(vm->mem_size, o, err) < 0)
 		return -1;
 
-	_cleanup_close_ int kfd = -1;
-	uint64_t ksize;
-	if (open_regular(kernel_path, &kfd, &ksize, err) < 0)
+	uint64_t ksize = 0;
+	if (regular_size(kfd, kernel_path, &ksize, err) < 0)
 		return sl_error_wrap(err, "kernel");
 	size_t head_len = ksize < HEAD_MAX ? (size_t)ksize : HEAD_MAX;
 	_cleanup_free_ uint8_t *head = malloc(head_len ? head_len : 1);
@@ -400,10 +406,9 @@ int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *
 				    "outside the BIOS area 0xe0000-0xfffff it scans",
 				    kernel_path, k.version >> 8, k.version & 0xff, (unsigned long long)o->rsdp_gpa);
 
-	_cleanup_close_ int ifd = -1;
 	uint64_t isize = 0;
-	if (initrd_path) {
-		if (open_regular(initrd_path, &ifd, &isize, err) < 0)
+	if (ifd >= 0) {
+		if (regular_size(ifd, initrd_path, &isize, err) < 0)
 			return sl_error_wrap(err, "initrd");
 		if (isize == 0)
 			return sl_error_set(err, SL_E_INVALID, "initrd %s is empty", initrd_path);
@@ -420,7 +425,7 @@ int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *
 	if (sl_pread_all(kfd, vmm_gpa(vm, l->kernel_gpa, k.payload_size), k.payload_size, (off_t)k.setup_size,
 			 err) < 0)
 		return sl_error_wrap(err, "kernel %s", kernel_path);
-	if (initrd_path && sl_pread_all(ifd, vmm_gpa(vm, l->initrd_gpa, isize), isize, 0, err) < 0)
+	if (ifd >= 0 && sl_pread_all(ifd, vmm_gpa(vm, l->initrd_gpa, isize), isize, 0, err) < 0)
 		return sl_error_wrap(err, "initrd %s", initrd_path);
 
 	struct boot_params *bp = vmm_gpa(vm, VMM_BOOT_LINUX_ZERO_PAGE_GPA, sizeof(*bp));
@@ -452,6 +457,20 @@ int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *
 	cl[clen] = 0;
 	write_tables(vm);
 	return 0;
+}
+
+int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *initrd_path, const char *cmdline,
+			const struct boot_linux_opts *o, struct boot_linux_layout *l, sl_error_t *err)
+{
+	memset(l, 0, sizeof(*l));
+	_cleanup_close_ int kfd = -1;
+	_cleanup_close_ int ifd = -1;
+	if (open_file(kernel_path, &kfd, err) < 0)
+		return sl_error_wrap(err, "kernel");
+	if (initrd_path && open_file(initrd_path, &ifd, err) < 0)
+		return sl_error_wrap(err, "initrd");
+	return vmm_boot_linux_load_fd(vm, kfd, kernel_path, ifd, initrd_path ? initrd_path : "(none)", cmdline, o, l,
+				      err);
 }
 
 static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)

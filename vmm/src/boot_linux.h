@@ -102,6 +102,12 @@ int vmm_boot_linux_place(const struct boot_linux_kernel *k, uint64_t mem_size, u
  * identity page tables. Needs only vm->mem, vm->mem_size. */
 int vmm_boot_linux_load(struct vmm_vm *vm, const char *kernel_path, const char *initrd_path, const char *cmdline,
 			const struct boot_linux_opts *o, struct boot_linux_layout *l, sl_error_t *err);
+/* The same from open files (regular files; the names only for messages):
+ * the kernel's header is read first and checked before anything is placed
+ * or copied; ifd -1 means no initrd. The files' offsets are not used. */
+int vmm_boot_linux_load_fd(struct vmm_vm *vm, int kfd, const char *kernel_path, int ifd, const char *initrd_path,
+			   const char *cmdline, const struct boot_linux_opts *o, struct boot_linux_layout *l,
+			   sl_error_t *err);
 
 /* vCPU 0 gets the 64-bit entry state (long mode, CS 0x10, DS/ES/SS 0x18,
  * RSI = zero page, RIP = l->entry, interrupts off); the others are left

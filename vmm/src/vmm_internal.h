@@ -226,6 +226,14 @@ void vmm_spore_dev_publish(struct vmm_vm *vm);
 /* Starts a new generation: counter + 1, a fresh random id. */
 int vmm_spore_dev_new_generation(struct vmm_vm *vm, sl_error_t *err);
 
+/* boot_elf.c: everything but the vCPUs, from an ELF image already in memory
+ * (name only for messages): every PT_LOAD segment into RAM at or above
+ * VMM_LOW_RESERVED, then the GDT, page tables, command line and boot
+ * information below it; *entry is the ELF entry point. vmm_boot_elf reads
+ * the file (at most 64 MiB), calls this, then sets up the vCPUs. */
+int vmm_boot_elf_load(struct vmm_vm *vm, const uint8_t *img, size_t len, const char *name, const char *cmdline,
+		      uint64_t *entry, sl_error_t *err);
+
 /* vm.c */
 void vmm_post_event(struct vmm_vm *vm, int kind, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
