@@ -859,6 +859,12 @@ static void test_garbage_connect_lines(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int fd = unix_connect(c->path);
 		host_write(fd, bad[i], strlen(bad[i]));
+		/* One line saying what was wrong, then EOF. */
+		char line[128];
+		host_read_line(fd, line, sizeof(line));
+		assert_string_equal(line, strchr(bad[i], '\n')
+						  ? "ERROR malformed CONNECT line: want \"CONNECT <port>\", port 0..4294967295\n"
+						  : "ERROR CONNECT line longer than 32 bytes\n");
 		host_expect_eof(fd);
 		close(fd);
 	}

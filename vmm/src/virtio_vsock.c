@@ -809,6 +809,16 @@ static bool parse_connect(const char *s, size_t n, uint32_t *port)
 	return true;
 }
 
+/* A CONNECT line we will not serve: say why (best effort), then close. */
+static void conn_line_error(struct virtio_vsock *v, struct vsock_conn *c, const char *why)
+{
+	char line[96];
+	int n = snprintf(line, sizeof(line), "ERROR %s\n", why);
+	ssize_t w = send(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)w;
+	conn_free(v, c);
+}
+
 static void conn_read_line(struct virtio_vsock *v, struct vsock_conn *c)
 {
 	char *p = c->line + c->line_len;
@@ -830,13 +840,13 @@ static void conn_read_line(struct virtio_vsock *v, struct vsock_conn *c)
 	}
 	c->line_len = (uint8_t)(c->line_len + take);
 	if (!nl) {
-		if (c->line_len == VIRTIO_VSOCK_LINE_MAX)
-			conn_free(v, c); /* no newline where one must be: garbage */
+		if (c->line_len == VIRTIO_VSOCK_LINE_MAX) /* no newline where one must be */
+			conn_line_error(v, c, "CONNECT line longer than 32 bytes");
 		return;
 	}
 	uint32_t port;
 	if (!parse_connect(c->line, c->line_len, &port)) {
-		conn_free(v, c);
+		conn_line_error(v, c, "malformed CONNECT line: want \"CONNECT <port>\", port 0..4294967295");
 		return;
 	}
 	c->local_port = pick_local_port(v);
