@@ -453,10 +453,11 @@ def test_agent_refuse(ctx):
     check("without a vsock device" in r.err, "fanout -- CMD refusal\n%s" % r.describe())
 
 
-def connect_as(path, uid, line=b"CONNECT 1024\n"):
+def connect_as(path, uid, line=b"CONNECT 1024\n", kind=socket.SOCK_STREAM):
     """A child process that becomes uid (groups dropped), connects to path
     and sends line: "EACCES" if connect was refused by the file system, else
-    every byte it read until EOF (or a reset), or the OK line."""
+    every byte it read until EOF (or a reset), or the OK line (a stream), or
+    the first message (a SOCK_SEQPACKET control socket)."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -466,7 +467,7 @@ def connect_as(path, uid, line=b"CONNECT 1024\n"):
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s = socket.socket(socket.AF_UNIX, kind)
             s.settimeout(10)
             try:
                 s.connect(path)
@@ -477,6 +478,15 @@ def connect_as(path, uid, line=b"CONNECT 1024\n"):
                 s.sendall(line)
             except OSError:
                 pass  # refused before it was read: the reply may still be there
+            if kind == socket.SOCK_SEQPACKET:
+                try:
+                    os.write(w, s.recv(4096))
+                except ConnectionResetError:
+                    # A seqpacket socket reports the reset before the reply
+                    # when the server closed with our request unread.
+                    os.write(w, b"ECONNRESET")
+                code = 0
+                os._exit(0)
             data = b""
             while not (data.startswith(b"OK ") and data.endswith(b"\n")):
                 try:
@@ -488,6 +498,8 @@ def connect_as(path, uid, line=b"CONNECT 1024\n"):
                 data += c
             os.write(w, data)
             code = 0
+        except BaseException as e:
+            os.write(2, ("client as uid %d: %r\n" % (uid, e)).encode())
         finally:
             os._exit(code)
     os.close(w)
@@ -511,7 +523,8 @@ def open_dir(ctx, mode=0o755):
 def test_agent_peer(ctx):
     """The vsock socket is the guest's root shell: only root and the VMM's
     uid are served (SO_PEERCRED), also once the socket's mode would let
-    anyone connect; after --jail-uid the VMM's new uid is the one served;
+    anyone connect; the same for the control socket; after --jail-uid the
+    VMM's new uid is the one served;
     --vsock in a directory others could write is refused; the private
     directory the VMM makes is 0700."""
     if os.geteuid() != 0:
@@ -519,6 +532,21 @@ def test_agent_peer(ctx):
         sys.exit(st.SKIP)
     d = open_dir(ctx)
     sock = os.path.join(d, "vm.sock")
+    ctl = os.path.join(d, "ctl.sock")
+
+    def control_peers(served, refused, euid):
+        """The control socket (SOCK_SEQPACKET), opened up to everyone: the
+        VMM's own rule is what refuses."""
+        os.chmod(ctl, 0o666)
+        for uid in served:
+            got = connect_as(ctl, uid, b"status", socket.SOCK_SEQPACKET)
+            check(got.startswith(b"ok state=running"), "control status as uid %d: %r" % (uid, got))
+        for uid in refused:
+            got = connect_as(ctl, uid, b"status", socket.SOCK_SEQPACKET)
+            # The VMM refuses before reading: when "status" was already
+            # queued, the kernel reports ECONNRESET instead of the reply.
+            check(got in (b"error control socket serves uid %d only" % euid, b"ECONNRESET"),
+                  "control as uid %d: %r" % (uid, got))
 
     def body(vm):
         c = Client(vm.sock)  # the agent is up
@@ -535,7 +563,10 @@ def test_agent_peer(ctx):
             check(time.monotonic() < end, "the refusal was not logged:\n%s" % vm.output())
             time.sleep(0.05)
         check("socket=%s" % vm.sock in vm.output(), "the log line does not name the socket")
-    with_vm(ctx, ["run", "--kernel", ctx.guest, "--for", "120s"], body, sock=sock)
+        check(connect_as(ctl, 65534, b"status", socket.SOCK_SEQPACKET) == b"EACCES",
+              "uid 65534 could connect to the control socket as created")
+        control_peers([0], [65534], 0)
+    with_vm(ctx, ["run", "--kernel", ctx.guest, "--for", "120s", "--control", ctl], body, sock=sock)
 
     # Jailed as 65534: the socket was made by root before the jail; from
     # then on 65534 is the VMM's uid, so it is served, 65533 is not, and
@@ -557,7 +588,11 @@ def test_agent_peer(ctx):
         out, _, ex = c.run(1, ["echo", "root"])
         check(out == b"root\n" and ex == (0, 0), "root to a jailed VMM: %r %r" % (out, ex))
         c.close()
-    with_vm(ctx, ["resume", sp, "--jail", "--jail-uid", "65534:65534", "--for", "120s"], jailed, sock=jsock)
+        control_peers([0, 65534], [65533], 65534)
+    if os.path.exists(ctl):
+        os.unlink(ctl)
+    with_vm(ctx, ["resume", sp, "--jail", "--jail-uid", "65534:65534", "--for", "120s", "--control", ctl], jailed,
+            sock=jsock)
 
     # --vsock PATH: the directory, and every one above it, must be root's
     # or ours and not writable by others unless sticky.
