@@ -128,8 +128,10 @@ int ttrpc_pack(const ProtobufCMessage *msg, uint8_t **out, size_t *out_len, sl_e
 #define TTRPC_ADDR_BARE_ABSTRACT 0x1
 
 /* A listening unix stream socket (CLOEXEC) bound to addr. A filesystem
- * socket's directory is created (0700) if missing and the socket is chmod
- * 0600. A stale socket file is not removed: the caller decides. */
+ * socket's directory is created (0700) if missing, and refused (SL_E_INVALID)
+ * if it or a directory above it could be changed by anyone but root and
+ * our euid (sl_sock_dir_check); the socket is chmod 0600 before listen.
+ * A stale socket file is not removed: the caller decides. */
 int ttrpc_listen(const char *addr, int flags, int *fd_out, sl_error_t *err);
 
 /* ---- server ------------------------------------------------------------- */
@@ -186,6 +188,13 @@ bool ttrpc_call_cancelled(const struct ttrpc_call *call);
 struct ttrpc_server_opts {
 	bool require_peer_uid; /* close connections whose SO_PEERCRED uid != peer_uid */
 	uid_t peer_uid;
+	bool allow_root;       /* with require_peer_uid: uid 0 is served too */
+	/* Told about each connection closed for its uid (from the accepting
+	 * thread, no lock held), for the program's log; at most once a second,
+	 * `more` counting the refusals since the previous call that were not
+	 * reported. NULL: silent. */
+	void (*refused)(void *arg, uid_t uid, pid_t pid, unsigned more);
+	void *refused_arg;
 	unsigned max_conns;          /* further connections are closed at once */
 	unsigned max_calls_per_conn; /* further calls get RESOURCE_EXHAUSTED */
 };

@@ -23,6 +23,7 @@
 #include "sl/digest.h"
 #include "sl/file.h"
 #include "sl/log.h"
+#include "sl/sock.h"
 #include "ttrpc.h"
 
 /* containerd's own root for shim sockets (hard-coded there too). */
@@ -174,6 +175,14 @@ static int write_bundle_file(const char *bundle, const char *name, const char *t
 
 /* ---- the daemon ------------------------------------------------------------ */
 
+static void log_refused(void *arg, uid_t uid, pid_t pid, unsigned more)
+{
+	(void)arg;
+	char msg[64];
+	snprintf(msg, sizeof(msg), "ttrpc: refused peer uid %u", (unsigned)uid);
+	sl_warn(msg, "pid=%d serves_uid=%u refused_in_second_before=%u", (int)pid, (unsigned)geteuid(), more);
+}
+
 static int daemon_run(struct shim *s, int listen_fd)
 {
 	sl_error_t err = NULL;
@@ -186,8 +195,10 @@ static int daemon_run(struct shim *s, int listen_fd)
 	signal(SIGPIPE, SIG_IGN); /* a FIFO reader going away is an error, not a death */
 	int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
 	s->stop_fd = eventfd(0, EFD_CLOEXEC);
-	/* containerd and the shim run as the same user; nobody else may call. */
-	struct ttrpc_server_opts so = {.require_peer_uid = true, .peer_uid = geteuid()};
+	/* containerd and the shim run as the same user, normally root; nobody
+	 * else may call. */
+	struct ttrpc_server_opts so = {.require_peer_uid = true, .peer_uid = geteuid(), .allow_root = true,
+				       .refused = log_refused};
 	if (sfd < 0 || s->stop_fd < 0 ||
 	    shim_events_new(getenv("TTRPC_ADDRESS"), s->ns, &s->events, &err) < 0 ||
 	    ttrpc_server_new(&so, &s->srv, &err) < 0 || shim_service_register(s, &err) < 0 ||
@@ -290,7 +301,12 @@ int shim_cmd_start(const struct shim_args *a)
 	}
 	int lfd = -1;
 	unlink(s->socket_path); /* not alive: left by a dead shim */
-	if ((mkdir(s->run_dir, 0700) < 0 && errno != EEXIST) || ttrpc_listen(address, 0, &lfd, &err) < 0 ||
+	/* The run directory holds the VM's vsock and control sockets: one left
+	 * behind must still be ours alone (sl_sock_dir_check). */
+	char probe[sizeof(s->run_dir) + 8];
+	snprintf(probe, sizeof(probe), "%s/vsock", s->run_dir);
+	if ((mkdir(s->run_dir, 0700) < 0 && errno != EEXIST) ||
+	    sl_sock_dir_check(probe, "shim run directory", &err) < 0 || ttrpc_listen(address, 0, &lfd, &err) < 0 ||
 	    write_bundle_file(bundle, SHIM_RUN_DIR_FILE, s->run_dir, &err) < 0 ||
 	    write_bundle_file(bundle, "address", address, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err ? sl_error_msg(err) : strerror(errno));

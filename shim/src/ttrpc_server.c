@@ -43,6 +43,8 @@ struct ttrpc_server {
 	pthread_t accept_thread;
 
 	/* under mu */
+	uint64_t refused_reported; /* CLOCK_MONOTONIC ms of the last report; 0: none */
+	unsigned refused_unreported;
 	bool shutting_down;
 	bool released;    /* ttrpc_server_free ran: the last thread frees */
 	unsigned threads; /* reader and worker threads alive */
@@ -457,6 +459,29 @@ static void *reader_main(void *arg)
 	return NULL;
 }
 
+/* At most one report a second: a local user can connect as often as it
+ * likes, and each report is a log line. */
+static void report_refusal(struct ttrpc_server *s, const struct ucred *cred)
+{
+	if (!s->opts.refused)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1;
+	pthread_mutex_lock(&s->mu);
+	bool report = !s->refused_reported || now >= s->refused_reported + 1000;
+	unsigned more = s->refused_unreported;
+	if (report) {
+		s->refused_reported = now;
+		s->refused_unreported = 0;
+	} else {
+		s->refused_unreported++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (report)
+		s->opts.refused(s->opts.refused_arg, cred->uid, cred->pid, more);
+}
+
 /* Takes ownership of fd in every case. */
 static int serve_conn(struct ttrpc_server *s, int fd, sl_error_t *err)
 {
@@ -467,8 +492,9 @@ static int serve_conn(struct ttrpc_server *s, int fd, sl_error_t *err)
 		close(fd);
 		return sl_error_errno(err, e, "ttrpc: SO_PEERCRED");
 	}
-	if (s->opts.require_peer_uid && cred.uid != s->opts.peer_uid) {
+	if (s->opts.require_peer_uid && cred.uid != s->opts.peer_uid && !(s->opts.allow_root && cred.uid == 0)) {
 		close(fd);
+		report_refusal(s, &cred);
 		return sl_error_set(err, SL_E_INVALID,
 				    "ttrpc: peer pid %d has uid %u, only uid %u may connect",
 				    (int)cred.pid, (unsigned)cred.uid, (unsigned)s->opts.peer_uid);

@@ -9,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "sl/sock.h"
 #include "ttrpc_int.h"
 
 int ttrpc_sockaddr(const char *addr, int flags, struct sockaddr_un *sa, socklen_t *len,
@@ -59,30 +60,6 @@ int ttrpc_sockaddr(const char *addr, int flags, struct sockaddr_un *sa, socklen_
 	return 0;
 }
 
-/* mkdir -p of path's directory, mode 0700 for what it creates. */
-static int mkdir_parent(const char *path, sl_error_t *err)
-{
-	_cleanup_free_ char *dir = strdup(path);
-	if (!dir)
-		return sl_error_set(err, SL_E_NOMEM, "ttrpc listen: out of memory");
-	char *slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	for (char *p = dir + 1;; p++) {
-		if (*p != '/' && *p != '\0')
-			continue;
-		char c = *p;
-		*p = '\0';
-		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-			return sl_error_sys(err, "ttrpc listen: mkdir %s", dir);
-		*p = c;
-		if (c == '\0')
-			break;
-	}
-	return 0;
-}
-
 int ttrpc_listen(const char *addr, int flags, int *fd_out, sl_error_t *err)
 {
 	struct sockaddr_un sa;
@@ -90,7 +67,9 @@ int ttrpc_listen(const char *addr, int flags, int *fd_out, sl_error_t *err)
 	if (ttrpc_sockaddr(addr, flags, &sa, &len, err) < 0)
 		return -1;
 	bool abstract = sa.sun_path[0] == '\0';
-	if (!abstract && mkdir_parent(sa.sun_path, err) < 0)
+	/* Directories it creates are 0700; existing ones must not let anyone
+	 * but root and us replace the socket (sl/sock.h). */
+	if (!abstract && sl_sock_dir_make(sa.sun_path, 0700, "ttrpc socket", err) < 0)
 		return -1;
 	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)

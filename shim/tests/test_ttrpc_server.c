@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -612,6 +615,184 @@ static void test_peer_cred(void **state)
 	env_stop(e);
 }
 
+/* A socket connected to path by a child running as uid `as` (SO_PEERCRED
+ * is fixed at connect), handed back over SCM_RIGHTS: -1 if the child
+ * could not connect. */
+static int connect_as(const char *path, uid_t as)
+{
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(sv[0]);
+		if (setresgid(as, as, as) < 0 || setresuid(as, as, as) < 0)
+			_exit(2);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			_exit(3);
+		union {
+			char b[CMSG_SPACE(sizeof(int))];
+			struct cmsghdr align;
+		} ctl;
+		char one = 1;
+		struct iovec iov = { &one, 1 };
+		struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+				    .msg_controllen = sizeof(ctl.b) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		_exit(sendmsg(sv[1], &m, 0) == 1 ? 0 : 4);
+	}
+	close(sv[1]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 3) {
+		close(sv[0]);
+		return -1;
+	}
+	assert_int_equal(WEXITSTATUS(st), 0);
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	char one;
+	struct iovec iov = { &one, 1 };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+			    .msg_controllen = sizeof(ctl.b) };
+	assert_int_equal(recvmsg(sv[0], &m, MSG_CMSG_CLOEXEC), 1);
+	close(sv[0]);
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	assert_non_null(c);
+	int fd;
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
+	return fd;
+}
+
+static struct {
+	int calls;
+	uid_t uid;
+	unsigned more;
+} refusals;
+
+static void on_refused(void *arg, uid_t uid, pid_t pid, unsigned more)
+{
+	(void)arg;
+	(void)pid;
+	refusals.uid = uid;
+	refusals.more = more;
+	__atomic_add_fetch(&refusals.calls, 1, __ATOMIC_RELEASE);
+}
+
+/* The shim's rule (allow_root): its own uid and root. A request from
+ * another uid is never answered: the connection closes unread. */
+static void expect_refused_conn(const char *path, uid_t as)
+{
+	int fd = connect_as(path, as);
+	assert_true(fd >= 0);
+	/* Written before or after the close: EPIPE is fine, an answer is not. */
+	struct ttrpc_request req = { SVC, "Echo", (const uint8_t *)"x", 1, 0, NULL, 0 };
+	uint8_t *body, *frame;
+	size_t len, flen;
+	sl_error_t err = NULL;
+	assert_int_equal(ttrpc_request_encode(&req, &body, &len, &err), 0);
+	assert_int_equal(ttrpc_frame_encode(1, TTRPC_TYPE_REQUEST, 0, body, len, &frame, &flen, &err), 0);
+	ssize_t w = send(fd, frame, flen, MSG_NOSIGNAL);
+	(void)w;
+	free(body);
+	free(frame);
+	struct pollfd p = { fd, POLLIN, 0 };
+	assert_int_equal(poll(&p, 1, 5000), 1);
+	char b[64];
+	ssize_t n = read(fd, b, sizeof(b));
+	assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
+	close(fd);
+}
+
+static void expect_served_conn(const char *path, uid_t as)
+{
+	int fd = connect_as(path, as);
+	assert_true(fd >= 0);
+	send_request(fd, 1, SVC, "Echo", "served");
+	uint32_t stream;
+	struct ttrpc_response *r = read_response(fd, &stream);
+	assert_int_equal(r->code, TTRPC_OK);
+	assert_memory_equal(r->payload, "served", 6);
+	free(r);
+	close(fd);
+}
+
+static void test_peer_other_uid(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* needs root to connect as other uids */
+	memset(&refusals, 0, sizeof(refusals));
+	struct ttrpc_server_opts o = { .require_peer_uid = true, .peer_uid = geteuid(), .allow_root = true,
+				       .refused = on_refused };
+	struct env *e = env_start(&o);
+	/* The directory ttrpc_listen made is 0700 and the socket 0600: another
+	 * uid cannot even connect. */
+	struct stat st;
+	char sub[80];
+	snprintf(sub, sizeof(sub), "%s/s", e->dir);
+	assert_int_equal(stat(sub, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(stat(e->path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_int_equal(chmod(e->dir, 0755), 0);
+	assert_int_equal(connect_as(e->path, 65534), -1);
+	/* Opened up to everyone, the uid rule still holds. */
+	assert_int_equal(chmod(sub, 0755), 0);
+	assert_int_equal(chmod(e->path, 0666), 0);
+	expect_refused_conn(e->path, 65534);
+	for (int i = 0; i < 500 && !__atomic_load_n(&refusals.calls, __ATOMIC_ACQUIRE); i++)
+		usleep(10000);
+	assert_int_equal(refusals.calls, 1);
+	assert_int_equal(refusals.uid, 65534);
+	assert_int_equal(refusals.more, 0);
+	expect_served_conn(e->path, 0);
+	env_stop(e);
+
+	/* A server running as 65534 (peer_uid): 65534 and root, not 65533. */
+	o.peer_uid = 65534;
+	e = env_start(&o);
+	snprintf(sub, sizeof(sub), "%s/s", e->dir);
+	assert_int_equal(chmod(e->dir, 0755), 0);
+	assert_int_equal(chmod(sub, 0755), 0);
+	assert_int_equal(chmod(e->path, 0666), 0);
+	expect_served_conn(e->path, 65534);
+	expect_served_conn(e->path, 0);
+	expect_refused_conn(e->path, 65533);
+	env_stop(e);
+}
+
+/* ttrpc_listen will not put its socket where others could replace it. */
+static void test_listen_dir_checks(void **state)
+{
+	(void)state;
+	char dir[64], addr[128];
+	strcpy(dir, "/tmp/ttrpc-test-XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	snprintf(addr, sizeof(addr), "unix://%s/ttrpc.sock", dir);
+	int fd;
+	sl_error_t err = NULL;
+	assert_int_equal(chmod(dir, 0777), 0);
+	assert_int_equal(ttrpc_listen(addr, 0, &fd, &err), -1);
+	assert_non_null(strstr(sl_error_msg(err), "is writable by others (mode 0777) and not sticky"));
+	sl_error_free(&err);
+	assert_int_equal(chmod(dir, 01777), 0);
+	assert_int_equal(ttrpc_listen(addr, 0, &fd, &err), 0);
+	close(fd);
+	unlink(addr + 7);
+	rmdir(dir);
+}
+
 static void test_client_timeout_and_reconnect(void **state)
 {
 	(void)state;
@@ -767,6 +948,8 @@ int main(void)
 		cmocka_unit_test(test_many_connections),
 		cmocka_unit_test(test_caps),
 		cmocka_unit_test(test_peer_cred),
+		cmocka_unit_test(test_peer_other_uid),
+		cmocka_unit_test(test_listen_dir_checks),
 		cmocka_unit_test(test_client_timeout_and_reconnect),
 		cmocka_unit_test(test_shutdown_in_flight),
 		cmocka_unit_test(test_register_errors),

@@ -15,6 +15,7 @@
 
 #include "oci/cache.h"
 #include "sl/log.h"
+#include "sl/sock.h"
 #include "sl/time.h"
 #include "snap_config.h"
 #include "snap_grpc.h"
@@ -36,6 +37,10 @@ static int listen_at(const char *path, sl_error_t *err)
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return sl_error_set(err, SL_E_INVALID, "socket path %s is too long", path);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	/* Directories it needs are made 0700 (containerd is root); existing ones
+	 * must not let anyone but root and us replace the socket. */
+	if (sl_sock_dir_make(path, 0700, "snapshotter socket", err) < 0)
+		return -1;
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
 		close(probe);
@@ -51,12 +56,22 @@ static int listen_at(const char *path, sl_error_t *err)
 	mode_t old = umask(0077); /* containerd runs as root: nobody else may call */
 	int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
-	if (rc < 0 || listen(fd, 128) < 0) {
+	/* 0600 as documented (bind gave 0700); nobody can connect before listen. */
+	if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
 		sl_error_sys(err, "listening on %s", path);
 		close(fd);
 		return -1;
 	}
 	return fd;
+}
+
+/* Connections from uids other than root and ours (snap_grpc_server_on_refused). */
+static void log_refused(void *arg, uid_t uid, unsigned more)
+{
+	(void)arg;
+	char msg[64];
+	snprintf(msg, sizeof(msg), "grpc: refused peer uid %u", (unsigned)uid);
+	sl_warn(msg, "serves_uid=%u refused_in_second_before=%u", (unsigned)geteuid(), more);
 }
 
 /* The node cache's garbage collection, every interval_s (cache_gc in the config). */
@@ -202,7 +217,7 @@ int main(int argc, char **argv)
 	    ((mkdir(state, 0700) < 0 && errno != EEXIST) ? sl_error_sys(&err, "creating %s", state) : 0) < 0 ||
 	    snap_remote_new(&remote, &ro, &err) < 0 ||
 	    snap_service_new(&svc, store, remote, &err) < 0 || snap_grpc_server_new(&srv, &err) < 0 ||
-	    snap_service_register(srv, svc, &err) < 0 || (lfd = listen_at(cfg.address, &err)) < 0 ||
+	    (snap_grpc_server_on_refused(srv, log_refused, NULL), snap_service_register(srv, svc, &err) < 0) || (lfd = listen_at(cfg.address, &err)) < 0 ||
 	    !(bound = true) || snap_grpc_server_start(srv, sl_steal_fd(lfd), &err) < 0) {
 		sl_err("cannot serve", "error=\"%s\"", sl_error_msg(err));
 		goto out;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "sl/error.h"
 
@@ -12,6 +13,10 @@
 #define SNAP_GRPC_MAX_MESSAGE (16u << 20)
 #define SNAP_GRPC_MAX_STREAMS 128     /* concurrent calls per connection (SETTINGS) */
 #define SNAP_GRPC_MAX_CONNS 64
+/* Request bytes held by the whole server at once (bodies being received or
+ * being handled): without it, 64 connections x 128 streams x 16 MiB could
+ * be asked of it. A call that would go over gets RESOURCE_EXHAUSTED. */
+#define SNAP_GRPC_MAX_BUFFERED (64u << 20)
 
 /* gRPC status codes (the same numbers as ttrpc's). */
 enum snap_grpc_code {
@@ -71,6 +76,15 @@ int snap_grpc_send(const struct snap_grpc_call *call, const uint8_t *msg, size_t
 bool snap_grpc_cancelled(const struct snap_grpc_call *call);
 
 int snap_grpc_server_new(struct snap_grpc_server **out, sl_error_t *err);
+/* Before start. Connections are served only if their SO_PEERCRED uid is 0
+ * or the process's effective uid (containerd runs as root); others get the
+ * server preface and a GOAWAY (INADEQUATE_SECURITY) whose debug data reads
+ * "spore-snapshotter serves uid U and root only", and are closed before
+ * anything they sent is read. `refused` (may be NULL) is told about them
+ * for the program's log, from the accepting thread, at most once a second
+ * (`more`: the refusals since its last call that it was not told about). */
+void snap_grpc_server_on_refused(struct snap_grpc_server *s, void (*refused)(void *arg, uid_t uid, unsigned more),
+				 void *arg);
 /* Before start. path is "/package.Service/Method"; streaming marks a
  * server-streaming method. */
 int snap_grpc_server_register(struct snap_grpc_server *s, const char *path, snap_grpc_fn fn, bool streaming,

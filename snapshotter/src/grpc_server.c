@@ -16,6 +16,7 @@
 
 #include "grpc_int.h"
 #include "snap_grpc.h"
+#include "sl/sock.h"
 #include "sl/time.h"
 
 #define MAX_METHODS 64
@@ -44,6 +45,7 @@ struct snap_grpc_call_state {
 	int64_t timeout_ms;
 	bool content_type_ok, seen_content_type;
 	bool too_large;
+	bool over_budget; /* SNAP_GRPC_MAX_BUFFERED would have been exceeded */
 	uint8_t *body;
 	size_t body_len, body_cap;
 	const struct method *m;
@@ -95,6 +97,11 @@ struct snap_grpc_server {
 	unsigned nconns;
 	atomic_int inflight;
 	atomic_bool stopping;
+	atomic_size_t buffered; /* body_cap of every call alive (SNAP_GRPC_MAX_BUFFERED) */
+	void (*refused)(void *arg, uid_t uid, unsigned more);
+	void *refused_arg;
+	uint64_t refused_reported; /* accept thread only: ms of the last report, 0: none */
+	unsigned refused_unreported;
 };
 
 /* ---- reference counts --------------------------------------------------- */
@@ -120,6 +127,8 @@ static void cs_unref(struct snap_grpc_call_state *cs)
 {
 	if (atomic_fetch_sub(&cs->refs, 1) != 1)
 		return;
+	/* The server outlives its calls (shutdown waits for every one). */
+	atomic_fetch_sub(&cs->conn->s->buffered, cs->body_cap);
 	conn_unref(cs->conn);
 	free(cs->body);
 	free(cs->out);
@@ -475,21 +484,38 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t stream
 	struct snap_grpc_call_state *cs = nghttp2_session_get_stream_user_data(session, stream_id);
 	if (!cs || cs->too_large)
 		return 0;
-	if (cs->body_len + len > (size_t)SNAP_GRPC_MAX_MESSAGE + 5) {
+	struct snap_grpc_server *s = cs->conn->s;
+	bool too_big = cs->body_len + len > (size_t)SNAP_GRPC_MAX_MESSAGE + 5, over = false;
+	size_t cap = cs->body_cap;
+	if (!too_big && cs->body_len + len > cap) {
+		cap = cap ? cap : 1024;
+		while (cap < cs->body_len + len)
+			cap *= 2;
+		if (cap > (size_t)SNAP_GRPC_MAX_MESSAGE + 5)
+			cap = (size_t)SNAP_GRPC_MAX_MESSAGE + 5;
+		/* Reserve the growth before allocating it. */
+		size_t grow = cap - cs->body_cap;
+		if (atomic_fetch_add(&s->buffered, grow) + grow > SNAP_GRPC_MAX_BUFFERED) {
+			atomic_fetch_sub(&s->buffered, grow);
+			over = true;
+		}
+	}
+	if (too_big || over) {
 		/* Read on and drop (flow control keeps the connection going). */
 		cs->too_large = true;
+		cs->over_budget = over;
+		atomic_fetch_sub(&s->buffered, cs->body_cap);
 		free(cs->body);
 		cs->body = NULL;
 		cs->body_len = cs->body_cap = 0;
 		return 0;
 	}
-	if (cs->body_len + len > cs->body_cap) {
-		size_t cap = cs->body_cap ? cs->body_cap : 1024;
-		while (cap < cs->body_len + len)
-			cap *= 2;
+	if (cap != cs->body_cap) {
 		uint8_t *n = realloc(cs->body, cap);
-		if (!n)
+		if (!n) {
+			atomic_fetch_sub(&s->buffered, cap - cs->body_cap);
 			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+		}
 		cs->body = n;
 		cs->body_cap = cap;
 	}
@@ -523,6 +549,11 @@ static void dispatch(struct conn *c, struct snap_grpc_call_state *cs)
 	cs->m = find_method(c->s, cs->path);
 	if (!cs->m) {
 		finish_call(c, cs, SNAP_GRPC_UNIMPLEMENTED, "unknown method %s", cs->path);
+		return;
+	}
+	if (cs->over_budget) {
+		finish_call(c, cs, SNAP_GRPC_RESOURCE_EXHAUSTED,
+			    "requests in progress already hold %u MiB, the server's cap", SNAP_GRPC_MAX_BUFFERED >> 20);
 		return;
 	}
 	if (cs->too_large) {
@@ -774,6 +805,45 @@ static int start_conn(struct snap_grpc_server *s, int fd)
 	return 0;
 }
 
+/* A peer whose uid may not call: what an HTTP/2 client can read (the
+ * server preface, then GOAWAY with the reason as debug data), then the
+ * close, before any of its bytes are read. */
+static void refuse_conn(struct snap_grpc_server *s, int fd, uid_t uid)
+{
+	nghttp2_session_callbacks *cb = NULL;
+	nghttp2_session *ss = NULL;
+	if (nghttp2_session_callbacks_new(&cb) == 0 && nghttp2_session_server_new(&ss, cb, NULL) == 0) {
+		char why[96];
+		int n = snprintf(why, sizeof(why), "spore-snapshotter serves uid %u and root only", (unsigned)geteuid());
+		nghttp2_submit_settings(ss, NGHTTP2_FLAG_NONE, NULL, 0);
+		nghttp2_submit_goaway(ss, NGHTTP2_FLAG_NONE, 0, NGHTTP2_INADEQUATE_SECURITY, (const uint8_t *)why,
+				      (size_t)n);
+		const uint8_t *data;
+		ssize_t k;
+		/* Best effort and never blocking: the close is the refusal. */
+		while ((k = nghttp2_session_mem_send(ss, &data)) > 0)
+			if (send(fd, data, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT) != k)
+				break;
+	}
+	if (ss)
+		nghttp2_session_del(ss);
+	if (cb)
+		nghttp2_session_callbacks_del(cb);
+	close(fd);
+	if (!s->refused)
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	uint64_t now = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1;
+	if (s->refused_reported && now < s->refused_reported + 1000) {
+		s->refused_unreported++;
+		return;
+	}
+	s->refused(s->refused_arg, uid, s->refused_unreported);
+	s->refused_reported = now;
+	s->refused_unreported = 0;
+}
+
 static void *accept_thread(void *arg)
 {
 	struct snap_grpc_server *s = arg;
@@ -785,6 +855,11 @@ static void *accept_thread(void *arg)
 			if (atomic_load(&s->stopping))
 				break;
 			usleep(10000); /* EMFILE and friends: back off */
+			continue;
+		}
+		uid_t uid;
+		if (!sl_sock_peer_allowed(fd, geteuid(), &uid)) {
+			refuse_conn(s, fd, uid);
 			continue;
 		}
 		if (start_conn(s, fd) < 0)
@@ -805,6 +880,13 @@ int snap_grpc_server_new(struct snap_grpc_server **out, sl_error_t *err)
 	pthread_cond_init(&s->cond, NULL);
 	*out = s;
 	return 0;
+}
+
+void snap_grpc_server_on_refused(struct snap_grpc_server *s, void (*refused)(void *arg, uid_t uid, unsigned more),
+				 void *arg)
+{
+	s->refused = refused;
+	s->refused_arg = arg;
 }
 
 int snap_grpc_server_register(struct snap_grpc_server *s, const char *path, snap_grpc_fn fn, bool streaming,

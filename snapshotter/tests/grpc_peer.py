@@ -7,6 +7,7 @@ usage: grpc_peer.py SOCKET
 """
 
 import concurrent.futures
+import os
 import struct
 import subprocess
 import sys
@@ -21,6 +22,61 @@ def check(cond, msg):
     if not cond:
         print("FAIL: %s" % msg, flush=True)
         sys.exit(1)
+
+
+OTHER = r"""
+import socket, struct, sys
+import grpc
+sock = sys.argv[1]
+# Raw HTTP/2: the server's preface, then GOAWAY naming the rule.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sock)
+try:
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0\0\0\x04\0\0\0\0\0")
+except OSError:
+    pass
+data = b""
+while True:
+    try:
+        c = s.recv(4096)
+    except ConnectionResetError:
+        break
+    if not c:
+        break
+    data += c
+frames = []
+while len(data) >= 9:
+    n = int.from_bytes(data[:3], "big")
+    frames.append((data[3], data[9:9 + n]))
+    data = data[9 + n:]
+types = [t for t, _ in frames]
+if types != [4, 7]:
+    print("FAIL: frames to a refused peer: %r" % frames); sys.exit(1)
+last, code = struct.unpack(">II", frames[1][1][:8])
+if code != 0xc or frames[1][1][8:] != b"spore-snapshotter serves uid 0 and root only":
+    print("FAIL: GOAWAY %r" % frames[1][1]); sys.exit(1)
+# grpcio: the call fails, no handler runs.
+try:
+    grpc.insecure_channel("unix:" + sock).unary_unary("/test.Echo/Unary")(b"x", timeout=10)
+    print("FAIL: uid 65534 was served"); sys.exit(1)
+except grpc.RpcError as e:
+    if e.code() != grpc.StatusCode.UNAVAILABLE:
+        print("FAIL: uid 65534 got %s" % e.code()); sys.exit(1)
+"""
+
+
+def other_uid(sock):
+    """As uid 65534 (the socket is 0666 in a 0755 directory for this):
+    refused by the server's uid rule, with a GOAWAY saying so."""
+    def drop():
+        os.setgroups([])
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)
+    r = subprocess.run([sys.executable, "-c", OTHER, sock], preexec_fn=drop, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    check(r.returncode == 0, "as uid 65534: %s" % r.stdout)
+    print("uid 65534: GOAWAY (INADEQUATE_SECURITY) naming the rule; grpcio sees UNAVAILABLE", flush=True)
 
 
 def main():
@@ -105,6 +161,30 @@ def main():
     for c in chans:
         c.close()
     print("12 connections at once", flush=True)
+
+    # Request bodies held at once are capped server-wide (64 MiB): four
+    # 15 MiB requests to a handler that holds them fit, a fifth does not.
+    body = b"h" * (15 * MIB)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=5) as ex:
+        futs = [ex.submit(slow, body, timeout=15) for _ in range(5)]
+        codes = []
+        for f in futs:
+            try:
+                f.result()
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code())
+                if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    check(e.details() == "requests in progress already hold 64 MiB, the server's cap",
+                          "over the budget: %r" % e.details())
+    check(sorted(codes, key=str) == sorted([grpc.StatusCode.DEADLINE_EXCEEDED] * 4 +
+                                           [grpc.StatusCode.RESOURCE_EXHAUSTED], key=str),
+          "5 x 15 MiB held at once: %s" % codes)
+    check(unary(b"after", timeout=10) == b"after", "the budget is given back")
+    print("64 MiB held at once: the fifth 15 MiB request is RESOURCE_EXHAUSTED", flush=True)
+
+    if os.geteuid() == 0:
+        other_uid(sock)
 
     # Not gRPC: plain HTTP/2 with another content type gets HTTP 415.
     r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",

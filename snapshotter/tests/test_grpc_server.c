@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,6 +98,17 @@ static int check_frames(void)
 	return bad;
 }
 
+static atomic_int refused_calls;
+static atomic_uint refused_uid;
+
+static void on_refused(void *arg, uid_t uid, unsigned more)
+{
+	(void)arg;
+	(void)more;
+	atomic_store(&refused_uid, uid);
+	atomic_fetch_add(&refused_calls, 1);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -146,6 +158,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	sl_error_free(&err);
+	snap_grpc_server_on_refused(s, on_refused, NULL);
+	/* As root, the peer also connects as other uids: let the file system
+	 * allow it, so that only the server's uid rule stands in the way. */
+	if (geteuid() == 0 && (chmod(dir, 0755) < 0 || chmod(sock, 0666) < 0)) {
+		perror("chmod");
+		return 1;
+	}
 	if (snap_grpc_server_start(s, lfd, &err) < 0)
 		goto fail;
 	pid_t pid = fork();
@@ -161,6 +180,13 @@ int main(int argc, char **argv)
 	rmdir(dir);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
 		fprintf(stderr, "FAIL: the grpcio peer exited with %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+		return 1;
+	}
+	/* The peer's refused connections (uid 65534) were reported, at most
+	 * once a second. */
+	if (geteuid() == 0 && (atomic_load(&refused_calls) < 1 || atomic_load(&refused_uid) != 65534)) {
+		fprintf(stderr, "FAIL: refusals reported %d times, last uid %u\n", atomic_load(&refused_calls),
+			atomic_load(&refused_uid));
 		return 1;
 	}
 	printf("PASS unit-snap-grpc_server\n");

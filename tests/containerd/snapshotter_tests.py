@@ -12,6 +12,9 @@ Tests:
            containerd sends them
   kill     kill -9 of the snapshotter while it prepares and commits, then a
            restart: every snapshot is whole or absent, containerd carries on
+  peer     who may call: the socket's directories (made 0700, others refused
+           if anyone but root could change them), mode 0600, and only root
+           and the daemon's uid served even with the socket opened to all
 """
 
 import json
@@ -320,6 +323,86 @@ def t_kill(binary, proto_dir, work):
         raise
     finally:
         s.stop()
+
+
+PEER_CALL = r"""
+import sys
+import grpc
+try:
+    grpc.insecure_channel("unix:" + sys.argv[1]).unary_unary(sys.argv[2])(b"", timeout=10)
+    print("OK")
+except grpc.RpcError as e:
+    print(e.code().name)
+"""
+
+
+def call_as(uid, address):
+    """One gRPC call (Stat, empty request) on address from a process running
+    as uid: the status code name, or the connect error."""
+    def drop():
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    r = subprocess.run([sys.executable, "-c", PEER_CALL, address, SVC + "Stat"], preexec_fn=drop,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    return r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "rc=%d" % r.returncode
+
+
+def t_peer(binary, proto_dir, work):
+    if os.geteuid() != 0:
+        print("SKIP: needs root (calls are made as other uids)", flush=True)
+        sys.exit(ctrd.SKIP)
+    tm = Timer()
+    pb, out = load_api(proto_dir)
+    # --address in directories that do not exist yet: made 0700.
+    s = Snapshotter(binary, work)
+    s.address = os.path.join(work, "run", "sub", "snap.sock")
+    s.start()
+    try:
+        for d in (os.path.join(work, "run"), os.path.join(work, "run", "sub")):
+            check(os.stat(d).st_mode & 0o7777 == 0o700, "%s: mode %o, want 0700" % (d, os.stat(d).st_mode))
+        check(os.stat(s.address).st_mode & 0o777 == 0o600, "socket mode %o, want 0600" %
+              (os.stat(s.address).st_mode & 0o777))
+        api = Api(pb, s.address)
+        check(api.code("Stat", pb.StatSnapshotRequest(snapshotter="spore", key="zz"),
+                       pb.StatSnapshotResponse) == "NOT_FOUND", "root is served")
+        got = call_as(65534, s.address)
+        check(got != "NOT_FOUND" and got != "OK", "uid 65534 through a 0700 directory: %s" % got)
+        # Opened up to everyone: the daemon's own rule must still refuse.
+        for d in (work, os.path.join(work, "run"), os.path.join(work, "run", "sub")):
+            os.chmod(d, 0o755)
+        os.chmod(s.address, 0o666)
+        got = call_as(65534, s.address)
+        check(got == "UNAVAILABLE", "uid 65534 with the socket open to all: %s" % got)
+        check(api.code("Stat", pb.StatSnapshotRequest(snapshotter="spore", key="zz"),
+                       pb.StatSnapshotResponse) == "NOT_FOUND", "root is still served")
+        deadline = time.monotonic() + 10
+        while 'msg="grpc: refused peer uid 65534"' not in s.log():
+            check(time.monotonic() < deadline, "the refusal was not logged:\n%s" % s.log())
+            time.sleep(0.05)
+        api.close()
+        tm.mark("0700 directories, 0600 socket; uid 65534 refused (UNAVAILABLE) and logged; root served")
+    except BaseException:
+        print("---- snapshotter log ----\n%s" % s.log(), flush=True)
+        raise
+    finally:
+        rc = s.stop()
+    check(rc == 0, "spore-snapshotter exited %r on SIGTERM" % rc)
+
+    # A socket directory others could change: the daemon will not start.
+    for mode, owner, want in ((0o777, 0, "is writable by others (mode 0777) and not sticky"),
+                              (0o770, 0, "is writable by its group (mode 0770)"),
+                              (0o755, 65534, "belongs to uid 65534, not to root or uid 0")):
+        d = tempfile.mkdtemp(dir=work)
+        os.chmod(d, mode)
+        os.chown(d, owner, owner)
+        r = subprocess.run([binary, "--root", os.path.join(work, "root2"), "--address", os.path.join(d, "s.sock")],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=30)
+        check(r.returncode != 0 and want in r.stdout and d in r.stdout,
+              "--address in a %o directory of uid %d: exit %d\n%s" % (mode, owner, r.returncode, r.stdout))
+        check(not os.listdir(d), "a refused start left %s" % os.listdir(d))
+    tm.mark("--address in group/other-writable or foreign directories refused")
 
 
 def kill_rounds(s, pb, tm):
@@ -929,8 +1012,8 @@ def t_crash(binary, proto_dir, work, spore, guest, shim_dir, rounds=6):
         env.close()
 
 
-TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "spore": t_spore, "pods": t_pods, "bench": t_bench,
-         "crash": t_crash}
+TESTS = {"busybox": t_busybox, "api": t_api, "kill": t_kill, "peer": t_peer, "spore": t_spore, "pods": t_pods,
+         "bench": t_bench, "crash": t_crash}
 
 
 def main():

@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -176,8 +177,8 @@ def error(p):
 class VM:
     """spore run|resume in the background, for raw clients."""
 
-    def __init__(self, ctx, args):
-        self.sock = ctx.path("vm-%d.sock" % len(os.listdir(ctx.tmp)))
+    def __init__(self, ctx, args, sock=None):
+        self.sock = sock or ctx.path("vm-%d.sock" % len(os.listdir(ctx.tmp)))
         argv = [ctx.spore_bin] + [str(a) for a in args[:1]] + ["--vsock", self.sock] + [str(a) for a in args[1:]]
         self.out_path = ctx.path(os.path.basename(self.sock) + ".out")
         self.o = open(self.out_path, "w")
@@ -208,8 +209,8 @@ class VM:
         self.o.close()
 
 
-def with_vm(ctx, args, body):
-    vm = VM(ctx, args)
+def with_vm(ctx, args, body, sock=None):
+    vm = VM(ctx, args, sock)
     try:
         body(vm)
     except Fail as e:
@@ -452,6 +453,182 @@ def test_agent_refuse(ctx):
     check("without a vsock device" in r.err, "fanout -- CMD refusal\n%s" % r.describe())
 
 
+def connect_as(path, uid, line=b"CONNECT 1024\n", kind=socket.SOCK_STREAM):
+    """A child process that becomes uid (groups dropped), connects to path
+    and sends line: "EACCES" if connect was refused by the file system, else
+    every byte it read until EOF (or a reset), or the OK line (a stream), or
+    the first message (a SOCK_SEQPACKET control socket)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)
+            s = socket.socket(socket.AF_UNIX, kind)
+            s.settimeout(10)
+            try:
+                s.connect(path)
+            except PermissionError:
+                os.write(w, b"EACCES")
+                os._exit(0)
+            try:
+                s.sendall(line)
+            except OSError:
+                pass  # refused before it was read: the reply may still be there
+            if kind == socket.SOCK_SEQPACKET:
+                try:
+                    os.write(w, s.recv(4096))
+                except ConnectionResetError:
+                    # A seqpacket socket reports the reset before the reply
+                    # when the server closed with our request unread.
+                    os.write(w, b"ECONNRESET")
+                code = 0
+                os._exit(0)
+            data = b""
+            while not (data.startswith(b"OK ") and data.endswith(b"\n")):
+                try:
+                    c = s.recv(4096)
+                except ConnectionResetError:
+                    break
+                if not c:
+                    break
+                data += c
+            os.write(w, data)
+            code = 0
+        except BaseException as e:
+            os.write(2, ("client as uid %d: %r\n" % (uid, e)).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    data = b""
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
+          "client as uid %d ended with status %#x" % (uid, status))
+    return data
+
+
+def open_dir(ctx, mode=0o755):
+    """A directory every uid can enter (ctx.tmp is root's 0700)."""
+    d = tempfile.mkdtemp(prefix="spore-kvm-peer-")
+    os.chmod(d, mode)
+    ctx.cleanup.append(d)
+    return d
+
+
+def test_agent_peer(ctx):
+    """The vsock socket is the guest's root shell: only root and the VMM's
+    uid are served (SO_PEERCRED), also once the socket's mode would let
+    anyone connect; the same for the control socket; after --jail-uid the
+    VMM's new uid is the one served;
+    --vsock in a directory others could write is refused; the private
+    directory the VMM makes is 0700."""
+    if os.geteuid() != 0:
+        print("SKIP kvm-agent_peer: needs root (clients run as other uids)")
+        sys.exit(st.SKIP)
+    d = open_dir(ctx)
+    sock = os.path.join(d, "vm.sock")
+    ctl = os.path.join(d, "ctl.sock")
+
+    def control_peers(served, refused, euid):
+        """The control socket (SOCK_SEQPACKET), opened up to everyone: the
+        VMM's own rule is what refuses."""
+        os.chmod(ctl, 0o666)
+        for uid in served:
+            got = connect_as(ctl, uid, b"status", socket.SOCK_SEQPACKET)
+            check(got.startswith(b"ok state=running"), "control status as uid %d: %r" % (uid, got))
+        for uid in refused:
+            got = connect_as(ctl, uid, b"status", socket.SOCK_SEQPACKET)
+            # The VMM refuses before reading: when "status" was already
+            # queued, the kernel reports ECONNRESET instead of the reply.
+            check(got in (b"error control socket serves uid %d only" % euid, b"ECONNRESET"),
+                  "control as uid %d: %r" % (uid, got))
+
+    def body(vm):
+        c = Client(vm.sock)  # the agent is up
+        c.hello()
+        check(connect_as(vm.sock, 65534) == b"EACCES", "uid 65534 could connect to a 0600 socket")
+        os.chmod(vm.sock, 0o666)  # a misconfiguration: the uid check must hold alone
+        got = connect_as(vm.sock, 65534)
+        check(got == b"ERROR vsock socket serves uid 0 and root only\n", "uid 65534 got %r" % got)
+        out, _, ex = c.run(1, ["echo", "still", "mine"])
+        check(out == b"still mine\n" and ex == (0, 0), "root after a refusal: %r %r" % (out, ex))
+        c.close()
+        end = time.monotonic() + 10
+        while 'msg="vsock: refused peer uid 65534"' not in vm.output():
+            check(time.monotonic() < end, "the refusal was not logged:\n%s" % vm.output())
+            time.sleep(0.05)
+        check("socket=%s" % vm.sock in vm.output(), "the log line does not name the socket")
+        check(connect_as(ctl, 65534, b"status", socket.SOCK_SEQPACKET) == b"EACCES",
+              "uid 65534 could connect to the control socket as created")
+        control_peers([0], [65534], 0)
+    with_vm(ctx, ["run", "--kernel", ctx.guest, "--for", "120s", "--control", ctl], body, sock=sock)
+
+    # Jailed as 65534: the socket was made by root before the jail; from
+    # then on 65534 is the VMM's uid, so it is served, 65533 is not, and
+    # root (the shim) still is.
+    sp = ctx.path("sp")
+    ctx.spore("run", "--kernel", ctx.guest, "--vsock", ctx.path("cap.sock"), "--capture", sp, "--capture-on",
+              "ready", "--", "echo", "warm", timeout=120, expect=0)
+    jsock = os.path.join(d, "jail.sock")
+
+    def jailed(vm):
+        Client(vm.sock).close()  # the agent is up (as root)
+        os.chmod(vm.sock, 0o666)
+        got = connect_as(vm.sock, 65534)
+        check(re.fullmatch(rb"OK \d+\n", got), "uid 65534 to a VMM jailed as 65534: %r" % got)
+        got = connect_as(vm.sock, 65533)
+        check(got == b"ERROR vsock socket serves uid 65534 and root only\n", "uid 65533 got %r" % got)
+        c = Client(vm.sock)
+        c.hello()
+        out, _, ex = c.run(1, ["echo", "root"])
+        check(out == b"root\n" and ex == (0, 0), "root to a jailed VMM: %r %r" % (out, ex))
+        c.close()
+        control_peers([0, 65534], [65533], 65534)
+    if os.path.exists(ctl):
+        os.unlink(ctl)
+    with_vm(ctx, ["resume", sp, "--jail", "--jail-uid", "65534:65534", "--for", "120s", "--control", ctl], jailed,
+            sock=jsock)
+
+    # --vsock PATH: the directory, and every one above it, must be root's
+    # or ours and not writable by others unless sticky.
+    for mode, owner, want in ((0o777, 0, "is writable by others (mode 0777) and not sticky"),
+                              (0o775, 0, "is writable by its group (mode 0775)"),
+                              (0o755, 65534, "belongs to uid 65534, not to root or uid 0")):
+        bad = open_dir(ctx, mode)
+        os.chown(bad, owner, owner)
+        r = ctx.spore("run", "--kernel", ctx.guest, "--vsock", os.path.join(bad, "x.sock"), "--", "echo", "x",
+                      timeout=60, expect=st.EXIT_SPORE_FAILED)
+        check(want in r.err and bad in r.err, "--vsock in a %o directory of uid %d\n%s" % (mode, owner, r.describe()))
+        check(not os.listdir(bad), "a refused --vsock left a socket behind")
+    sticky = open_dir(ctx, 0o1777)
+    r = ctx.spore("run", "--kernel", ctx.guest, "--vsock", os.path.join(sticky, "x.sock"), "--", "echo", "sticky",
+                  timeout=60, expect=0)
+    check("sticky\n" in r.out, "--vsock in a sticky directory\n%s" % r.describe())
+
+    # No --vsock: a private directory of the VMM's own, 0700, socket 0600.
+    tmp = open_dir(ctx, 0o700)
+    env = ctx.env
+    ctx.env = dict(env, TMPDIR=tmp, XDG_RUNTIME_DIR="")
+    seen = []
+
+    def look(pid, out):
+        for e in os.listdir(tmp):
+            p = os.path.join(tmp, e)
+            if e.startswith("spore-") and os.path.exists(os.path.join(p, "vsock")) and not seen:
+                seen.append((os.stat(p).st_mode & 0o7777, os.stat(os.path.join(p, "vsock")).st_mode & 0o777))
+    try:
+        ctx.spore_watch("resume", sp, "--", "sleep", "1500", timeout=60, expect=0, poll=look)
+    finally:
+        ctx.env = env
+    check(seen == [(0o700, 0o600)], "private vsock directory and socket modes: %s" % seen)
+    check(not os.listdir(tmp), "the private vsock directory was not removed: %s" % os.listdir(tmp))
+
+
 def pool_request(sock, msg, fds=(), timeout=30):
     """One request to a pool with fds attached: the first reply (text)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -643,6 +820,7 @@ st.TESTS.update({
     "agent_fork": test_agent_fork,
     "agent_refuse": test_agent_refuse,
     "agent_pool": test_agent_pool,
+    "agent_peer": test_agent_peer,
 })
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +77,11 @@ struct ctx {
 	int irqs;
 	int reports;
 	char report[256];
+	/* refused clients, as the device reported them (its thread) */
+	int refusals;
+	uint32_t refused_uid;
+	unsigned refused_more;
+	char refused_path[96];
 };
 
 /* The guest's side of one connection. */
@@ -462,6 +468,15 @@ static void set_hooks(struct ctx *c)
 	virtio_mmio_set_hooks(c->t, &h);
 }
 
+static void hook_refused(void *arg, const char *path, uint32_t uid, unsigned more)
+{
+	struct ctx *c = arg;
+	snprintf(c->refused_path, sizeof(c->refused_path), "%s", path);
+	c->refused_uid = uid;
+	c->refused_more = more;
+	__atomic_add_fetch(&c->refusals, 1, __ATOMIC_RELEASE);
+}
+
 static struct ctx *ctx_new(unsigned timeout_ms)
 {
 	struct ctx *c = calloc(1, sizeof(*c));
@@ -470,7 +485,8 @@ static struct ctx *ctx_new(unsigned timeout_ms)
 	assert_int_equal(scratch_make(&c->dir), 0);
 	snprintf(c->path, sizeof(c->path), "%s/vm.sock", c->dir.path);
 	c->vm = fake_vm(MEM_SIZE);
-	struct virtio_vsock_opts o = {.guest_cid = CID, .uds_path = c->path, .timeout_ms = timeout_ms};
+	struct virtio_vsock_opts o = {.guest_cid = CID, .uds_path = c->path, .timeout_ms = timeout_ms,
+				      .refused = hook_refused, .refused_arg = c};
 	assert_int_equal(virtio_vsock_create(c->vm, BASE, GSI, &o, &c->v, &err), 0);
 	assert_int_equal(virtio_vsock_start(c->v, &err), 0);
 	assert_null(err);
@@ -558,6 +574,7 @@ static void test_create_errors(void **state)
 	char p[200];
 	struct virtio_vsock_opts o = {.guest_cid = CID, .uds_path = p};
 	const uint64_t base2 = BASE + VIRTIO_MMIO_SIZE;
+	struct stat st;
 
 	/* The path exists: our own socket, or a stray file. */
 	o.uds_path = c->path;
@@ -582,15 +599,37 @@ static void test_create_errors(void **state)
 	expect_create_error(c->vm, base2, &o, "path");
 	o.uds_path = p;
 
+	/* A directory others may write (here: the socket's parent), or that
+	 * belongs to someone else: they could swap our socket for theirs. */
+	char sub[128];
+	snprintf(sub, sizeof(sub), "%s/open", c->dir.path);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	assert_int_equal(chmod(sub, 0777), 0);
+	snprintf(p, sizeof(p), "%s/x.sock", sub);
+	expect_create_error(c->vm, base2, &o, "is writable by others (mode 0777) and not sticky");
+	assert_int_equal(chmod(sub, 0770), 0);
+	expect_create_error(c->vm, base2, &o, "is writable by its group");
+	if (geteuid() == 0) {
+		assert_int_equal(chmod(sub, 0755), 0);
+		assert_int_equal(chown(sub, 65534, 65534), 0);
+		expect_create_error(c->vm, base2, &o, "belongs to uid 65534, not to root or uid 0");
+	}
+	assert_int_equal(lstat(p, &st), -1); /* never bound */
+	assert_int_equal(chmod(sub, 01777), 0); /* sticky, like /tmp: fine */
+	assert_int_equal(chown(sub, geteuid(), getegid()), 0);
+	struct virtio_vsock *v = NULL;
+	sl_error_t err = NULL;
+	/* (the bus keeps a range once registered: a third one for this) */
+	assert_int_equal(virtio_vsock_create(c->vm, base2 + VIRTIO_MMIO_SIZE, GSI + 2, &o, &v, &err), 0);
+	virtio_vsock_free(v);
+	snprintf(p, sizeof(p), "%s/x.sock", c->dir.path);
+
 	/* The bus refuses the range (it is taken): nothing is left behind,
 	 * the waiting thread included (ASan/LSan would see it). */
 	expect_create_error(c->vm, BASE, &o, "overlaps");
-	struct stat st;
 	assert_int_equal(lstat(p, &st), -1);
 	assert_int_equal(errno, ENOENT);
 	/* And in a writable place it works. */
-	struct virtio_vsock *v = NULL;
-	sl_error_t err = NULL;
 	assert_int_equal(virtio_vsock_create(c->vm, base2, GSI + 1, &o, &v, &err), 0);
 	assert_int_equal(virtio_vsock_start(v, &err), 0);
 	virtio_vsock_free(v);
@@ -678,6 +717,99 @@ static void test_host_connect_refused(void **state)
 	close(fb);
 }
 
+/* A child that becomes uid `as`, connects, sends a CONNECT line and
+ * collects everything it reads until EOF (or a reset) into out. */
+static ssize_t connect_as(const char *path, uid_t as, char *out, size_t max)
+{
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(pfd[0]);
+		if (setresgid(as, as, as) < 0 || setresuid(as, as, as) < 0)
+			_exit(2);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		memcpy(sa.sun_path, path, strlen(path) + 1);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			_exit(3);
+		/* The device may close before this arrives: EPIPE is fine. */
+		ssize_t w = send(fd, "CONNECT 1024\n", 13, MSG_NOSIGNAL);
+		(void)w;
+		char b[256];
+		ssize_t n;
+		while ((n = read(fd, b, sizeof(b))) > 0)
+			if (write(pfd[1], b, (size_t)n) != n)
+				_exit(4);
+		_exit(n == 0 || errno == ECONNRESET ? 0 : 5);
+	}
+	close(pfd[1]);
+	size_t got = 0;
+	ssize_t n;
+	while (got < max && (n = read_to(pfd[0], out + got, max - got, WAIT_MS)) > 0)
+		got += (size_t)n;
+	close(pfd[0]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fail_msg("client as uid %u: exit status %d", (unsigned)as, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+	return (ssize_t)got;
+}
+
+/* Only root and the VMM's uid may reach the guest: even with the socket
+ * opened up to everyone (mode 0666, directory 0755), another uid is
+ * refused with one line and the guest never hears of it. */
+static void test_peer_uid(void **state)
+{
+	struct ctx *c = *state;
+	if (geteuid() != 0)
+		skip(); /* needs root to become another uid */
+	driver_init(c);
+	assert_int_equal(chmod(c->dir.path, 0755), 0);
+	/* First with the socket as created (0600): the kernel refuses. */
+	char out[256];
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (setresuid(65534, 65534, 65534) < 0)
+			_exit(2);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
+		_exit(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno == EACCES ? 0 : 1);
+	}
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+	assert_int_equal(chmod(c->path, 0666), 0);
+	ssize_t n = connect_as(c->path, 65534, out, sizeof(out) - 1);
+	assert_true(n >= 0);
+	out[n] = 0;
+	assert_string_equal(out, "ERROR vsock socket serves uid 0 and root only\n");
+	assert_true(WAIT_FOR(__atomic_load_n(&c->refusals, __ATOMIC_ACQUIRE) == 1, WAIT_MS));
+	assert_int_equal(c->refused_uid, 65534);
+	assert_int_equal(c->refused_more, 0);
+	assert_string_equal(c->refused_path, c->path);
+	rx_none(c, QUIET_MS); /* no OP_REQUEST reached the guest */
+
+	/* Within the second, a refusal is counted, not reported; the next
+	 * report carries the count. */
+	n = connect_as(c->path, 65533, out, sizeof(out) - 1);
+	assert_true(n > 0);
+	usleep(1100 * 1000);
+	n = connect_as(c->path, 65533, out, sizeof(out) - 1);
+	assert_true(n > 0);
+	assert_true(WAIT_FOR(__atomic_load_n(&c->refusals, __ATOMIC_ACQUIRE) == 2, WAIT_MS));
+	assert_int_equal(c->refused_uid, 65533);
+	assert_int_equal(c->refused_more, 1);
+
+	/* Root still gets through, with the guest's answer. */
+	struct gconn gc;
+	int fd = host_open(c, 1024, GBUF, &gc);
+	close(fd);
+}
+
 /* Short timeouts (300 ms): a silent client, an unanswered request. */
 static void test_timeouts(void **state)
 {
@@ -729,6 +861,12 @@ static void test_garbage_connect_lines(void **state)
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		int fd = unix_connect(c->path);
 		host_write(fd, bad[i], strlen(bad[i]));
+		/* One line saying what was wrong, then EOF. */
+		char line[128];
+		host_read_line(fd, line, sizeof(line));
+		assert_string_equal(line, strchr(bad[i], '\n')
+						  ? "ERROR malformed CONNECT line: want \"CONNECT <port>\", port 0..4294967295\n"
+						  : "ERROR CONNECT line longer than 32 bytes\n");
 		host_expect_eof(fd);
 		close(fd);
 	}
@@ -1320,6 +1458,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_create_errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_connect_and_data, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_host_connect_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_peer_uid, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_timeouts, setup_short, teardown),
 		cmocka_unit_test_setup_teardown(test_garbage_connect_lines, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_credit_host_to_guest, setup, teardown),

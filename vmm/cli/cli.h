@@ -65,8 +65,14 @@ struct cli_vsock {
 	char path[108];
 	char dir[96];
 	bool made_dir;
+	int reaper_fd; /* cli_vsock_reaper's pipe, or -1 */
 };
 int cli_vsock_setup(const char *user_path, struct cli_vsock *v, sl_error_t *err);
+/* For a jailed VMM with a private directory: a small child, started before
+ * the jail's namespace exists, removes the directory once the VMM has
+ * ended (the jailed VMM cannot: it is a mount point there). Call it before
+ * cli_jail_prepare. */
+int cli_vsock_reaper(struct cli_vsock *v, sl_error_t *err);
 void cli_vsock_cleanup(struct cli_vsock *v);
 #define CLI_VSOCK_CID 3u
 

@@ -275,12 +275,10 @@ int cmd_run(int argc, char **argv)
 		return cli_usage("run: --disk-dir is for a resumed spore's disks (run --from, resume)");
 	if (!kernel)
 		return cli_usage("run: --kernel is required\n%s", run_usage);
-	if (o.jail && cli_jail_prepare(&err) < 0)
-		return cli_fail(&err);
 	if (vmm_kernel_platform(kernel, &m.platform, &err) < 0)
 		return cli_fail(&err);
 	_cleanup_free_ char *cl = NULL;
-	struct cli_vsock vs = {0};
+	struct cli_vsock vs = {.reaper_fd = -1};
 	if (m.platform == VMM_PLATFORM_BARE && g.vsock) {
 		/* The test guest with a vsock device runs its agent
 		 * (docs/testguest.md): ARGS are a command for it, as for Linux,
@@ -328,6 +326,10 @@ int cmd_run(int argc, char **argv)
 	}
 	struct vmm_console con = {.fd = 1};
 	struct vmm_vm *vm = NULL;
+	if (o.jail && (cli_vsock_reaper(&vs, &err) < 0 || cli_jail_prepare(&err) < 0)) {
+		cli_vsock_cleanup(&vs);
+		return cli_fail(&err);
+	}
 	if (vmm_create(&m, &con, &vm, &err) < 0 ||
 	    vmm_boot_kernel(vm, kernel, initrd, cl ? cl : cmdline ? cmdline : "quiet", &err) < 0) {
 		vmm_destroy(vm);
@@ -439,8 +441,6 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 			const struct cli_guest *g, char **command)
 {
 	sl_error_t err = NULL;
-	if (o->jail && cli_jail_prepare(&err) < 0)
-		return cli_fail(&err);
 	struct cli_verify cv;
 	cli_verify_init(&cv, verify);
 	cv.opts.disk_dir = o->disk_dir;
@@ -449,7 +449,7 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 		return cli_fail(&err);
 	struct vmm_machine m = {0};
 	vmm_spore_shape(sp, &m);
-	struct cli_vsock vs = {0};
+	struct cli_vsock vs = {.reaper_fd = -1};
 	bool linux_guest = m.platform == VMM_PLATFORM_LINUX;
 	/* A test-guest spore captured with a vsock device has the agent
 	 * (docs/testguest.md): it is driven like a Linux one. */
@@ -468,9 +468,13 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 	if (agent) {
 		rrc = cli_vsock_setup(g->vsock, &vs, &err);
 		m.vsock_path = vs.path;
-		if (rrc == 0 && m.ndisks)
-			rrc = vmm_spore_disks(sp, &cv.opts, &m, &err);
 	}
+	/* The jail's namespace, after the private vsock directory's reaper
+	 * (which must stay outside it) and before any thread. */
+	if (rrc == 0 && o->jail)
+		rrc = cli_vsock_reaper(&vs, &err) < 0 ? -1 : cli_jail_prepare(&err);
+	if (rrc == 0 && agent && m.ndisks)
+		rrc = vmm_spore_disks(sp, &cv.opts, &m, &err);
 	struct vmm_console con = {.fd = 1, .prefix = prefix};
 	struct vmm_vm *vm = NULL;
 	struct vmm_restore_stats rs;

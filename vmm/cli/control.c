@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "sl/sock.h"
 #include "control_proto.h"
 #include "sl/log.h"
 
@@ -48,7 +49,8 @@ int cli_control_open(const char *path, struct cli_control **out, sl_error_t *err
 		return sl_error_set(err, SL_E_INVALID, "control socket path must be 1..%zu bytes",
 				    sizeof(sa.sun_path) - 1);
 	strcpy(sa.sun_path, path);
-	if (claim_path(path, err) < 0)
+	/* Whoever can replace the socket in its directory gets the requests. */
+	if (sl_sock_dir_check(path, "control socket", err) < 0 || claim_path(path, err) < 0)
 		return -1;
 	_cleanup_close_ int lfd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (lfd < 0)
@@ -103,12 +105,16 @@ static void accept_client(struct cli_control *c)
 	int fd = accept4(c->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0)
 		return;
-	struct ucred cred;
-	socklen_t clen = sizeof(cred);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) < 0 ||
-	    (cred.uid != 0 && cred.uid != geteuid())) {
+	uid_t uid;
+	if (!sl_sock_peer_allowed(fd, geteuid(), &uid)) {
+		/* Its request, if already queued, is dropped unread: closing with
+		 * unread data would reset the connection before our reply. */
+		char drop[64];
+		for (int i = 0; i < 16 && recv(fd, drop, sizeof(drop), MSG_DONTWAIT) >= 0; i++)
+			;
 		cli_reply(fd, "error control socket serves uid %u only", (unsigned)geteuid());
 		close(fd);
+		sl_warn("control: refused peer", "uid=%d", uid == (uid_t)-1 ? -1 : (int)uid);
 		return;
 	}
 	for (int i = 0; i < CONTROL_MAX_CLIENTS; i++) {

@@ -1,5 +1,7 @@
 /* CLI pieces for Linux guests: --disk parsing, the vsock socket's place, the agent job's set-up. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,7 @@ int cli_parse_disk(const char *arg, struct vmm_machine *m, sl_error_t *err)
 int cli_vsock_setup(const char *user_path, struct cli_vsock *v, sl_error_t *err)
 {
 	memset(v, 0, sizeof(*v));
+	v->reaper_fd = -1;
 	if (user_path) {
 		if (strlen(user_path) + 12 >= sizeof(v->path))
 			return sl_error_set(err, SL_E_INVALID, "--vsock %s: path too long for a Unix socket", user_path);
@@ -69,9 +72,45 @@ int cli_vsock_setup(const char *user_path, struct cli_vsock *v, sl_error_t *err)
 	return 0;
 }
 
-void cli_vsock_cleanup(struct cli_vsock *v)
+int cli_vsock_reaper(struct cli_vsock *v, sl_error_t *err)
 {
 	if (!v->made_dir)
+		return 0;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return sl_error_sys(err, "vsock directory: pipe");
+	pid_t pid = fork();
+	if (pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return sl_error_sys(err, "vsock directory: fork");
+	}
+	if (pid == 0) {
+		/* Waits, outside the jail, for the VMM to end (the pipe's last
+		 * writer goes with it), then removes what the jailed VMM cannot:
+		 * its directory is a mount point in the jail's read-only root. */
+		signal(SIGINT, SIG_IGN);
+		signal(SIGTERM, SIG_IGN);
+		signal(SIGHUP, SIG_IGN);
+		close(p[1]);
+		if (p[0] != 3 && dup2(p[0], 3) < 0)
+			_exit(1);
+		close_range(4, ~0u, 0);
+		char c;
+		while (read(3, &c, 1) < 0 && errno == EINTR)
+			;
+		unlink(v->path);
+		rmdir(v->dir);
+		_exit(0);
+	}
+	close(p[0]);
+	v->reaper_fd = p[1]; /* held, never written: closed by our exit */
+	return 0;
+}
+
+void cli_vsock_cleanup(struct cli_vsock *v)
+{
+	if (!v->made_dir || v->reaper_fd >= 0)
 		return;
 	/* The device removed its socket; guest-initiated listeners
 	 * (<path>_<port>) are the user's, but a private directory holds none. */

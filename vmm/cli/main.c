@@ -52,10 +52,18 @@ static int exec_oci(char **argv)
 	return EXIT_SPORE_FAILED;
 }
 
+/* The VMM library's security notices (vsock clients refused for their uid). */
+static void log_notice(const char *msg, const char *path)
+{
+	char q[300];
+	sl_warn(msg, "socket=%s", sl_log_quote(path, q, sizeof(q)));
+}
+
 int main(int argc, char **argv)
 {
 	const char *lvl = getenv("SPORE_LOG");
 	sl_log_init("spore", lvl ? sl_log_level_parse(lvl) : SL_LOG_INFO, 2);
+	vmm_set_notice(log_notice);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);
 		return argc < 2 ? EXIT_SPORE_FAILED : 0;

@@ -48,6 +48,15 @@ struct vmm_machine {
 	bool virtio_cmdline;
 };
 
+/* Security notices from the VMM's device threads, for the program's log
+ * (the library itself never prints). Today: a client of a VM's vsock
+ * socket refused for its uid; msg reads "vsock: refused peer uid U" (plus
+ * how many more were refused in the second before, if any), path is the
+ * socket. Called on the device's thread with its lock held, so the hook
+ * must only log. Set once, before vmm_create; NULL drops them. */
+typedef void (*vmm_notice_fn)(const char *msg, const char *path);
+void vmm_set_notice(vmm_notice_fn fn);
+
 /* Which platform a kernel file needs: an ELF file boots on the bare
  * machine, a bzImage on the Linux platform. */
 int vmm_kernel_platform(const char *kernel_path, enum vmm_platform *out, sl_error_t *err);

@@ -103,6 +103,27 @@ static void sleep_in(struct vmm_vm *vm, void *dev, uint16_t port, uint8_t *data,
 
 static const struct vmm_pio_ops sleep_ops = {.in = sleep_in, .out = sleep_out};
 
+static vmm_notice_fn notice_hook;
+
+void vmm_set_notice(vmm_notice_fn fn)
+{
+	__atomic_store_n(&notice_hook, fn, __ATOMIC_RELEASE);
+}
+
+static void vsock_refused(void *arg, const char *path, uint32_t uid, unsigned more)
+{
+	(void)arg;
+	vmm_notice_fn fn = __atomic_load_n(&notice_hook, __ATOMIC_ACQUIRE);
+	if (!fn)
+		return;
+	char msg[128];
+	if (more)
+		snprintf(msg, sizeof(msg), "vsock: refused peer uid %u (and %u more in the second before)", uid, more);
+	else
+		snprintf(msg, sizeof(msg), "vsock: refused peer uid %u", uid);
+	fn(msg, path);
+}
+
 static int add_slot(struct vmm_vm *vm, struct vmm_linux *l, enum slot_kind kind, unsigned disk, sl_error_t *err)
 {
 	const struct vmm_machine *m = &vm->machine;
@@ -116,7 +137,8 @@ static int add_slot(struct vmm_vm *vm, struct vmm_linux *l, enum slot_kind kind,
 		s->t = virtio_rng_transport(s->rng);
 		break;
 	case SLOT_VSOCK: {
-		struct virtio_vsock_opts o = {.guest_cid = m->vsock_cid, .uds_path = m->vsock_path};
+		struct virtio_vsock_opts o = {.guest_cid = m->vsock_cid, .uds_path = m->vsock_path,
+					      .refused = vsock_refused};
 		if (!m->vsock_path)
 			return sl_error_set(err, SL_E_INVALID, "vsock CID %u needs a host socket path", m->vsock_cid);
 		if (virtio_vsock_create(vm, slot_base(i), slot_gsi(i), &o, &s->vsock, err) < 0)

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sl/sock.h"
 #include "virtio_vsock.h"
 
 /* Threads and locking. Every piece of mutable device state is protected by
@@ -65,6 +66,7 @@
 #define ACCEPT_BUDGET 16u /* host clients accepted per round */
 #define EVENT_ACK_MS 1000u
 #define ACCEPT_BACKOFF_MS 100u
+#define REFUSED_REPORT_MS 1000u /* at most one refusal report per second */
 #define NPOLL (2u + VIRTIO_VSOCK_MAX_CONNS)
 /* uds_path leaves room for "_<port>" (guest-initiated connections). */
 #define SUN_PATH_BYTES sizeof(((struct sockaddr_un *)0)->sun_path)
@@ -128,6 +130,8 @@ struct virtio_vsock {
 	unsigned timeout_ms;
 	bool threaded;
 	bool thread_started; /* virtio_vsock_start */
+	void (*refused)(void *arg, const char *path, uint32_t uid, unsigned more);
+	void *refused_arg;
 	pthread_t thread;
 	/* The thread waits here until the transport is registered (or not). */
 	pthread_mutex_t gate_lock;
@@ -150,6 +154,8 @@ struct virtio_vsock {
 	bool again;           /* a budget ran out: poll without sleeping */
 	uint64_t now;         /* ms, taken when the lock is */
 	uint64_t accept_backoff_until;
+	uint64_t refused_reported; /* ms of the last refusal report; 0: none yet */
+	unsigned refused_unreported;
 	unsigned nconns;
 	unsigned rr; /* where the next rx scan starts, for fairness */
 	uint32_t next_port;
@@ -804,6 +810,16 @@ static bool parse_connect(const char *s, size_t n, uint32_t *port)
 	return true;
 }
 
+/* A CONNECT line we will not serve: say why (best effort), then close. */
+static void conn_line_error(struct virtio_vsock *v, struct vsock_conn *c, const char *why)
+{
+	char line[96];
+	int n = snprintf(line, sizeof(line), "ERROR %s\n", why);
+	ssize_t w = send(c->fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)w;
+	conn_free(v, c);
+}
+
 static void conn_read_line(struct virtio_vsock *v, struct vsock_conn *c)
 {
 	char *p = c->line + c->line_len;
@@ -825,19 +841,43 @@ static void conn_read_line(struct virtio_vsock *v, struct vsock_conn *c)
 	}
 	c->line_len = (uint8_t)(c->line_len + take);
 	if (!nl) {
-		if (c->line_len == VIRTIO_VSOCK_LINE_MAX)
-			conn_free(v, c); /* no newline where one must be: garbage */
+		if (c->line_len == VIRTIO_VSOCK_LINE_MAX) /* no newline where one must be */
+			conn_line_error(v, c, "CONNECT line longer than 32 bytes");
 		return;
 	}
 	uint32_t port;
 	if (!parse_connect(c->line, c->line_len, &port)) {
-		conn_free(v, c);
+		conn_line_error(v, c, "malformed CONNECT line: want \"CONNECT <port>\", port 0..4294967295");
 		return;
 	}
 	c->local_port = pick_local_port(v);
 	c->peer_port = port;
 	c->state = CONN_REQUEST;
 	c->deadline = v->now + v->timeout_ms;
+}
+
+/* A client whose uid may not own the guest: one line it can read (if it
+ * reads before it sees the close), then closed, before any of its bytes
+ * are read and before it takes a connection slot, so refused clients can
+ * neither reach the guest nor crowd out the ones that may. */
+static void refuse(struct virtio_vsock *v, int fd, uid_t uid)
+{
+	char line[80];
+	int n = snprintf(line, sizeof(line), "ERROR vsock socket serves uid %u and root only\n", (unsigned)geteuid());
+	ssize_t w = send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)w; /* best effort: the close is the refusal */
+	close(fd);
+	/* Reported at most once a second: refusals cost a local user nothing,
+	 * and the report runs under the device lock. */
+	if (!v->refused)
+		return;
+	if (v->refused_reported && v->now < v->refused_reported + REFUSED_REPORT_MS) {
+		v->refused_unreported++;
+		return;
+	}
+	v->refused(v->refused_arg, v->path, (uint32_t)uid, v->refused_unreported);
+	v->refused_reported = v->now ? v->now : 1;
+	v->refused_unreported = 0;
 }
 
 static void accept_clients(struct virtio_vsock *v)
@@ -850,6 +890,13 @@ static void accept_clients(struct virtio_vsock *v)
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
 				v->accept_backoff_until = v->now + ACCEPT_BACKOFF_MS;
 			return;
+		}
+		/* geteuid() now, not at creation: `spore --jail-uid` switches
+		 * uid after the socket exists. */
+		uid_t uid;
+		if (!sl_sock_peer_allowed(fd, geteuid(), &uid)) {
+			refuse(v, fd, uid);
+			continue;
 		}
 		struct vsock_conn *c = v->nconns < VIRTIO_VSOCK_MAX_CONNS ? conn_alloc(v) : NULL;
 		if (!c) {
@@ -1071,6 +1118,10 @@ static int listen_on(struct virtio_vsock *v, const char *path, sl_error_t *err)
 				    "virtio-vsock: %s already exists (another VM's socket, or stale?)", path);
 	if (errno != ENOENT)
 		return sl_error_sys(err, "virtio-vsock: stat %s", path);
+	/* The socket's mode keeps others from connecting; its directories must
+	 * keep them from putting their own socket in its place. */
+	if (sl_sock_dir_check(path, "virtio-vsock: socket", err) < 0)
+		return -1;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	v->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -1161,6 +1212,8 @@ int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, cons
 	v->timeout_ms = o->timeout_ms ? o->timeout_ms : VIRTIO_VSOCK_TIMEOUT_MS;
 	v->next_port = VIRTIO_VSOCK_LOCAL_PORT_BASE;
 	v->threaded = !o->no_thread;
+	v->refused = o->refused;
+	v->refused_arg = o->refused_arg;
 
 	v->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (v->wake_fd < 0) {

@@ -69,13 +69,29 @@ struct virtio_vsock_opts {
 	/* Tests and the fuzzer: no I/O thread; the caller runs the device with
 	 * virtio_vsock_poll on one thread, deterministically. */
 	bool no_thread;
+	/* Told about host clients refused for their uid (see below), for the
+	 * program's log: on the I/O thread, with the device lock held, so it
+	 * must only record or print. At most one call per second: `more` counts
+	 * the refusals since the previous call that were not reported. NULL:
+	 * refusals are silent. */
+	void (*refused)(void *arg, const char *path, uint32_t uid, unsigned more);
+	void *refused_arg;
 };
 
 struct virtio_vsock;
 
 /* Registers the device, binds and listens on uds_path (mode 0600; fails
  * with a clear error if the path exists or is too long to also hold the
- * "_<port>" suffix of guest-initiated connections), starts the I/O thread. */
+ * "_<port>" suffix of guest-initiated connections, or if its directory, or
+ * one above it, could be changed by someone other than root and the VMM's
+ * user: sl_sock_dir_check), starts the I/O thread.
+ *
+ * Whoever connects to uds_path owns the guest, so a host client is served
+ * only if its SO_PEERCRED uid is 0 or the process's effective uid at the
+ * time it connects (after `spore --jail-uid` that is the new uid; root,
+ * the shim, is still served). Others are sent one line,
+ * "ERROR vsock socket serves uid U and root only\n", and closed at once,
+ * before anything they sent is read. */
 int virtio_vsock_create(struct vmm_vm *vm, uint64_t base, uint32_t irq_gsi, const struct virtio_vsock_opts *o,
 			struct virtio_vsock **out, sl_error_t *err);
 /* Starts the device's I/O thread (unless no_thread); the VM calls it as it
