@@ -96,4 +96,10 @@ int shim_service_register(struct shim *s, sl_error_t *err);
 /* Stops every guest process and the VM, unmounts what Create mounted. */
 void shim_service_teardown(struct shim *s);
 
+/* shim_tree.c: moves from_dir/name (a directory of a captured spore) to
+ * to_dir/name: a rename, or across filesystems a copy (fsynced, renamed
+ * into place) and the removal of the source. A missing source is not an
+ * error. */
+int shim_move_entry(const char *from_dir, const char *to_dir, const char *name, sl_error_t *err);
+
 #endif

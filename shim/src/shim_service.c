@@ -1148,30 +1148,43 @@ static void h_checkpoint(const struct ttrpc_call *call, struct ttrpc_result *res
 		ttrpc_result_error(res, TTRPC_INVALID_ARGUMENT, "Checkpoint: path must be absolute");
 		goto out;
 	}
-	if (stat(r->path, &st) == 0) {
-		if (!S_ISDIR(st.st_mode)) {
-			ttrpc_result_error(res, TTRPC_ALREADY_EXISTS, "Checkpoint: %s exists", r->path);
-			goto out;
-		}
-		into_dir = true;
-		snprintf(target, sizeof(target), "%s.spore-%d", r->path, (int)getpid());
-	} else {
-		snprintf(target, sizeof(target), "%s", r->path);
+	if (stat(r->path, &st) == 0 && !S_ISDIR(st.st_mode)) {
+		ttrpc_result_error(res, TTRPC_ALREADY_EXISTS, "Checkpoint: %s exists", r->path);
+		goto out;
+	}
+	into_dir = stat(r->path, &st) == 0;
+	if (!into_dir && mkdir(r->path, 0755) < 0) {
+		sl_error_sys(&err, "Checkpoint: mkdir %s", r->path);
+		ttrpc_result_error(res, TTRPC_INTERNAL, "%s", sl_error_msg(err));
+		goto out;
+	}
+	/* The VMM is jailed: it writes only into the directories its jail
+	 * shows, one of which holds its control socket. The spore is written
+	 * there and then moved to where containerd wants it. */
+	{
+		char cdir[sizeof(vm->control_path)];
+		snprintf(cdir, sizeof(cdir), "%s", vm->control_path);
+		char *slash = strrchr(cdir, '/');
+		if (slash)
+			*slash = '\0';
+		static unsigned seq;
+		snprintf(target, sizeof(target), "%s/checkpoint-%u", cdir, __atomic_add_fetch(&seq, 1, __ATOMIC_RELAXED));
 	}
 	snprintf(req, sizeof(req), "capture %s", target);
 	if (shim_vm_request(vm, req, reply, sizeof(reply), &err) < 0) {
 		ttrpc_result_error(res, TTRPC_INTERNAL, "%s", sl_error_msg(err));
+		if (!into_dir)
+			rmdir(r->path);
 		goto out;
 	}
-	if (into_dir) {
+	{
 		static const char *const entries[] = {"spore", "chunks"};
 		for (int i = 0; i < 2; i++) {
-			char from[PATH_MAX + 16], to[PATH_MAX + 16];
-			snprintf(from, sizeof(from), "%s/%s", target, entries[i]);
-			snprintf(to, sizeof(to), "%s/%s", r->path, entries[i]);
-			if (rename(from, to) < 0 && errno != ENOENT) {
-				sl_error_sys(&err, "Checkpoint: move %s into %s", entries[i], r->path);
-				ttrpc_result_error(res, TTRPC_INTERNAL, "%s", sl_error_msg(err));
+			if (shim_move_entry(target, r->path, entries[i], &err) < 0) {
+				ttrpc_result_error(res, TTRPC_INTERNAL, "Checkpoint: %s", sl_error_msg(err));
+				sl_error_t e2 = NULL;
+				sl_remove_path(target, &e2);
+				sl_error_free(&e2);
 				goto out;
 			}
 		}
