@@ -194,6 +194,7 @@ bool cli_jail_can_capture(const struct cli_jail_view *v, const char *dir, char *
  * threads started later). Fails unless the process has one thread. */
 int cli_jail_prepare(sl_error_t *err);
 int cli_jail_unshare(sl_error_t *err); /* jail_fs.c: the namespace alone */
+int cli_jail_prepare_privileges(sl_error_t *err); /* no_new_privs and the bounding set alone */
 /* Called once the jail's root is in place, before the directory check:
  * reopen by path what must stay reachable (the VMM's source spore). */
 typedef int (*cli_jail_reopen_fn)(void *ctx, sl_error_t *err);

@@ -96,6 +96,11 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		m.vsock_path = vsock;
 	}
 	int status = EXIT_SPORE_FAILED;
+	/* Ahead of the request: what of the jail does not depend on it. */
+	if (pc->jail.enabled && cli_jail_prepare_privileges(&err) < 0) {
+		worker_dir_remove(pc, getpid());
+		return cli_fail(&err);
+	}
 	if (vmm_create(&m, &none, &vm, &err) < 0) {
 		worker_dir_remove(pc, getpid());
 		return cli_fail(&err);
@@ -147,7 +152,7 @@ static int worker(int lfd, const struct pool_cfg *pc)
 	 * mounts at this moment, and the spore may have been mounted (a pod's
 	 * rootfs) after this worker started. The created VM has no thread yet:
 	 * its devices' start with it. */
-	rrc = pc->jail.enabled ? cli_jail_prepare(&err) : 0;
+	rrc = pc->jail.enabled ? cli_jail_unshare(&err) : 0;
 	if (rrc == 0)
 		rrc = vmm_set_console(vm, &con, &err);
 	if (rrc == 0)

@@ -121,16 +121,21 @@ static int drop_bound(sl_error_t *err)
 	return sl_error_errno(err, e, "jail: empty the capability bounding set");
 }
 
-int cli_jail_prepare(sl_error_t *err)
+int cli_jail_prepare_privileges(sl_error_t *err)
 {
-	if (cli_jail_unshare(err) < 0)
-		return -1;
 	/* Both are inherited by every thread started from now on, so they cost
 	 * one call each here rather than one per thread later. The effective
 	 * capabilities the jail's mounts need stay until cli_jail_enter. */
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return sl_error_sys(err, "jail: no_new_privs");
 	return drop_bound(err);
+}
+
+int cli_jail_prepare(sl_error_t *err)
+{
+	if (cli_jail_unshare(err) < 0)
+		return -1;
+	return cli_jail_prepare_privileges(err);
 }
 
 static int jail_privileges(const struct cli_jail_opts *o, sl_error_t *err)
