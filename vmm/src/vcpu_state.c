@@ -85,9 +85,10 @@ int vmm_vcpu_save(struct vmm_vm *vm, struct vmm_vcpu *v, uint8_t **out, size_t *
 
 /* Loads in the order KVM needs: mp_state, regs, sregs, xsave, xcrs,
  * debugregs, LAPIC, MSRs (TSC before TSC_DEADLINE), events. */
-int vmm_vcpu_load(struct vmm_vm *vm, struct vmm_vcpu *v, const uint8_t *buf, size_t len,
-		  const char *what, sl_error_t *err)
+int vmm_vcpu_state_decode(const uint8_t *buf, size_t len, int xsave_max, const char *what,
+			  struct vmm_vcpu_state *st, sl_error_t *err)
 {
+	memset(st, 0, sizeof(*st));
 	struct sf_file f;
 	if (sf_parse(buf, len, SF_KIND_VCPU, what, &f, err) < 0)
 		return -1;
@@ -103,43 +104,66 @@ int vmm_vcpu_load(struct vmm_vm *vm, struct vmm_vcpu *v, const uint8_t *buf, siz
 	    sf_get(&f, SF_EVENTS, sizeof(struct kvm_vcpu_events), what, &ev, err) < 0 ||
 	    sf_get(&f, SF_TSC_KHZ, sizeof(uint32_t), what, &khz, err) < 0)
 		return -1;
-	int xs = xsave_size(vm);
-	if (xsave->len < sizeof(struct kvm_xsave) || xsave->len > (uint64_t)xs)
+	if (xsave->len < sizeof(struct kvm_xsave) || xsave->len > (uint64_t)xsave_max)
 		return sl_error_set(err, SL_E_UNSUPPORTED,
 				    "%s: xsave area of %llu bytes does not fit this host (%d)", what,
-				    (unsigned long long)xsave->len, xs);
+				    (unsigned long long)xsave->len, xsave_max);
 	if (msrs->len % sizeof(struct kvm_msr_entry) || msrs->len / sizeof(struct kvm_msr_entry) > 1024)
 		return sl_error_set(err, SL_E_INVALID, "%s: malformed MSR section", what);
-	uint32_t want_khz;
-	memcpy(&want_khz, khz->data, sizeof(want_khz));
-	if (want_khz != vm->tsc_khz && ioctl(v->fd, KVM_SET_TSC_KHZ, want_khz) < 0)
+	/* Copies keep the KVM structures aligned whatever the file's layout. */
+	memcpy(&st->tsc_khz, khz->data, sizeof(st->tsc_khz));
+	memcpy(&st->mp, mp->data, sizeof(st->mp));
+	memcpy(&st->regs, regs->data, sizeof(st->regs));
+	memcpy(&st->sregs, sregs->data, sizeof(st->sregs));
+	memcpy(&st->xcrs, xcrs->data, sizeof(st->xcrs));
+	memcpy(&st->dr, dr->data, sizeof(st->dr));
+	memcpy(&st->lapic, lapic->data, sizeof(st->lapic));
+	memcpy(&st->ev, ev->data, sizeof(st->ev));
+	st->xsave = calloc(1, (size_t)xsave_max);
+	st->msrs = calloc(1, sizeof(*st->msrs) + msrs->len);
+	if (!st->xsave || !st->msrs) {
+		vmm_vcpu_state_free(st);
+		return sl_error_set(err, SL_E_NOMEM, "vcpu state buffers");
+	}
+	memcpy(st->xsave, xsave->data, xsave->len);
+	st->msrs->nmsrs = (uint32_t)(msrs->len / sizeof(struct kvm_msr_entry));
+	memcpy(st->msrs->entries, msrs->data, msrs->len);
+	return 0;
+}
+
+void vmm_vcpu_state_free(struct vmm_vcpu_state *st)
+{
+	free(st->xsave);
+	free(st->msrs);
+	st->xsave = NULL;
+	st->msrs = NULL;
+}
+
+static void state_freep(struct vmm_vcpu_state *st)
+{
+	vmm_vcpu_state_free(st);
+}
+
+int vmm_vcpu_load(struct vmm_vm *vm, struct vmm_vcpu *v, const uint8_t *buf, size_t len,
+		  const char *what, sl_error_t *err)
+{
+	__attribute__((cleanup(state_freep))) struct vmm_vcpu_state st = {0};
+	if (vmm_vcpu_state_decode(buf, len, xsave_size(vm), what, &st, err) < 0)
+		return -1;
+	if (st.tsc_khz != vm->tsc_khz && ioctl(v->fd, KVM_SET_TSC_KHZ, st.tsc_khz) < 0)
 		return sl_error_set(err, SL_E_UNSUPPORTED,
 				    "platform contract not met: spore TSC runs at %u kHz, host at %u kHz and cannot scale",
-				    want_khz, vm->tsc_khz);
-
-	/* Copies keep the KVM structures aligned whatever the file's layout. */
-	struct kvm_mp_state s_mp;
-	struct kvm_regs s_regs;
-	struct kvm_sregs s_sregs;
-	struct kvm_xcrs s_xcrs;
-	struct kvm_debugregs s_dr;
-	struct kvm_lapic_state s_lapic;
-	struct kvm_vcpu_events s_ev;
-	memcpy(&s_mp, mp->data, sizeof(s_mp));
-	memcpy(&s_regs, regs->data, sizeof(s_regs));
-	memcpy(&s_sregs, sregs->data, sizeof(s_sregs));
-	memcpy(&s_xcrs, xcrs->data, sizeof(s_xcrs));
-	memcpy(&s_dr, dr->data, sizeof(s_dr));
-	memcpy(&s_lapic, lapic->data, sizeof(s_lapic));
-	memcpy(&s_ev, ev->data, sizeof(s_ev));
-	_cleanup_free_ struct kvm_xsave *s_xsave = calloc(1, (size_t)xs);
-	size_t nmsr = msrs->len / sizeof(struct kvm_msr_entry);
-	_cleanup_free_ struct kvm_msrs *s_msrs = calloc(1, sizeof(*s_msrs) + msrs->len);
-	if (!s_xsave || !s_msrs)
-		return sl_error_set(err, SL_E_NOMEM, "vcpu state buffers");
-	memcpy(s_xsave, xsave->data, xsave->len);
-	s_msrs->nmsrs = (uint32_t)nmsr;
-	memcpy(s_msrs->entries, msrs->data, msrs->len);
+				    st.tsc_khz, vm->tsc_khz);
+	struct kvm_mp_state s_mp = st.mp;
+	struct kvm_regs s_regs = st.regs;
+	struct kvm_sregs s_sregs = st.sregs;
+	struct kvm_xcrs s_xcrs = st.xcrs;
+	struct kvm_debugregs s_dr = st.dr;
+	struct kvm_lapic_state s_lapic = st.lapic;
+	struct kvm_vcpu_events s_ev = st.ev;
+	struct kvm_xsave *s_xsave = st.xsave;
+	struct kvm_msrs *s_msrs = st.msrs;
+	size_t nmsr = s_msrs->nmsrs;
 
 	if (ioctl(v->fd, KVM_SET_MP_STATE, &s_mp) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_MP_STATE", what);

@@ -94,44 +94,64 @@ int vmm_vm_load_cpuid(struct vmm_vm *vm, const uint8_t *buf, size_t len, const c
 	return 0;
 }
 
-int vmm_vm_load(struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *what, sl_error_t *err)
+_Static_assert(sizeof(struct serial_state_v1) == sizeof(((struct vmm_vm_state *)0)->serial), "serial state size");
+_Static_assert(sizeof(struct spore_dev_state_v1) == sizeof(((struct vmm_vm_state *)0)->spore_dev), "spore device state size");
+
+int vmm_vm_state_decode(const struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *what,
+			struct vmm_vm_state *st, sl_error_t *err)
 {
-	struct sf_file f;
-	if (sf_parse(buf, len, SF_KIND_VM, what, &f, err) < 0)
+	memset(st, 0, sizeof(*st));
+	if (sf_parse(buf, len, SF_KIND_VM, what, &st->f, err) < 0)
 		return -1;
 	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC};
 	static const uint32_t tags[] = {SF_PIC_MASTER, SF_PIC_SLAVE, SF_IOAPIC};
 	const struct sf_section *s;
 	for (int i = 0; i < 3; i++) {
-		if (sf_get(&f, tags[i], sizeof(struct kvm_irqchip), what, &s, err) < 0)
+		if (sf_get(&st->f, tags[i], sizeof(struct kvm_irqchip), what, &s, err) < 0)
 			return -1;
-		struct kvm_irqchip c;
-		memcpy(&c, s->data, sizeof(c));
-		if (c.chip_id != chips[i])
+		memcpy(&st->chips[i], s->data, sizeof(st->chips[i]));
+		if (st->chips[i].chip_id != chips[i])
 			return sl_error_set(err, SL_E_INVALID, "%s: irqchip section %u has chip id %u",
-					    what, tags[i], c.chip_id);
-		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &c) < 0)
-			return sl_error_sys(err, "%s: KVM_SET_IRQCHIP %u", what, chips[i]);
+					    what, tags[i], st->chips[i].chip_id);
 	}
-	if (sf_get(&f, SF_PIT2, sizeof(struct kvm_pit_state2), what, &s, err) < 0)
+	if (sf_get(&st->f, SF_PIT2, sizeof(struct kvm_pit_state2), what, &s, err) < 0)
 		return -1;
-	struct kvm_pit_state2 pit;
-	memcpy(&pit, s->data, sizeof(pit));
-	if (ioctl(vm->vm_fd, KVM_SET_PIT2, &pit) < 0)
+	memcpy(&st->pit, s->data, sizeof(st->pit));
+	if (sf_get(&st->f, SF_CLOCK, sizeof(struct kvm_clock_data), what, &s, err) < 0)
+		return -1;
+	memcpy(&st->clock, s->data, sizeof(st->clock));
+	st->clock.flags = 0;
+	st->clock.realtime = 0;
+	st->clock.host_tsc = 0;
+	if (sf_get(&st->f, SF_SERIAL, sizeof(struct serial_state_v1), what, &s, err) < 0)
+		return -1;
+	memcpy(st->serial, s->data, sizeof(st->serial));
+	if (sf_get(&st->f, SF_SPORE_DEV, sizeof(struct spore_dev_state_v1), what, &s, err) < 0)
+		return -1;
+	memcpy(st->spore_dev, s->data, sizeof(st->spore_dev));
+	struct spore_dev_state_v1 ds;
+	memcpy(&ds, st->spore_dev, sizeof(ds));
+	if (ds.gen_gpa && ((ds.gen_gpa & 7) || !vmm_gpa((struct vmm_vm *)vm, ds.gen_gpa, 32)))
+		return sl_error_set(err, SL_E_INVALID, "%s: generation buffer 0x%llx outside RAM", what,
+				    (unsigned long long)ds.gen_gpa);
+	return 0;
+}
+
+int vmm_vm_load(struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *what, sl_error_t *err)
+{
+	struct vmm_vm_state st;
+	if (vmm_vm_state_decode(vm, buf, len, what, &st, err) < 0)
+		return -1;
+	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC};
+	for (int i = 0; i < 3; i++)
+		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st.chips[i]) < 0)
+			return sl_error_sys(err, "%s: KVM_SET_IRQCHIP %u", what, chips[i]);
+	if (ioctl(vm->vm_fd, KVM_SET_PIT2, &st.pit) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_PIT2", what);
-	if (sf_get(&f, SF_CLOCK, sizeof(struct kvm_clock_data), what, &s, err) < 0)
-		return -1;
-	struct kvm_clock_data clock;
-	memcpy(&clock, s->data, sizeof(clock));
-	clock.flags = 0;
-	clock.realtime = 0;
-	clock.host_tsc = 0;
-	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &clock) < 0)
+	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &st.clock) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_CLOCK", what);
-	if (sf_get(&f, SF_SERIAL, sizeof(struct serial_state_v1), what, &s, err) < 0)
-		return -1;
 	struct serial_state_v1 ss;
-	memcpy(&ss, s->data, sizeof(ss));
+	memcpy(&ss, st.serial, sizeof(ss));
 	struct vmm_serial *se = &vm->serial;
 	se->ier = ss.ier & 0x0f;
 	se->lcr = ss.lcr;
@@ -149,16 +169,11 @@ int vmm_vm_load(struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *w
 			vmm_irq_line(vm, 4, 0, &ierr);
 		sl_error_free(&ierr);
 	}
-	if (sf_get(&f, SF_SPORE_DEV, sizeof(struct spore_dev_state_v1), what, &s, err) < 0)
-		return -1;
 	struct spore_dev_state_v1 ds;
-	memcpy(&ds, s->data, sizeof(ds));
-	if (ds.gen_gpa && ((ds.gen_gpa & 7) || !vmm_gpa(vm, ds.gen_gpa, 32)))
-		return sl_error_set(err, SL_E_INVALID, "%s: generation buffer 0x%llx outside RAM", what,
-				    (unsigned long long)ds.gen_gpa);
+	memcpy(&ds, st.spore_dev, sizeof(ds));
 	vm->sdev.gen_gpa = ds.gen_gpa;
 	vm->sdev.gen_lo = ds.gen_lo;
 	vm->sdev.counter = ds.counter;
 	memcpy(vm->sdev.id, ds.id, sizeof(ds.id));
-	return vmm_linux_load(vm, &f, what, err);
+	return vmm_linux_load(vm, &st.f, what, err);
 }
