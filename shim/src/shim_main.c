@@ -305,7 +305,11 @@ int shim_cmd_start(const struct shim_args *a)
 	 * behind must still be ours alone (sl_sock_dir_check). */
 	char probe[sizeof(s->run_dir) + 8];
 	snprintf(probe, sizeof(probe), "%s/vsock", s->run_dir);
-	if ((mkdir(s->run_dir, 0700) < 0 && errno != EEXIST) ||
+	/* With jail_uid the VMM, once it runs as that user, still reaches its
+	 * sockets here by path: the directory lets others through (0711) but
+	 * not list or write it, and the sockets become that user's alone. */
+	mode_t run_mode = s->cfg.jail_uid[0] ? 0711 : 0700;
+	if ((mkdir(s->run_dir, run_mode) < 0 && errno != EEXIST) || chmod(s->run_dir, run_mode) < 0 ||
 	    sl_sock_dir_check(probe, "shim run directory", &err) < 0 || ttrpc_listen(address, 0, &lfd, &err) < 0 ||
 	    write_bundle_file(bundle, SHIM_RUN_DIR_FILE, s->run_dir, &err) < 0 ||
 	    write_bundle_file(bundle, "address", address, &err) < 0) {

@@ -1202,6 +1202,9 @@ def test_jail_resume(ctx):
     and the seccomp filter; the control socket works; capture through it works
     as root and fails with a clear error where the jail's uid cannot write."""
     a = ctx.path("A")
+    # The sockets live here: a VMM running as 65534 must get through to them
+    # (the agent job reconnects by path), without listing or writing.
+    os.chmod(ctx.tmp, 0o711)
     boot_capture(ctx, a, args=("mode=demo", "warm_ms=50", "pulse_ms=20"))
     for extra in ([], ["--jail-uid", "65534"]):
         for verb in (["resume", a], ["run", "--from", a]):

@@ -120,6 +120,7 @@ struct drive_opts {
 	const char *disk_dir; /* --disk-dir (vmm_restore_opts.disk_dir) */
 	const struct cli_jail_opts *jail; /* --jail: applied just before the vCPUs start, or NULL */
 	const char *vsock_path;           /* the VM's vsock socket (its directory is shown in the jail) */
+	const char *own_dir;              /* a directory the VMM made for its sockets (private vsock, pool worker) */
 };
 int cli_parse_capture_on(const char *s, struct drive_opts *o, sl_error_t *err);
 /* What a guest's agent gets: run and resume options, a pool's resume-agent request. */

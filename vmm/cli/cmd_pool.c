@@ -56,10 +56,12 @@ static void worker_dir_remove(const struct pool_cfg *pc, pid_t pid)
 /* A restored agent-capable spore, driven like `spore resume DIR --vsock
  * --control --ready-fd --parent-fd [--hostname] [--env]...`. */
 static int serve_agent(const struct pool_cfg *pc, struct vmm_vm *vm, int conn, struct pool_request *req,
-		       const char *vsock, const char *control, uint64_t t0, const struct vmm_restore_stats *rs)
+		       const char *wdir, const char *vsock, const char *control, uint64_t t0,
+		       const struct vmm_restore_stats *rs)
 {
 	struct drive_opts o = {.report_fd = -1, .ready_fd = req->ready_fd, .client_fd = req->parent_fd,
-			       .client_is_parent = true, .jail = pc->jail.enabled ? &pc->jail : NULL, .for_ms = req->for_ms, .launch_ns = t0,
+			       .client_is_parent = true, .jail = pc->jail.enabled ? &pc->jail : NULL,
+			       .own_dir = wdir, .for_ms = req->for_ms, .launch_ns = t0,
 			       .restore_ns = cli_now_ns() - t0, .control_path = control};
 	struct cli_guest g = {.vsock = vsock, .hostname = req->hostname[0] ? req->hostname : NULL, .nenv = req->nenv};
 	memcpy(g.env, req->env, sizeof(char *) * (req->nenv + 1));
@@ -167,7 +169,7 @@ static int worker(int lfd, const struct pool_cfg *pc)
 		goto out;
 	}
 	if (req.verb == POOL_RESUME_AGENT) {
-		status = serve_agent(pc, vm, conn, &req, vsock, control, t0, &rs);
+		status = serve_agent(pc, vm, conn, &req, wdir, vsock, control, t0, &rs);
 		vm = NULL; /* cli_drive_guest freed it */
 	} else {
 		struct drive_opts o = {.report_fd = -1, .ready_fd = -1, .for_ms = req.for_ms, .launch_ns = t0,

@@ -336,6 +336,7 @@ int cmd_run(int argc, char **argv)
 		cli_vsock_cleanup(&vs);
 		return cli_fail(&err);
 	}
+	o.own_dir = vs.made_dir ? vs.dir : NULL;
 	int rc = cli_drive_guest(vm, &o, &g, m.vsock_cid ? vs.path : NULL, args, false, NULL);
 	cli_vsock_cleanup(&vs);
 	return rc;
@@ -492,6 +493,7 @@ static int resume_local(const char *dir, struct drive_opts *o, const char *prefi
 	o->disk_shared = rs.disk_bytes_shared;
 	o->disk_copied = rs.disk_bytes_copied;
 	cli_log_restored(vm, dir, o, &rs);
+	o->own_dir = vs.made_dir ? vs.dir : NULL;
 	int rc = cli_drive_guest(vm, o, g, agent ? vs.path : NULL, command, true, prefix);
 	cli_vsock_cleanup(&vs);
 	return rc;

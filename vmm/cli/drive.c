@@ -122,6 +122,18 @@ static int jail(struct vmm_vm *vm, const struct drive_opts *o, struct cli_jail_v
 			return -1;
 	if (vmm_hold_host_files(vm, err) < 0)
 		return -1;
+	/* Running as --jail-uid, the VMM still reaches its own sockets by path
+	 * (the agent job reconnects to the vsock socket; the control and vsock
+	 * sockets are removed at the end): they, and a directory it made for
+	 * them, become that user's. A directory the caller chose must let that
+	 * user in (the shim makes its run directory 0711 for it). */
+	if (o->jail->set_uid) {
+		const struct cli_jail_opts *j = o->jail;
+		const char *mine[] = {o->vsock_path, o->control_path, o->own_dir};
+		for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+			if (mine[i] && lchown(mine[i], j->uid, j->gid) < 0 && errno != ENOENT)
+				return sl_error_sys(err, "jail: hand %s to uid %u", mine[i], (unsigned)j->uid);
+	}
 	return cli_jail_enter(o->jail, v, reopen_source, vm, err);
 }
 
