@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "fuzz_ram.h"
+#include "fuzz_vm.h"
 #include "platform_linux.h"
 #include "virtio.h"
 #include "vmm_internal.h"
@@ -104,15 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned nrec = (data[0] >> 1) % 4;
 
 	fuzz_ram_reset(&ram, RAM);
-	struct vmm_vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		abort();
-	vm->kvm_fd = vm->vm_fd = vm->event_fd = -1;
-	vm->mem = ram.mem;
-	vm->mem_size = ram.size;
-	vm->machine.vcpus = 1;
-	vm->machine.platform = linux_platform ? VMM_PLATFORM_LINUX : VMM_PLATFORM_BARE;
-	pthread_mutex_init(&vm->lock, NULL);
+	struct vmm_vm *vm = fuzz_vm_new(&ram, linux_platform);
 	sl_error_t err = NULL;
 	if (linux_platform && vmm_linux_create(vm, &err) < 0)
 		__builtin_trap();

@@ -8,6 +8,7 @@
 
 #include "acpi.h"
 #include "fuzz_ram.h"
+#include "fuzz_vm.h"
 #include "platform_linux.h"
 #include "vmm_internal.h"
 
@@ -310,15 +311,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(gen_seen, 0, sizeof(gen_seen));
 	if (ftruncate(out_fd, 0) < 0 || lseek(out_fd, 0, SEEK_SET) < 0)
 		abort();
-	struct vmm_vm *vm = calloc(1, sizeof(*vm));
-	if (!vm)
-		abort();
-	vm->kvm_fd = vm->vm_fd = vm->event_fd = -1;
-	vm->mem = ram.mem;
-	vm->mem_size = ram.size;
-	vm->machine.vcpus = 1;
-	vm->machine.platform = linux_platform ? VMM_PLATFORM_LINUX : VMM_PLATFORM_BARE;
-	pthread_mutex_init(&vm->lock, NULL);
+	struct vmm_vm *vm = fuzz_vm_new(&ram, linux_platform);
 	sl_error_t err = NULL;
 	struct vmm_console con = {.fd = out_fd, .prefix = prefix};
 	if (vmm_serial_init(vm, &con, &err) < 0 || vmm_spore_dev_init(vm, &err) < 0 ||

@@ -170,6 +170,10 @@ struct cli_jail_opts {
 };
 /* --jail-uid UID[:GID] (GID defaults to UID; neither may be 0). */
 int cli_parse_jail_uid(const char *s, struct cli_jail_opts *o, sl_error_t *err);
+/* Whether the jail is on: by default as root (what the shim and the pool
+ * run), off with --no-jail; contradictions and --jail-uid or --jail-bind
+ * without the jail are errors. */
+int cli_jail_settle(struct cli_jail_opts *o, sl_error_t *err);
 /* --jail-bind DIR */
 int cli_parse_jail_bind(const char *s, struct cli_jail_opts *o, sl_error_t *err);
 /* What the jail's file system shows: directories at their own paths, each

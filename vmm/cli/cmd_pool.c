@@ -264,12 +264,8 @@ int cmd_pool(int argc, char **argv)
 	}
 	if (!size || !path || optind != argc)
 		return cli_usage("pool: --size and --socket are required\n%s", usage);
-	if (pc.jail.refused && (pc.jail.asked || pc.jail.set_uid))
-		return cli_usage("pool: --no-jail contradicts --jail and --jail-uid");
-	if (!pc.jail.refused && geteuid() == 0)
-		pc.jail.enabled = true;
-	if (pc.jail.set_uid && !pc.jail.enabled)
-		return cli_usage("pool: --jail-uid needs the jail (root)");
+	if (cli_jail_settle(&pc.jail, &err) < 0)
+		return cli_fail(&err);
 	struct cli_verify cv;
 	cli_verify_init(&cv, verify);
 	pc.ropts = &cv.opts;

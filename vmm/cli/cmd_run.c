@@ -81,18 +81,11 @@ static int jail_opt(int c, struct cli_jail_opts *j, sl_error_t *err)
 	return 0;
 }
 
-/* Jailed by default when run as root (what the shim and the pool do);
- * --no-jail opts out, --jail asks for it (and fails without root). */
 static int check_jail(struct cli_jail_opts *j, struct drive_opts *o)
 {
-	if (j->enabled && j->refused)
-		return cli_usage("--jail and --no-jail contradict each other");
-	if ((j->set_uid || j->nbinds) && j->refused)
-		return cli_usage("--jail-uid and --jail-bind need the jail (drop --no-jail)");
-	if (!j->refused && geteuid() == 0)
-		j->enabled = true;
-	if ((j->set_uid || j->nbinds) && !j->enabled)
-		return cli_usage("--jail-uid and --jail-bind need --jail (and root)");
+	sl_error_t err = NULL;
+	if (cli_jail_settle(j, &err) < 0)
+		return cli_fail(&err);
 	o->jail = j->enabled ? j : NULL;
 	return 0;
 }

@@ -42,6 +42,19 @@ int cli_parse_jail_uid(const char *s, struct cli_jail_opts *o, sl_error_t *err)
 	return 0;
 }
 
+int cli_jail_settle(struct cli_jail_opts *o, sl_error_t *err)
+{
+	if (o->asked && o->refused)
+		return sl_error_set(err, SL_E_INVALID, "--jail and --no-jail contradict each other");
+	if ((o->set_uid || o->nbinds) && o->refused)
+		return sl_error_set(err, SL_E_INVALID, "--jail-uid and --jail-bind need the jail (drop --no-jail)");
+	if (!o->refused && geteuid() == 0)
+		o->enabled = true;
+	if ((o->set_uid || o->nbinds) && !o->enabled)
+		return sl_error_set(err, SL_E_INVALID, "--jail-uid and --jail-bind need --jail (and root)");
+	return 0;
+}
+
 int cli_parse_jail_bind(const char *s, struct cli_jail_opts *o, sl_error_t *err)
 {
 	struct stat st;

@@ -154,37 +154,27 @@ int vmm_vcpu_load(struct vmm_vm *vm, struct vmm_vcpu *v, const uint8_t *buf, siz
 		return sl_error_set(err, SL_E_UNSUPPORTED,
 				    "platform contract not met: spore TSC runs at %u kHz, host at %u kHz and cannot scale",
 				    st.tsc_khz, vm->tsc_khz);
-	struct kvm_mp_state s_mp = st.mp;
-	struct kvm_regs s_regs = st.regs;
-	struct kvm_sregs s_sregs = st.sregs;
-	struct kvm_xcrs s_xcrs = st.xcrs;
-	struct kvm_debugregs s_dr = st.dr;
-	struct kvm_lapic_state s_lapic = st.lapic;
-	struct kvm_vcpu_events s_ev = st.ev;
-	struct kvm_xsave *s_xsave = st.xsave;
-	struct kvm_msrs *s_msrs = st.msrs;
-	size_t nmsr = s_msrs->nmsrs;
-
-	if (ioctl(v->fd, KVM_SET_MP_STATE, &s_mp) < 0)
+	size_t nmsr = st.msrs->nmsrs;
+	if (ioctl(v->fd, KVM_SET_MP_STATE, &st.mp) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_MP_STATE", what);
-	if (ioctl(v->fd, KVM_SET_REGS, &s_regs) < 0)
+	if (ioctl(v->fd, KVM_SET_REGS, &st.regs) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_REGS", what);
-	if (ioctl(v->fd, KVM_SET_SREGS, &s_sregs) < 0)
+	if (ioctl(v->fd, KVM_SET_SREGS, &st.sregs) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_SREGS", what);
-	if (ioctl(v->fd, KVM_SET_XSAVE, s_xsave) < 0)
+	if (ioctl(v->fd, KVM_SET_XSAVE, st.xsave) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_XSAVE", what);
-	if (ioctl(v->fd, KVM_SET_XCRS, &s_xcrs) < 0)
+	if (ioctl(v->fd, KVM_SET_XCRS, &st.xcrs) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_XCRS", what);
-	if (ioctl(v->fd, KVM_SET_DEBUGREGS, &s_dr) < 0)
+	if (ioctl(v->fd, KVM_SET_DEBUGREGS, &st.dr) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_DEBUGREGS", what);
-	if (ioctl(v->fd, KVM_SET_LAPIC, &s_lapic) < 0)
+	if (ioctl(v->fd, KVM_SET_LAPIC, &st.lapic) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_LAPIC", what);
-	int set = ioctl(v->fd, KVM_SET_MSRS, s_msrs);
+	int set = ioctl(v->fd, KVM_SET_MSRS, st.msrs);
 	if (set != (int)nmsr)
 		return sl_error_set(err, SL_E_UNSUPPORTED,
 				    "%s: host KVM refused MSR 0x%x (%d of %zu set)", what,
-				    set >= 0 && set < (int)nmsr ? s_msrs->entries[set].index : 0, set, nmsr);
-	if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &s_ev) < 0)
+				    set >= 0 && set < (int)nmsr ? st.msrs->entries[set].index : 0, set, nmsr);
+	if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &st.ev) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_VCPU_EVENTS", what);
 	/* Tell a kvmclock guest it was stopped, so its watchdogs do not fire;
 	 * EINVAL just means the guest does not use kvmclock. */

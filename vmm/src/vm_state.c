@@ -142,10 +142,9 @@ int vmm_vm_load(struct vmm_vm *vm, const uint8_t *buf, size_t len, const char *w
 	struct vmm_vm_state st;
 	if (vmm_vm_state_decode(vm, buf, len, what, &st, err) < 0)
 		return -1;
-	static const uint32_t chips[] = {KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC};
 	for (int i = 0; i < 3; i++)
 		if (ioctl(vm->vm_fd, KVM_SET_IRQCHIP, &st.chips[i]) < 0)
-			return sl_error_sys(err, "%s: KVM_SET_IRQCHIP %u", what, chips[i]);
+			return sl_error_sys(err, "%s: KVM_SET_IRQCHIP %u", what, st.chips[i].chip_id);
 	if (ioctl(vm->vm_fd, KVM_SET_PIT2, &st.pit) < 0)
 		return sl_error_sys(err, "%s: KVM_SET_PIT2", what);
 	if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &st.clock) < 0)
